@@ -1,0 +1,361 @@
+"""The config schema, validated once at the edge: YAML + `--set` overrides -> Config, or a one-line DlcliError."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import model_validator
+
+from dlcli.augment import AUGMENTS
+from dlcli.data.catalog import DATASETS
+from dlcli.errors import DlcliError, closest
+from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation
+from dlcli.optim import OPTIMIZERS, SCHEDULERS
+from dlcli.registry import ItemError, Strict
+
+MAX_CONFIG_BYTES = 1 << 20
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def _parse_items(registry, items):
+    parsed = []
+    for i, item in enumerate(items or []):
+        try:
+            parsed.append(registry.parse(item))
+        except ItemError as err:
+            raise ValueError(f"@[{i}]{err.where}: {err.what}") from None
+    return parsed
+
+
+def _parse_named(registry, v, section):
+    """`adam` or `{name: adam, lr: ...}` -> the registry entry; error paths read `optimizer.lr`."""
+    if isinstance(v, dict) and "name" in v:
+        args = {k: val for k, val in v.items() if k != "name"}
+        v = {v["name"]: args}
+    elif not isinstance(v, str):
+        raise ValueError(f"needs a `name` key, e.g. {section}: {{name: ...}}")
+    try:
+        return registry.parse(v, path_has_name=False)
+    except ItemError as err:
+        raise ValueError(f"@{err.where or '.name'}: {err.what}") from None
+
+
+class SyntheticData(Strict):
+    """Seeded random data with real signal: each class is a noisy copy of its own random prototype."""
+
+    shape: list[PositiveInt] = [1, 28, 28]
+    num_classes: int = Field(10, ge=2)
+    train_samples: PositiveInt = 1000
+    test_samples: PositiveInt = 200
+    noise: NonNegativeFloat = 1.0
+
+
+class DataConfig(Strict):
+    dataset: str
+    root: str = "data"
+    download: bool = True
+    val_split: float = Field(0.1, ge=0.0, lt=1.0)
+    max_train_samples: PositiveInt | None = None
+    augment: list[Any] = []
+    synthetic: SyntheticData = SyntheticData()
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v):
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset '{v}'{closest(v, DATASETS)}")
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _augments(cls, v):
+        return _parse_items(AUGMENTS, v)
+
+
+class SequentialModel(Strict):
+    type: Literal["sequential"]
+    layers: list[Any] = Field(min_length=1)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v):
+        return _parse_items(LAYERS, v)
+
+    def layer_list(self, num_classes: int):
+        return self.layers
+
+
+def _head(hidden, activation, dropout, batchnorm, num_classes):
+    layers = []
+    for units in hidden:
+        layers.append(LAYERS.parse({"dense": {"units": units, "activation": activation}}))
+        if batchnorm:
+            layers.append(LAYERS.parse("batchnorm"))
+        if dropout:
+            layers.append(LAYERS.parse({"dropout": dropout}))
+    layers.append(LAYERS.parse({"dense": num_classes}))
+    return layers
+
+
+class MLPModel(Strict):
+    type: Literal["mlp"]
+    hidden: list[PositiveInt] = [128]
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batchnorm: bool = False
+
+    def layer_list(self, num_classes: int):
+        return [LAYERS.parse("flatten")] + _head(self.hidden, self.activation, self.dropout, self.batchnorm, num_classes)
+
+
+class CNNModel(Strict):
+    type: Literal["cnn"]
+    channels: list[PositiveInt] = Field([32, 64], min_length=1)
+    kernel_size: PositiveInt = 3
+    padding: Literal["valid", "same"] = "valid"
+    pool: PositiveInt | None = 2
+    activation: Activation = "relu"
+    batchnorm: bool = False
+    hidden: list[PositiveInt] = [128]
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def layer_list(self, num_classes: int):
+        layers = []
+        for filters in self.channels:
+            conv = {"filters": filters, "kernel_size": self.kernel_size, "padding": self.padding}
+            if self.batchnorm:
+                layers += [LAYERS.parse({"conv2d": conv}), LAYERS.parse({"batchnorm": {"activation": self.activation}})]
+            else:
+                layers.append(LAYERS.parse({"conv2d": {**conv, "activation": self.activation}}))
+            if self.pool:
+                layers.append(LAYERS.parse({"maxpool2d": self.pool}))
+        layers.append(LAYERS.parse("flatten"))
+        return layers + _head(self.hidden, self.activation, self.dropout, False, num_classes)
+
+
+class LSTMModel(Strict):
+    """Reads an image row by row (or a sequence step by step) and classifies the last state."""
+
+    type: Literal["lstm"]
+    hidden_size: PositiveInt = 128
+    num_layers: PositiveInt = 1
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def layer_list(self, num_classes: int):
+        lstm = {"units": self.hidden_size, "num_layers": self.num_layers, "bidirectional": self.bidirectional,
+                "dropout": self.dropout}
+        layers = [LAYERS.parse({"lstm": lstm})]
+        if self.dropout:
+            layers.append(LAYERS.parse({"dropout": self.dropout}))
+        return layers + [LAYERS.parse({"dense": num_classes})]
+
+
+ModelConfig = Annotated[SequentialModel | MLPModel | CNNModel | LSTMModel, Field(discriminator="type")]
+MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, "lstm": LSTMModel}
+
+
+class EarlyStopping(Strict):
+    monitor: Literal[METRICS] = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: PositiveInt = 3
+    min_delta: NonNegativeFloat = 0.0
+
+
+class TrainConfig(Strict):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 1024
+    device: str = "auto"
+    precision: Literal["auto", "32", "bf16", "16-mixed"] = "auto"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: PositiveFloat | None = None
+    l1: NonNegativeFloat = 0.0
+    early_stopping: EarlyStopping | None = None
+    checkpoint_monitor: Literal[METRICS] = "val_accuracy"
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool = False
+    threads: PositiveInt | None = None
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, v):
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        base = v.split(":")[0]
+        if base not in ("auto", "cpu", "cuda", "mps") or (":" in v and (base != "cuda" or not v[5:].isdigit())):
+            raise ValueError(f"unknown device '{v}': use auto, cpu, cuda, cuda:N or mps")
+        return v
+
+
+class Config(Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
+    seed: int = 42
+    data: DataConfig
+    model: ModelConfig
+    optimizer: Any = {"name": "adam"}
+    scheduler: Any = {"name": "none"}
+    train: TrainConfig = TrainConfig()
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer(cls, v):
+        return _parse_named(OPTIMIZERS, v, "optimizer")
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler(cls, v):
+        return _parse_named(SCHEDULERS, v, "scheduler")
+
+    @model_validator(mode="after")
+    def _monitors_need_validation(self):
+        if self.data.val_split == 0:
+            # Without a validation split, val_* monitors fall back to their train_* twins; the resolved config says so.
+            swap = lambda m: m.replace("val_", "train_")  # noqa: E731
+            self.train.checkpoint_monitor = swap(self.train.checkpoint_monitor)
+            if self.train.early_stopping:
+                self.train.early_stopping.monitor = swap(self.train.early_stopping.monitor)
+            if hasattr(self.scheduler, "monitor"):
+                self.scheduler.monitor = swap(self.scheduler.monitor)
+        return self
+
+    def resolved(self) -> dict:
+        """The config as plain data, every default filled in: what the run directory records."""
+        out = self.model_dump(mode="json", exclude={"optimizer", "scheduler"})
+        out["optimizer"] = {"name": self.optimizer.entry_name, **self.optimizer.model_dump(mode="json")}
+        out["scheduler"] = {"name": self.scheduler.entry_name, **self.scheduler.model_dump(mode="json")}
+        out["data"]["augment"] = [a.to_spec() for a in self.data.augment]
+        if isinstance(self.model, SequentialModel):
+            out["model"]["layers"] = [layer.to_spec() for layer in self.model.layers]
+        return out
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DlcliError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise DlcliError(f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DlcliError(f"{path}: not a UTF-8 text file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise DlcliError(f"{path}: invalid YAML at {where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise DlcliError(f"{path}: the top level must be a mapping of sections (name, data, model, ...)")
+    return data
+
+
+def apply_override(data: dict, override: str) -> None:
+    """`train.epochs=3` sets data['train']['epochs'] = 3; the value is parsed as YAML, then typed by the schema."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise DlcliError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise DlcliError(f"--set {key}: '{part}' is not an index of the {len(node)}-item list there")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise DlcliError(f"--set {key}: '{parts[depth - 1]}' holds a value, not a section")
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
+    data = read_yaml(path)
+    for override in overrides or []:
+        apply_override(data, override)
+    return validate_config(data, source=str(path))
+
+
+def validate_config(data: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a missing key
+        raise DlcliError(f"{source}: {format_error(errors[0], data)}") from None
+
+
+def format_error(error: dict, data: dict) -> str:
+    loc = list(error["loc"])
+    # A discriminated union puts the tag into the path (model.cnn.channels): drop it.
+    if len(loc) >= 2 and loc[0] == "model" and loc[1] in MODEL_TYPES:
+        del loc[1]
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    msg = error["msg"].removeprefix("Value error, ")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        fields = _fields_at(loc[:-1], data)
+        return f"{path}: unknown key{closest(loc[-1], fields) if fields else ''}"
+    if kind == "union_tag_invalid":
+        return f"{path}.type: unknown model type '{_get(data, loc + ['type'])}'{closest(str(_get(data, loc + ['type'])), MODEL_TYPES)}"
+    if kind == "union_tag_not_found":
+        return f"{path}.type: missing; choose one of {', '.join(MODEL_TYPES)}"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if msg.startswith("@"):  # a registry item: the message carries the rest of its path
+        return f"{path}{msg[1:]}"
+    if kind == "literal_error":
+        return f"{path}: {msg} (got {_get(data, loc)!r})"
+    return f"{path}: {msg}"
+
+
+def _get(data, loc):
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _fields_at(loc, data) -> list[str]:
+    """The valid keys of the section at `loc`, for suggesting a fix to a misspelt one."""
+    cls: Any = Config
+    for i, part in enumerate(loc):
+        if part == "model" and cls is Config:
+            cls = MODEL_TYPES.get(str(_get(data, ["model", "type"])))
+        elif isinstance(part, str) and cls is not None and part in cls.model_fields:
+            ann = cls.model_fields[part].annotation
+            args = getattr(ann, "__args__", ())
+            cls = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        else:
+            return []
+        if cls is None:
+            return []
+    return list(cls.model_fields)
+
+
+__all__ = ["Config", "load_config", "validate_config", "read_yaml", "apply_override", "ACTIVATIONS"]

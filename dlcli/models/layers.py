@@ -1,0 +1,238 @@
+"""The `sequential` layer registry: one entry per Keras-like layer name.
+
+Each entry validates its YAML arguments and builds `(module, output_shape)` from the input shape (batch axis
+excluded): images are (C, H, W), sequences (T, F), vectors (F,). Shapes follow Keras: 'valid' padding by default,
+pooling floors, and parameter counts match Keras for conv2d, dense and the pools.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from dlcli.registry import Entry, Registry
+
+LAYERS = Registry("layer")
+
+# Activations that never decrease: max-pooling commutes with them, which the builder uses to pool first.
+MONOTONE = {"relu", "leaky_relu", "elu", "selu", "sigmoid", "tanh", "linear"}
+ACTIVATIONS = sorted(MONOTONE | {"gelu", "silu", "softplus", "softmax", "mish"})
+
+Activation = Literal[
+    "relu", "leaky_relu", "elu", "selu", "sigmoid", "tanh", "linear", "gelu", "silu", "softplus", "softmax", "mish"
+]
+
+
+def activation_module(name: str | None):
+    """The nn.Module for an activation name; None for none/linear and for softmax (the loss takes logits)."""
+    from torch import nn
+
+    if name in (None, "linear", "softmax"):
+        return None
+    return {
+        "relu": nn.ReLU,
+        "leaky_relu": nn.LeakyReLU,
+        "elu": nn.ELU,
+        "selu": nn.SELU,
+        "sigmoid": nn.Sigmoid,
+        "tanh": nn.Tanh,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "softplus": nn.Softplus,
+        "mish": nn.Mish,
+    }[name]()
+
+
+class ShapeError(ValueError):
+    """A layer cannot take the shape the previous layer produces."""
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _image(shape, name: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(f"{name} needs an image input (channels, height, width), got shape {tuple(shape)}")
+    return shape
+
+
+def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+class Layer(Entry):
+    activation: Activation | None = None
+
+    def build(self, shape: tuple[int, ...]):
+        """(module or None, output shape); the builder appends `activation`."""
+        raise NotImplementedError
+
+
+@LAYERS.register("conv2d", positional="filters")
+class Conv2D(Layer):
+    filters: PositiveInt
+    kernel_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 3
+    strides: PositiveInt | tuple[PositiveInt, PositiveInt] = 1
+    padding: Literal["valid", "same"] | int = "valid"
+    use_bias: bool = True
+
+    def build(self, shape):
+        from torch import nn
+
+        c, h, w = _image(shape, "conv2d")
+        kh, kw = _pair(self.kernel_size)
+        sh, sw = _pair(self.strides)
+        if self.padding == "same":
+            if (sh, sw) != (1, 1):
+                raise ShapeError("conv2d: padding 'same' needs strides 1; give an integer padding instead")
+            pad: int | str = "same"
+            oh, ow = h, w
+        else:
+            pad = 0 if self.padding == "valid" else self.padding
+            oh, ow = _conv_out(h, kh, sh, pad), _conv_out(w, kw, sw, pad)
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"conv2d: kernel {kh}x{kw} is larger than its {h}x{w} input")
+        conv = nn.Conv2d(c, self.filters, (kh, kw), stride=(sh, sw), padding=pad, bias=self.use_bias)
+        return conv, (self.filters, oh, ow)
+
+
+class _Pool(Layer):
+    pool_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 2
+    strides: PositiveInt | tuple[PositiveInt, PositiveInt] | None = None
+
+    def _out(self, shape, name):
+        c, h, w = _image(shape, name)
+        kh, kw = _pair(self.pool_size)
+        sh, sw = _pair(self.strides) if self.strides is not None else (kh, kw)
+        oh, ow = _conv_out(h, kh, sh, 0), _conv_out(w, kw, sw, 0)
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"{name}: pool {kh}x{kw} is larger than its {h}x{w} input")
+        return (kh, kw), (sh, sw), (c, oh, ow)
+
+
+@LAYERS.register("maxpool2d", positional="pool_size")
+class MaxPool2D(_Pool):
+    def build(self, shape):
+        from torch import nn
+
+        k, s, out = self._out(shape, "maxpool2d")
+        return nn.MaxPool2d(k, s), out
+
+
+@LAYERS.register("avgpool2d", positional="pool_size")
+class AvgPool2D(_Pool):
+    def build(self, shape):
+        from torch import nn
+
+        k, s, out = self._out(shape, "avgpool2d")
+        return nn.AvgPool2d(k, s), out
+
+
+@LAYERS.register("global_avg_pool2d")
+class GlobalAvgPool2D(Layer):
+    def build(self, shape):
+        from torch import nn
+
+        c, _, _ = _image(shape, "global_avg_pool2d")
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), (c,)
+
+
+@LAYERS.register("flatten")
+class Flatten(Layer):
+    def build(self, shape):
+        from torch import nn
+
+        n = 1
+        for d in shape:
+            n *= d
+        return nn.Flatten(), (n,)
+
+
+@LAYERS.register("reshape", positional="target_shape")
+class Reshape(Layer):
+    target_shape: list[PositiveInt]
+
+    def build(self, shape):
+        from dlcli.models.modules import Reshape as ReshapeModule
+
+        n_in = n_out = 1
+        for d in shape:
+            n_in *= d
+        for d in self.target_shape:
+            n_out *= d
+        if n_in != n_out:
+            raise ShapeError(f"reshape: cannot turn {tuple(shape)} ({n_in} values) into {tuple(self.target_shape)}")
+        return ReshapeModule(self.target_shape), tuple(self.target_shape)
+
+
+@LAYERS.register("dense", positional="units")
+class Dense(Layer):
+    units: PositiveInt
+    use_bias: bool = True
+
+    def build(self, shape):
+        from torch import nn
+
+        if len(shape) != 1:
+            raise ShapeError(f"dense needs a flat input, got shape {tuple(shape)}: add `flatten` before it")
+        return nn.Linear(shape[0], self.units, bias=self.use_bias), (self.units,)
+
+
+@LAYERS.register("dropout", positional="rate")
+class Dropout(Layer):
+    rate: float = Field(0.5, ge=0.0, lt=1.0)
+
+    def build(self, shape):
+        from torch import nn
+
+        return nn.Dropout(self.rate), tuple(shape)
+
+
+@LAYERS.register("batchnorm")
+class BatchNorm(Layer):
+    momentum: float = Field(0.99, gt=0.0, lt=1.0, description="Keras convention: weight of the running average")
+    epsilon: float = Field(1e-3, gt=0.0)
+
+    def build(self, shape):
+        from torch import nn
+
+        # torch's momentum is the weight of the new batch, Keras's the weight of the running value.
+        kwargs = dict(eps=self.epsilon, momentum=1.0 - self.momentum)
+        if len(shape) == 3:
+            return nn.BatchNorm2d(shape[0], **kwargs), tuple(shape)
+        if len(shape) == 1:
+            return nn.BatchNorm1d(shape[0], **kwargs), tuple(shape)
+        raise ShapeError(f"batchnorm takes an image or a flat input, got shape {tuple(shape)}")
+
+
+@LAYERS.register("activation", positional="activation")
+class ActivationLayer(Layer):
+    activation: Activation  # required here
+
+    def build(self, shape):
+        return None, tuple(shape)  # the builder adds the activation, as for every layer
+
+
+@LAYERS.register("lstm", positional="units")
+class LSTM(Layer):
+    units: PositiveInt
+    num_layers: PositiveInt = 1
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    return_sequences: bool = False
+
+    def build(self, shape):
+        from dlcli.models.modules import LSTMBlock
+
+        if len(shape) == 3:  # an image is read row by row: H steps of C*W features
+            steps, features = shape[1], shape[0] * shape[2]
+        elif len(shape) == 2:
+            steps, features = shape
+        else:
+            raise ShapeError(f"lstm needs a sequence (steps, features) or an image, got shape {tuple(shape)}")
+        block = LSTMBlock(features, self.units, self.num_layers, self.bidirectional, self.dropout, self.return_sequences)
+        width = self.units * (2 if self.bidirectional else 1)
+        return block, ((steps, width) if self.return_sequences else (width,))
+
