@@ -200,8 +200,8 @@ class Config(Strict):
     seed: int = 42
     data: DataConfig
     model: ModelConfig
-    optimizer: Any = {"name": "adam"}
-    scheduler: Any = {"name": "none"}
+    optimizer: Any = Field({"name": "adam"}, validate_default=True)
+    scheduler: Any = Field({"name": "none"}, validate_default=True)
     train: TrainConfig = TrainConfig()
 
     @field_validator("optimizer", mode="before")

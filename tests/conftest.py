@@ -1,0 +1,61 @@
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
+
+
+def tiny_config(**sections) -> dict:
+    """A synthetic 8x8 config that trains in well under a second; sections override whole keys."""
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {
+            "dataset": "synthetic",
+            "val_split": 0.2,
+            "synthetic": {"shape": [1, 8, 8], "num_classes": 3, "train_samples": 240, "test_samples": 60},
+        },
+        "model": {"type": "mlp", "hidden": [16]},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 2, "batch_size": 32},
+    }
+    cfg.update(sections)
+    return cfg
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(cfg: dict, name: str = "config.yaml") -> str:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg))
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def cli():
+    """Invoke dlcli as a user would type it: cli("train", path, "--runs-dir", d) -> click Result."""
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("DLCLI_RUNS_DIR", raising=False)
+    monkeypatch.delenv("DLCLI_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
