@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -130,6 +130,182 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         console = Console()
         console.print(table)
         console.print(f"total parameters: {total:,} (trainable {trainable:,})")
+
+    guarded(body)
+
+
+RunIdArg = Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or `latest`")]
+CheckpointOpt = Annotated[
+    Literal["best", "last"], typer.Option("--checkpoint", help="best.pt (best monitored epoch) or last.pt")
+]
+
+
+def _stdout():
+    """Tables on stdout; piped or captured output gets up to 200 columns rather than rich's 80, so nothing is cut."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+@app.command()
+def evaluate(run_id: RunIdArg,
+             split: Annotated[Literal["test", "val"], typer.Option("--split", help="Which split to score")] = "test",
+             checkpoint: CheckpointOpt = "best", json_: JsonOpt = False, runs_dir: RunsDirOpt = None,
+             device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto"):
+    """Score a run on its test (or validation) split: loss, accuracy, per-class scores, confusion matrix.
+
+    Writes eval-<split>.json and confusion-<split>.png into the run.
+    """
+
+    def body():
+        import json
+
+        from dlcli import runs
+        from dlcli.evaluate import evaluate_run, render
+
+        run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        report = evaluate_run(run, split, checkpoint, device)
+        if json_:
+            print(json.dumps(report, indent=2))
+        else:
+            render(report, _stdout())
+
+    guarded(body)
+
+
+@app.command()
+def predict(images: Annotated[list[str], typer.Argument(help="Image files or directories of them")],
+            run_id: Annotated[str, typer.Option("--run", help="Run id, unique prefix or `latest`")] = "latest",
+            top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many labels to show per image")] = 5,
+            invert: Annotated[bool, typer.Option("--invert", help="Invert images: for dark strokes on a light "
+                                                 "background (MNIST-style models expect white on black)")] = False,
+            checkpoint: CheckpointOpt = "best", json_: JsonOpt = False, runs_dir: RunsDirOpt = None,
+            device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu"):
+    """Classify images with a trained run: top-k labels and probabilities per image.
+
+    Each image becomes what training saw: the run's channels, size, 0-255 scale and normalisation.
+
+    An unreadable image is reported on stderr, the others are still predicted, and the exit code is 1.
+    """
+
+    def body():
+        import json
+
+        from dlcli import runs
+        from dlcli.predict import predict_files, render
+
+        run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        console = _stdout()
+
+        def problem(path, reason):
+            print(f"warning: {reason}" if path is None else f"error: {path}: {reason}", file=sys.stderr)
+
+        show = None if json_ else (lambda pred: render(pred, console))
+        results, failed = predict_files(run, images, top_k, invert, checkpoint, device, show, problem)
+        if json_:
+            print(json.dumps([{"image": r.image, "top": r.top} for r in results], indent=2))
+        if failed:
+            raise typer.Exit(1)
+
+    guarded(body)
+
+
+@app.command("runs")
+def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
+    """List the runs: id, dataset, model, epochs, best metric, status, date (oldest first)."""
+
+    def body():
+        import json
+
+        from dlcli import runs
+
+        root = runs.runs_dir(runs_dir)
+        rows = [runs.overview(p) for p in runs.list_runs(root)]
+        if json_:
+            print(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            print(f"no runs in {root}/: train one with `dlcli train CONFIG`", file=sys.stderr)
+            return
+        from rich.table import Table
+
+        table = Table(title=f"runs in {root}/")
+        for col in ("id", "dataset", "model", "epochs", "best metric", "status", "date"):
+            table.add_column(col, no_wrap=col == "id", justify="right" if col == "epochs" else "left")
+        colours = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+        for r in rows:
+            best = r["best_metric"]
+            best_text = f"{str(best.get('name')).replace('accuracy', 'acc')} {best['value']:.4f}" if best and \
+                isinstance(best.get("value"), (int, float)) else "-"
+            colour = colours.get(r["status"], "dim")
+            table.add_row(r["id"], r["dataset"] or "?", r["model"] or "?",
+                          f"{r['epochs_completed'] if r['epochs_completed'] is not None else '?'}/{r['epochs'] or '?'}",
+                          best_text, f"[{colour}]{r['status']}[/{colour}]", str(r["started"]).replace("T", " ")[:16])
+        _stdout().print(table)
+
+    guarded(body)
+
+
+@app.command()
+def show(run_id: RunIdArg, runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
+    """Print a run's resolved config, its summary and the paths of its plots and reports."""
+
+    def body():
+        import json
+
+        import yaml
+
+        from dlcli import runs
+        from dlcli.errors import DlcliError
+        from dlcli.plots import plot_files
+
+        run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        try:
+            config_text = (run / "config.yaml").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            config_text = f"# unreadable: {err}\n"
+        try:
+            summary = runs.read_json(run / "summary.json")
+        except DlcliError as err:  # still show the config and files of a run whose summary is missing or damaged
+            summary = {"error": str(err)}
+        plots = [str(p) for p in plot_files(run)]
+        reports = [str(p) for p in sorted(run.glob("eval-*.json"))]
+        if json_:
+            try:
+                config = yaml.safe_load(config_text)
+            except yaml.YAMLError:
+                config = None
+            print(json.dumps({"id": run.name, "path": str(run), "config": config, "summary": summary,
+                              "plots": plots, "reports": reports}, indent=2))
+            return
+        from rich.rule import Rule
+        from rich.syntax import Syntax
+
+        console = _stdout()
+        console.print(Rule(f"run {run.name} ({run})"))
+        console.print(Syntax(config_text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
+        console.print(Rule("summary"))
+        console.print_json(json.dumps(summary))
+        console.print(Rule("files"))
+        if plots or reports:
+            for path in plots + reports:
+                console.print(path, soft_wrap=True)
+        else:
+            console.print(f"no plots yet: `dlcli plot {run.name}`, `dlcli evaluate {run.name}`", soft_wrap=True)
+
+    guarded(body)
+
+
+@app.command()
+def plot(run_id: RunIdArg, runs_dir: RunsDirOpt = None):
+    """Draw the run's learning curves (loss and accuracy per epoch, train and validation) into curves.png."""
+
+    def body():
+        from dlcli import runs
+        from dlcli.plots import write_curves
+
+        run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        print(write_curves(run))
 
     guarded(body)
 

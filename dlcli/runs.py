@@ -141,3 +141,36 @@ def resolve_run(root: Path, run_id: str) -> Path:
     if resolved.parent != root.resolve():
         raise DlcliError(f"run '{run_id}' points outside {root}/; refusing to use it")
     return matches[0]
+
+
+def overview(run: Path) -> dict:
+    """One row of `dlcli runs`, read leniently: a damaged file shows as unknown fields, never hides the other runs."""
+
+    def lenient(read):
+        try:
+            return read()
+        except (OSError, ValueError, yaml.YAMLError, DlcliError):
+            return None
+
+    cfg = lenient(lambda: yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")))
+    cfg = cfg if isinstance(cfg, dict) else {}
+    summary = lenient(lambda: json.loads((run / "summary.json").read_text(encoding="utf-8")))
+    summary = summary if isinstance(summary, dict) else {}
+    history = lenient(lambda: read_metrics(run)) or []
+    section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
+    best = summary.get("best_metric")
+    monitor = section("train").get("checkpoint_monitor")
+    if not isinstance(best, dict) and monitor and any(monitor in m for m in history):
+        values = [m[monitor] for m in history if monitor in m]
+        best = {"name": monitor, "value": max(values) if monitor.endswith("accuracy") else min(values)}
+    started = summary.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.stat().st_mtime))
+    return {
+        "id": run.name,
+        "dataset": section("data").get("dataset"),
+        "model": section("model").get("type"),
+        "epochs_completed": summary.get("epochs_completed", len(history)),
+        "epochs": summary.get("epochs") or section("train").get("epochs"),
+        "best_metric": best if isinstance(best, dict) else None,
+        "status": summary.get("status", "unknown"),
+        "started": started,
+    }

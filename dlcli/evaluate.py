@@ -1,0 +1,231 @@
+"""`dlcli evaluate`: a run's checkpoint scored on its test or validation split.
+
+Everything comes from the run directory: the resolved config rebuilds the model and the split (same dataset, seed
+and val_split, so the same samples), data.json gives the class names and the normalisation the model trained with
+(never statistics computed again), and the checkpoint gives the weights. `load_run` is shared with `dlcli predict`,
+so both feed the model exactly the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlcli import runs
+from dlcli.errors import BAD_INPUT, RUNTIME, DlcliError
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    cfg: Any  # dlcli.config.Config
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    normalizer: Any  # dlcli.data.Normalizer
+    model: Any  # torch.nn.Module, in eval mode on `device`
+    device: Any
+    precision: str
+    channels_last: bool
+    checkpoint: Path
+    epoch: int | None
+
+    def logits(self, x, batch_size: int | None = None):
+        """float32 logits on the CPU for raw inputs x (uint8 images as the dataset stores them, not normalised)."""
+        from dlcli.engine import predict_logits
+
+        return predict_logits(self.model, x, self.normalizer, self.device, self.precision,
+                              batch_size or self.cfg.train.eval_batch_size, self.channels_last)
+
+
+def read_run_config(run: Path):
+    from dlcli.config import validate_config
+
+    path = run / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DlcliError(f"{path} is missing: the run is incomplete", RUNTIME) from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise DlcliError(f"{path}: damaged YAML", RUNTIME) from None
+    if not isinstance(data, dict):
+        raise DlcliError(f"{path}: damaged (not a mapping)", RUNTIME)
+    try:
+        return validate_config(data, source=str(path))
+    except DlcliError as err:
+        raise DlcliError(f"{err} (the run's config does not validate with this dlcli version)", RUNTIME) from None
+
+
+def read_data_info(run: Path) -> dict:
+    """data.json, checked: classes, input_shape and normalization {mean, std, image}."""
+    path = run / "data.json"
+    info = runs.read_json(path)
+    try:
+        classes = [str(c) for c in info["classes"]]
+        shape = tuple(int(d) for d in info["input_shape"])
+        norm = info["normalization"]
+        mean, std, image = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]], bool(norm["image"])
+    except (KeyError, TypeError, ValueError):
+        raise DlcliError(f"{path}: damaged (needs classes, input_shape and normalization {{mean, std, image}})",
+                         RUNTIME) from None
+    if not classes or not shape or not mean or len(mean) != len(std):
+        raise DlcliError(f"{path}: damaged (empty classes, shape or statistics)", RUNTIME)
+    return {"classes": classes, "input_shape": shape, "normalization": {"mean": mean, "std": std, "image": image}}
+
+
+def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: dict | None = None) -> LoadedRun:
+    """The run's model with the chosen checkpoint's weights, in eval mode, and the preprocessing it trained with."""
+    import torch
+
+    from dlcli.data import Normalizer
+    from dlcli.engine import resolve_device, resolve_precision
+    from dlcli.models import build_model
+
+    if checkpoint not in ("best", "last"):
+        raise DlcliError(f"--checkpoint must be best or last, not '{checkpoint}'")
+    cfg = read_run_config(run)
+    info = info or read_data_info(run)
+    dev = resolve_device(device)
+    ckpt_path = run / "checkpoints" / f"{checkpoint}.pt"
+    state = runs.load_checkpoint(ckpt_path)
+    model, _ = build_model(cfg.model, info["input_shape"], len(info["classes"]))
+    weights = {k.removeprefix("_orig_mod."): v for k, v in state["model"].items()}  # a torch.compile'd model's keys
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise DlcliError(f"{ckpt_path}: the weights do not fit the model in config.yaml ({first[:160]})",
+                         RUNTIME) from None
+    try:
+        precision = resolve_precision(cfg.train.precision, dev)
+    except DlcliError:
+        precision = "32"
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    channels_last = has_conv if cfg.train.channels_last == "auto" else bool(cfg.train.channels_last)
+    model = model.to(dev, memory_format=torch.channels_last) if channels_last else model.to(dev)
+    model.eval()
+    norm = info["normalization"]
+    epoch = state.get("epoch")
+    return LoadedRun(run, cfg, info["classes"], info["input_shape"], Normalizer(norm["mean"], norm["std"], norm["image"]),
+                     model, dev, precision, channels_last, ckpt_path, int(epoch) if isinstance(epoch, int) else None)
+
+
+def rebuild_split(loaded: LoadedRun, split: str):
+    """The run's test or validation samples, drawn again from its dataset with its seed and val_split."""
+    from dlcli.data import load_data
+
+    if split not in ("test", "val"):
+        raise DlcliError(f"--split must be test or val, not '{split}'")
+    data = load_data(loaded.cfg)
+    if split == "val" and data.val is None:
+        raise DlcliError(f"run {loaded.path.name} was trained with data.val_split 0: it has no validation split "
+                         "(use --split test)", BAD_INPUT)
+    if len(data.classes) != len(loaded.classes) or tuple(data.input_shape) != tuple(loaded.input_shape):
+        raise DlcliError(f"{loaded.cfg.data.dataset} now gives {len(data.classes)} classes of shape "
+                         f"{tuple(data.input_shape)}, but the run trained on {len(loaded.classes)} of shape "
+                         f"{tuple(loaded.input_shape)}", RUNTIME)
+    return data.val if split == "val" else data.test
+
+
+def classification_report(logits, y, classes: list[str]) -> dict:
+    """Loss, accuracy, top-5 accuracy (10+ classes), per-class and macro precision/recall/F1, confusion matrix.
+
+    Precision, recall or F1 of a class that is never predicted (or never present) count as 0, as scikit-learn's
+    zero_division=0 does; macro averages run over the classes present in the labels or the predictions.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    k = len(classes)
+    y = y.long().cpu()
+    logits = logits.float().cpu()
+    pred = logits.argmax(1)
+    cm = torch.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    tp = cm.diag().double()
+    predicted, support = cm.sum(0).double(), cm.sum(1).double()
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), torch.zeros_like(tp))
+    present = (predicted + support) > 0
+    report = {
+        "samples": len(y),
+        "loss": F.cross_entropy(logits, y).item(),
+        "accuracy": (pred == y).double().mean().item(),
+    }
+    if k >= 10:
+        top5 = logits.topk(5, dim=1).indices
+        report["top5_accuracy"] = (top5 == y[:, None]).any(1).double().mean().item()
+    report["macro"] = {name: v[present].mean().item() for name, v in
+                       (("precision", precision), ("recall", recall), ("f1", f1))}
+    report["per_class"] = [
+        {"index": i, "label": classes[i], "precision": precision[i].item(), "recall": recall[i].item(),
+         "f1": f1[i].item(), "support": int(support[i].item())}
+        for i in range(k)
+    ]
+    report["classes"] = list(classes)
+    report["confusion_matrix"] = cm.tolist()
+    return report
+
+
+def evaluate_run(run: Path, split: str = "test", checkpoint: str = "best", device: str = "auto") -> dict:
+    """Score the run, write eval-<split>.json and confusion-<split>.png into it, and return the report."""
+    from dlcli.plots import write_confusion
+
+    loaded = load_run(run, checkpoint, device)
+    samples = rebuild_split(loaded, split)
+    logits = loaded.logits(samples.x)
+    report = {"run_id": run.name, "split": split, "checkpoint": checkpoint, "checkpoint_epoch": loaded.epoch,
+              "dataset": loaded.cfg.data.dataset, **classification_report(logits, samples.y, loaded.classes)}
+    json_path, png_path = run / f"eval-{split}.json", run / f"confusion-{split}.png"
+    report["files"] = {"report": str(json_path), "confusion_matrix": str(png_path)}
+    write_confusion(png_path, report["confusion_matrix"], loaded.classes,
+                    f"{run.name}: {split} split, {checkpoint} checkpoint, accuracy {report['accuracy']:.4f}")
+    try:
+        runs.write_json(json_path, report)
+    except OSError as err:
+        raise DlcliError(f"could not write {json_path} ({err.strerror or err})", RUNTIME) from None
+    return report
+
+
+def render(report: dict, console) -> None:
+    """The report as rich tables: overall metrics, per-class scores, confusion matrix (up to 20 classes)."""
+    from rich.table import Table
+
+    epoch = f" (epoch {report['checkpoint_epoch']})" if report.get("checkpoint_epoch") is not None else ""
+    console.print(f"run {report['run_id']}: {report['dataset']} {report['split']} split, {report['samples']:,} "
+                  f"samples, {report['checkpoint']} checkpoint{epoch}", soft_wrap=True)
+    overall = Table(title="metrics")
+    overall.add_column("metric")
+    overall.add_column("value", justify="right")
+    overall.add_row("loss", f"{report['loss']:.4f}")
+    overall.add_row("accuracy", f"{report['accuracy']:.4f}")
+    if "top5_accuracy" in report:
+        overall.add_row("top-5 accuracy", f"{report['top5_accuracy']:.4f}")
+    for name in ("precision", "recall", "f1"):
+        overall.add_row(f"macro {name if name != 'f1' else 'F1'}", f"{report['macro'][name]:.4f}")
+    console.print(overall)
+
+    per_class = Table(title="per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(col, justify="left" if col == "class" else "right")
+    for row in report["per_class"]:
+        per_class.add_row(row["label"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                          f"{row['support']:,}")
+    console.print(per_class)
+
+    classes, cm = report["classes"], report["confusion_matrix"]
+    if len(classes) <= 20:
+        matrix = Table(title="confusion matrix: true (rows) x predicted (columns)")
+        matrix.add_column("true class", no_wrap=True)
+        for i in range(len(classes)):
+            matrix.add_column(str(i), justify="right")
+        for i, (name, row) in enumerate(zip(classes, cm)):
+            matrix.add_row(f"{i} {name}", *(f"[bold]{v}[/bold]" if i == j and v else str(v) for j, v in enumerate(row)))
+        console.print(matrix)
+    else:
+        console.print(f"confusion matrix: {len(classes)} classes, too many for a table: see the PNG or the JSON")
+    files = report["files"]
+    console.print(f"wrote {files['report']} and {files['confusion_matrix']}", soft_wrap=True)
