@@ -59,9 +59,12 @@ class DataConfig(Strict):
     root: str = "data"
     download: bool = True
     val_split: float = Field(0.1, ge=0.0, lt=1.0)
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when a dataset has no test set")
     max_train_samples: PositiveInt | None = None
     augment: list[Any] = []
     synthetic: SyntheticData = SyntheticData()
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
+    channels: Literal[1, 3] = 3
 
     @field_validator("dataset")
     @classmethod

@@ -75,20 +75,29 @@ def load_data(cfg) -> DataBundle:
     from dlcli.data import loaders
 
     source = DATASETS[cfg.data.dataset]
-    train_x, train_y, test_x, test_y, classes = loaders.load(source, cfg.data, cfg.seed)
-    n = len(train_y)
+    raw = loaders.load(source, cfg.data, cfg.seed)
+    n = len(raw.train_y)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
-    n_val = int(round(n * cfg.data.val_split))
-    if cfg.data.val_split and n_val == 0:
-        n_val = 1
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    if cfg.data.max_train_samples is not None:
-        train_idx = train_idx[: cfg.data.max_train_samples]
+
+    def carve(fraction: float) -> torch.Tensor:
+        """The next `fraction` of the seeded order, sorted; at least one sample when the fraction is not 0."""
+        nonlocal order
+        k = max(int(round(n * fraction)), 1 if fraction else 0)
+        taken, order = order[:k], order[k:]
+        return taken.sort().values
+
+    test_idx = carve(cfg.data.test_split) if raw.test_y is None else None
+    val_idx = carve(cfg.data.val_split) if raw.val_y is None else None
+    train_idx = order if cfg.data.max_train_samples is None else order[: cfg.data.max_train_samples]
     if len(train_idx) == 0:
         raise DlcliError(f"data.val_split {cfg.data.val_split} leaves no training samples of {n}")
-    train_idx, _ = train_idx.sort()
-    val_idx, _ = val_idx.sort()
-    train = Split(train_x[train_idx], train_y[train_idx])
-    val = Split(train_x[val_idx], train_y[val_idx]) if n_val else None
+    pick = lambda idx: Split(raw.train_x[idx], raw.train_y[idx])  # noqa: E731
+    train = pick(train_idx.sort().values)
+    test = pick(test_idx) if test_idx is not None else Split(raw.test_x, raw.test_y)
+    if val_idx is not None:
+        val = pick(val_idx) if len(val_idx) else None
+    else:
+        val = Split(raw.val_x, raw.val_y)
     mean, std, image = statistics(train.x)
-    return DataBundle(train, val, Split(test_x, test_y), classes, tuple(train_x.shape[1:]), Normalizer(mean, std, image))
+    shape = tuple(raw.train_x.shape[1:])
+    return DataBundle(train, val, test, raw.classes, shape, Normalizer(mean, std, image))

@@ -8,13 +8,19 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Source:
     name: str
-    kind: str  # the loader in dlcli.data.loaders: idx, cifar or synthetic
+    kind: str  # the reader in dlcli.data.loaders: idx, cifar, folder or synthetic
     shape: tuple[int, ...] | None  # None: given by the config (synthetic)
     classes: tuple[str, ...] | None
     torchvision: str | None = None  # torchvision's class for the download
     debian: str | None = None  # folder under /usr/share/datasets from Debian's dataset-* packages
 
     def describe(self, data_cfg) -> tuple[tuple[int, ...], list[str]]:
+        if self.kind == "folder":
+            from pathlib import Path
+
+            from dlcli.data.folders import folder_classes, image_size
+
+            return (data_cfg.channels, *image_size(data_cfg)), folder_classes(Path(data_cfg.root))
         if self.kind == "synthetic":
             syn = data_cfg.synthetic
             return tuple(syn.shape), [f"class_{i}" for i in range(syn.num_classes)]
@@ -34,6 +40,7 @@ DATASETS: dict[str, Source] = {
         Source("kmnist", "idx", (1, 28, 28), KMNIST, "KMNIST", "kmnist"),
         Source("cifar10", "cifar", (3, 32, 32), CIFAR10, "CIFAR10"),
         Source("cifar100", "cifar", (3, 32, 32), None, "CIFAR100"),
+        Source("image_folder", "folder", None, None),
         Source("synthetic", "synthetic", None, None),
     ]
 }

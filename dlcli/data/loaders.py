@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -20,11 +21,23 @@ DEBIAN_DATASETS = Path("/usr/share/datasets")
 DEBIAN_PACKAGES = {"fashion-mnist"}  # the dataset-* packages Debian ships today
 
 
-def load(source, data_cfg, seed: int):
-    """(train_x, train_y, test_x, test_y, class names) for a catalog source."""
-    return {"idx": load_idx_dataset, "cifar": load_cifar, "synthetic": load_synthetic}[source.kind](
-        source, data_cfg, seed
-    )
+class Raw(NamedTuple):
+    """A dataset as read: test (image folders without test/) and val (only image folders' val/) may be None."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor | None
+    test_y: torch.Tensor | None
+    classes: list[str]
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+
+def load(source, data_cfg, seed: int) -> Raw:
+    from dlcli.data.folders import load_image_folder
+
+    readers = {"idx": load_idx_dataset, "cifar": load_cifar, "synthetic": load_synthetic, "folder": load_image_folder}
+    return Raw(*readers[source.kind](source, data_cfg, seed))
 
 
 # ---------------------------------------------------------------- MNIST family
