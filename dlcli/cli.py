@@ -42,11 +42,19 @@ def guarded(fn):
     except DlcliError as err:
         if state["debug"]:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + "\\n".join(str(err).splitlines()), file=sys.stderr)  # one line, whatever the message holds
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise  # typer's own ways out: the command already said why
+    except Exception as err:  # a bug or an unforeseen failure: still one line, the traceback with --debug
+        if state["debug"]:
+            raise
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        print(f"error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        raise typer.Exit(1) from None
 
 
 @app.callback()
@@ -109,8 +117,8 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         from dlcli.models import build_model
 
         cfg = load_config(config, set_)
-        shape, classes = describe(cfg.data)
-        model, rows = build_model(cfg.model, shape, len(classes))
+        shape, classes, vocab_size = describe(cfg)
+        model, rows = build_model(cfg.model, shape, len(classes), vocab_size)
         total = sum(r.parameters for r in rows)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if json_:
@@ -174,13 +182,15 @@ def evaluate(run_id: RunIdArg,
 
 
 @app.command()
-def predict(images: Annotated[list[str], typer.Argument(help="Image files or directories of them")],
+def predict(images: Annotated[Optional[list[str]], typer.Argument(
+                help="Image files or directories of them; CSV files for table runs; texts for text runs")] = None,
             run_id: Annotated[str, typer.Option("--run", help="Run id, unique prefix or `latest`")] = "latest",
             top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many labels to show per image")] = 5,
             invert: Annotated[bool, typer.Option("--invert", help="Invert images: for dark strokes on a light "
                                                  "background (MNIST-style models expect white on black)")] = False,
             checkpoint: CheckpointOpt = "best", json_: JsonOpt = False, runs_dir: RunsDirOpt = None,
-            device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu"):
+            device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu",
+            text_file: Annotated[Optional[str], typer.Option("--text-file", help="Text runs: one text per line")] = None):
     """Classify images with a trained run: top-k labels and probabilities per image.
 
     Each image becomes what training saw: the run's channels, size, 0-255 scale and normalisation.
@@ -192,10 +202,27 @@ def predict(images: Annotated[list[str], typer.Argument(help="Image files or dir
         import json
 
         from dlcli import runs
+        from dlcli.errors import DlcliError
         from dlcli.predict import predict_files, render
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
         console = _stdout()
+        from dlcli.evaluate import read_data_info
+
+        kind = (read_data_info(run).get("preprocessing") or {}).get("kind")
+        if kind in ("tabular", "text"):
+            from dlcli.predict import predict_records
+
+            results = predict_records(run, images or [], top_k, checkpoint, device, text_file)
+            key = "text" if kind == "text" else "row"
+            if json_:
+                print(json.dumps([{key: r.image, "top": r.top} for r in results], indent=2))
+            else:
+                for r in results:
+                    render(r, console)
+            return
+        if not images:
+            raise DlcliError("no images given", 2)
 
         def problem(path, reason):
             print(f"warning: {reason}" if path is None else f"error: {path}: {reason}", file=sys.stderr)
@@ -306,6 +333,27 @@ def plot(run_id: RunIdArg, runs_dir: RunsDirOpt = None):
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
         print(write_curves(run))
+
+    guarded(body)
+
+
+@app.command()
+def resume(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or `latest`")],
+           epochs: Annotated[Optional[int], typer.Option("--epochs", help="A new total number of epochs")] = None,
+           runs_dir: RunsDirOpt = None,
+           quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or epoch lines")] = False):
+    """Continue an interrupted, failed or finished run from its last checkpoint, exactly where it stopped."""
+
+    def body():
+        from dlcli import runs
+        from dlcli.errors import DlcliError
+        from dlcli.train import resume as resume_run
+
+        if epochs is not None and epochs < 1:
+            raise DlcliError(f"--epochs {epochs}: needs a positive number of epochs")
+        console = _stderr()
+        console.quiet = quiet
+        print(resume_run(runs.runs_dir(runs_dir), run_id, console, epochs, show_progress=not quiet).name)
 
     guarded(body)
 

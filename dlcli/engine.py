@@ -3,6 +3,9 @@
 Batches are cut from tensors already in memory (on the GPU when training there) by a seeded permutation, then
 normalised and augmented on the device. Loss and accuracy accumulate on the device and are read only when the
 progress display refreshes, so the loop never waits for the device between steps.
+
+Resume is exact: a checkpoint holds, besides weights and optimizer, every random generator, the callbacks' state and,
+when written mid-epoch (Ctrl-C, SIGTERM), that epoch's data order, position and running sums.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcli.augment import apply_all
-from dlcli.errors import DlcliError
+from dlcli.errors import RUNTIME, DlcliError
 
 REFRESH_SECONDS = 0.25
 
@@ -88,14 +93,45 @@ def score(logits, y) -> dict:
     }
 
 
+class Interrupted(DlcliError):
+    """SIGINT or SIGTERM arrived during fit: exit 130 or 143, as a shell reports a process those signals ended."""
+
+    def __init__(self, signame: str, saved: bool):
+        self.signame, self.saved = signame, saved
+        super().__init__(f"interrupted by {signame}", 143 if signame == "SIGTERM" else 130)
+
+
+class NonFiniteLoss(DlcliError):
+    def __init__(self, message: str):
+        super().__init__(message, RUNTIME)
+
+
 @dataclass
 class State:
     """What the callbacks see and may change; `stop` ends the fit after the current epoch."""
 
-    epoch: int = 0
-    step: int = 0
+    epoch: int = 0  # completed epochs
+    step: int = 0  # batches trained, over all epochs
     stop: bool = False
+    interrupt: str | None = None  # set by a signal: the fit saves and stops after the current step
     history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class EpochProgress:
+    """Where the current epoch stands; a mid-epoch checkpoint stores it so a resumed epoch ends identically."""
+
+    order: torch.Tensor  # this epoch's permutation of the training split
+    batch: int  # the next batch to train
+    loss_sum: torch.Tensor  # device scalars, read only at refresh points
+    correct: torch.Tensor
+    losses: torch.Tensor  # every batch's loss, to name the first non-finite one without a per-step sync
+    skipped: int = 0  # batches skipped for a non-finite loss (train.on_nan: skip_batch)
+    skipped_samples: int = 0
+
+    def to_dict(self) -> dict:
+        return {"order": self.order.cpu(), "batch": self.batch, "loss_sum": self.loss_sum.cpu(),
+                "correct": self.correct.cpu(), "skipped": self.skipped, "skipped_samples": self.skipped_samples}
 
 
 class Callback:
@@ -103,7 +139,57 @@ class Callback:
     def on_epoch_start(self, trainer, steps: int): ...
     def on_step(self, trainer, seen: int, loss: torch.Tensor, correct: torch.Tensor): ...
     def on_epoch_end(self, trainer, metrics: dict): ...
+    def on_interrupt(self, trainer): ...
     def on_fit_end(self, trainer): ...
+    def state_dict(self) -> dict | None: ...  # what a checkpoint keeps of this callback, if anything
+    def load_state_dict(self, state: dict): ...
+
+
+def rng_state(data_order: torch.Generator) -> dict:
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],  # tensors load weights-only
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "data_order": data_order.get_state(),
+    }
+
+
+def set_rng_state(state: dict, data_order: torch.Generator) -> None:
+    import numpy as np
+
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    data_order.set_state(state["data_order"])
+
+
+@contextlib.contextmanager
+def stop_on_signals(state: State):
+    """SIGINT/SIGTERM set `state.interrupt`; the loop saves and stops after the current step. A second one stops
+    at once. Handlers are installed only for the fit (and only where Python allows: the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if state.interrupt:
+            raise Interrupted(name, saved=False)
+        state.interrupt = name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class Trainer:
@@ -124,6 +210,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.state = State()
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.progress: EpochProgress | None = None
 
     def loss_fn(self, logits, y):
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
@@ -131,16 +218,39 @@ class Trainer:
             loss = loss + self.cfg.train.l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
         return loss
 
+    def new_epoch(self) -> EpochProgress:
+        order = torch.randperm(len(self.train_split), generator=self.generator).to(self.device)
+        zero = torch.zeros((), device=self.device)
+        return EpochProgress(order, 0, zero, zero.long(), torch.zeros(self.steps_per_epoch, device=self.device))
+
+    def optimizer_step(self, loss):
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.cfg.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.scheduler is not None and self.cfg.scheduler.interval == "step":
+            self.scheduler.step()
+
     def train_epoch(self) -> dict:
-        tc, split, model = self.cfg.train, self.train_split, self.model
-        model.train()
-        order = torch.randperm(len(split), generator=self.generator).to(self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        tc, split = self.cfg.train, self.train_split
+        self.model.train()
+        p = self.progress = self.progress or self.new_epoch()  # a resumed run starts inside its epoch
         for cb in self.callbacks:
             cb.on_epoch_start(self, self.steps_per_epoch)
-        for i in range(self.steps_per_epoch):
-            idx = order[i * tc.batch_size : (i + 1) * tc.batch_size]
+        next_check = time.perf_counter() + REFRESH_SECONDS
+        for i in range(p.batch, self.steps_per_epoch):
+            if self.state.interrupt:
+                self.save_and_stop(p)
+            idx = p.order[i * tc.batch_size : (i + 1) * tc.batch_size]
             xb = prepare_batch(split.x[idx], self.data.normalizer, self.channels_last)
             yb = split.y[idx]
             if self.cfg.data.augment:
@@ -148,32 +258,48 @@ class Trainer:
             with autocast(self.device, self.precision):
                 logits = self.forward(xb)
             loss = self.loss_fn(logits, yb)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.optimizer)
+            # skip_batch must decide before the update, so it reads the loss every step (a host sync); `stop`
+            # records each loss on the device and checks them only a few times a second and at the epoch's end.
+            if tc.on_nan == "skip_batch" and not torch.isfinite(loss).item():
+                p.skipped, p.skipped_samples = p.skipped + 1, p.skipped_samples + len(yb)
             else:
-                loss.backward()
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            if self.scheduler is not None and self.cfg.scheduler.interval == "step":
-                self.scheduler.step()
+                self.optimizer_step(loss)
+                p.losses[i] = loss.detach()
+                p.loss_sum += loss.detach() * len(yb)
+                p.correct += (logits.detach().argmax(1) == yb).sum()
             self.state.step += 1
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
+            p.batch = i + 1
             for cb in self.callbacks:
-                cb.on_step(self, min((i + 1) * tc.batch_size, len(split)), loss_sum, correct)
-        n = len(split)
-        train_loss = loss_sum.item() / n
-        if not math.isfinite(train_loss):
-            raise DlcliError(f"the training loss became {train_loss} in epoch {self.state.epoch + 1}: "
-                             "lower optimizer.lr or set train.grad_clip", 1)
-        return {"train_loss": train_loss, "train_accuracy": correct.item() / n}
+                cb.on_step(self, min((i + 1) * tc.batch_size, len(split)), p.loss_sum, p.correct)
+            if time.perf_counter() >= next_check:
+                self.check_finite(p)
+                next_check = time.perf_counter() + REFRESH_SECONDS
+        self.check_finite(p)
+        self.progress, counted = None, len(split) - p.skipped_samples
+        if counted == 0:
+            raise NonFiniteLoss(f"every batch of epoch {self.state.epoch + 1} had a non-finite loss: "
+                                "lower optimizer.lr or set train.grad_clip")
+        metrics = {"train_loss": p.loss_sum.item() / counted, "train_accuracy": p.correct.item() / counted}
+        return metrics | ({"skipped_batches": p.skipped} if tc.on_nan == "skip_batch" else {})
+
+    def check_finite(self, p: EpochProgress):
+        """Stop at the first non-finite loss, naming its epoch and step; nothing after it is checkpointed."""
+        if torch.isfinite(p.loss_sum).item():
+            return
+        found = (~torch.isfinite(p.losses[: p.batch])).nonzero()
+        bad = int(found[0]) if len(found) else p.batch - 1  # or the sum itself overflowed
+        step = self.state.step - p.batch + bad + 1
+        raise NonFiniteLoss(
+            f"the training loss became {p.losses[bad].item()} in epoch {self.state.epoch + 1} at step {step} "
+            f"(batch {bad + 1} of {self.steps_per_epoch}): lower optimizer.lr, set train.grad_clip, "
+            "or set train.on_nan: skip_batch"
+        )
+
+    def save_and_stop(self, p: EpochProgress):
+        self.check_finite(p)
+        for cb in self.callbacks:
+            cb.on_interrupt(self)
+        raise Interrupted(self.state.interrupt, saved=True)
 
     def evaluate(self, split) -> dict:
         logits = predict_logits(self.forward, split.x, self.data.normalizer, self.device, self.precision,
@@ -182,28 +308,30 @@ class Trainer:
 
     def fit(self) -> State:
         tc, state = self.cfg.train, self.state
-        for cb in self.callbacks:
-            cb.on_fit_start(self)
-        while state.epoch < tc.epochs and not state.stop:
-            started = time.perf_counter()
-            metrics = {"epoch": state.epoch + 1, **self.train_epoch()}
-            if self.val_split is not None:
-                metrics.update({f"val_{k}": v for k, v in self.evaluate(self.val_split).items()})
-            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-            if self.scheduler is not None and self.cfg.scheduler.interval == "epoch":
-                self.scheduler.step()
-            elif self.scheduler is not None and self.cfg.scheduler.interval == "metric":
-                self.scheduler.step(metrics[self.cfg.scheduler.monitor])
-            state.epoch += 1
-            metrics["seconds"] = round(time.perf_counter() - started, 3)
-            state.history.append(metrics)
+        with stop_on_signals(state):
             for cb in self.callbacks:
-                cb.on_epoch_end(self, metrics)
-        for cb in self.callbacks:
-            cb.on_fit_end(self)
+                cb.on_fit_start(self)
+            while state.epoch < tc.epochs and not state.stop:
+                started = time.perf_counter()
+                metrics = {"epoch": state.epoch + 1, **self.train_epoch()}
+                if self.val_split is not None:
+                    metrics.update({f"val_{k}": v for k, v in self.evaluate(self.val_split).items()})
+                metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+                if self.scheduler is not None and self.cfg.scheduler.interval == "epoch":
+                    self.scheduler.step()
+                elif self.scheduler is not None and self.cfg.scheduler.interval == "metric":
+                    self.scheduler.step(metrics[self.cfg.scheduler.monitor])
+                state.epoch += 1
+                metrics["seconds"] = round(time.perf_counter() - started, 3)
+                state.history.append(metrics)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, metrics)
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
         return state
 
     def checkpoint_state(self) -> dict:
+        """Everything resume needs to continue exactly: weights, optimizer, schedule, RNGs, data order, callbacks."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -211,7 +339,33 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "epoch": self.state.epoch,
             "step": self.state.step,
+            "progress": self.progress.to_dict() if self.progress is not None else None,
+            "rng": rng_state(self.generator),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict() is not None},
         }
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from `checkpoint_state()`; call after building everything, as building draws random numbers."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt["scheduler"] is not None:
+            saved, fresh = dict(ckpt["scheduler"]), self.scheduler.state_dict()
+            for key in ("total_steps", "_schedule_phases", "lr_lambdas"):  # the horizon follows a new epoch total
+                if key in fresh:
+                    saved[key] = fresh[key]
+            self.scheduler.load_state_dict(saved)
+        if self.scaler is not None and ckpt["scaler"] is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state.epoch, self.state.step = ckpt["epoch"], ckpt["step"]
+        for cb in self.callbacks:
+            if type(cb).__name__ in ckpt["callbacks"]:
+                cb.load_state_dict(ckpt["callbacks"][type(cb).__name__])
+        if ckpt["progress"] is not None:
+            p, dev = ckpt["progress"], self.device
+            self.progress = EpochProgress(p["order"].to(dev), p["batch"], p["loss_sum"].to(dev),
+                                          p["correct"].to(dev), torch.zeros(self.steps_per_epoch, device=dev),
+                                          p["skipped"], p["skipped_samples"])
+        set_rng_state(ckpt["rng"], self.generator)
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:
@@ -241,3 +395,9 @@ class EarlyStopping(Callback):
             self.bad_epochs += 1
             if self.bad_epochs >= self.patience:
                 trainer.state.stop = True
+
+    def state_dict(self):
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state):
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]

@@ -3,8 +3,10 @@
 <runs>/<id>/config.yaml      the resolved config
             data.json        class names, input shape, normalisation statistics
             metrics.jsonl    one JSON object per epoch
-            summary.json     status, best epoch and metric, test score, timings, versions
-            checkpoints/     last.pt and best.pt, written atomically, loaded weights-only
+            summary.json     status (running/completed/interrupted/failed, and the pid training it), best epoch
+                             and metric, test score, timings, versions
+            checkpoints/     last.pt (every epoch, and where a signal stopped the run: all that resume needs) and
+                             best.pt (the best epoch by the monitored metric); written atomically, loaded weights-only
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def create_run(root: Path, name: str) -> Path:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file, flush it to disk, then rename it over `path`: readers see old or new."""
+    """Write through a temporary file, flush it to disk, then rename it over `path`: readers see old or new.
+
+    A failure (full disk, an exception, a signal) removes the temporary file and leaves `path` as it was; a kill
+    leaves at most a stale `.NAME.tmpPID` beside it, which `remove_stale_temps` clears."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -53,6 +58,26 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a power cut after it keeps the new file); not every OS can open a dir."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(run: Path) -> None:
+    for tmp in [*run.glob(".*.tmp*"), *run.glob("checkpoints/.*.tmp*")]:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -64,8 +89,11 @@ def write_yaml(path: Path, obj) -> None:
 
 
 def append_jsonl(path: Path, obj) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(obj) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(obj) + "\n")
+    except OSError as err:
+        raise DlcliError(f"could not append to {path} ({err.strerror or err})", RUNTIME) from None
 
 
 def read_json(path: Path):
@@ -81,37 +109,78 @@ def read_metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill mid-append
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def keep_metrics_until(run: Path, epoch: int) -> None:
+    """Drop metrics of epochs after `epoch` (written before a crash took their checkpoint): resume re-runs them."""
+    rows = [r for r in read_metrics(run) if isinstance(r.get("epoch"), int) and r["epoch"] <= epoch]
+    atomic_write(run / "metrics.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
+    previous = "the previous one is intact" if path.is_file() else "there was none before"
     try:
         atomic_write(path, lambda f: torch.save(state, f))
-    except OSError as err:
-        raise DlcliError(
-            f"could not write checkpoint {path} ({err.strerror or err}); the previous one is intact", RUNTIME
-        ) from None
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a failed write as RuntimeError
+        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:160]
+        raise DlcliError(f"could not write checkpoint {path} ({reason}); {previous}", RUNTIME) from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """Tensors and plain containers only: torch's weights_only loader never runs code from the file."""
     import pickle
-    import zipfile
+    import warnings
 
     import torch
 
     if not path.is_file():
-        raise DlcliError(f"no checkpoint at {path}: the run has not finished an epoch", RUNTIME)
+        raise DlcliError(f"no checkpoint at {path}: the run has not saved one yet", RUNTIME)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DlcliError(f"{path}: not a readable dlcli checkpoint ({first[:160]})", RUNTIME) from None
-    if not isinstance(state, dict) or "model" not in state:
+        with warnings.catch_warnings():  # torch warns about odd pickles; the one line below says what matters
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # Either not a pickle at all, or one naming classes or functions: those are never imported or run here.
+        named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"it names Python objects ({named[1]}), refused" if named else "damaged or not a checkpoint"
+        raise DlcliError(f"{path}: not a readable dlcli checkpoint: {what}", RUNTIME) from None
+    except Exception as err:  # torch's readers fail on damaged bytes in many ways (IndexError, KeyError, ...)
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DlcliError(f"{path}: not a readable dlcli checkpoint: damaged or truncated ({first})", RUNTIME) from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise DlcliError(f"{path}: not a dlcli checkpoint (no model weights in it)", RUNTIME)
     return state
+
+
+def owner() -> dict:
+    """Who is training a run, so that a second process does not resume it at the same time."""
+    import platform
+
+    return {"pid": os.getpid(), "host": platform.node()}
+
+
+def check_not_running(run: Path, summary: dict) -> None:
+    pid = summary.get("pid")
+    if summary.get("status") != "running" or summary.get("host") != owner()["host"] or not isinstance(pid, int):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # it crashed or was killed: resuming is what it needs
+    except (PermissionError, OSError):
+        pass
+    if pid != os.getpid():
+        raise DlcliError(f"run {run.name} is still being trained by process {pid}; stop it first (Ctrl-C or "
+                         "SIGTERM saves a checkpoint)", RUNTIME)
 
 
 def list_runs(root: Path) -> list[Path]:

@@ -1,4 +1,9 @@
-"""`dlcli train`: config -> data -> model -> a run directory with metrics, checkpoints and a test score."""
+"""`dlcli train` and `dlcli resume`: config -> data -> model -> a run directory with metrics, checkpoints, a test score.
+
+A run's summary.json says `running`, `completed`, `interrupted` (Ctrl-C, SIGTERM: a checkpoint was saved at the step
+it stopped) or `failed` (a non-finite loss, a failed write: the last good checkpoint is kept). `resume` continues any
+of them from checkpoints/last.pt, exactly where it stopped.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,15 @@ import torch
 
 from dlcli import __version__, runs
 from dlcli.data import load_data
-from dlcli.engine import Callback, EarlyStopping, Trainer, monitor_mode, resolve_device, seed_everything
+from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, monitor_mode, resolve_device,
+                          seed_everything)
+from dlcli.errors import RUNTIME, DlcliError
 from dlcli.models import build_model, count_parameters
 
 
 class RunRecorder(Callback):
-    """metrics.jsonl line, last.pt and (when the monitored metric improves) best.pt after every epoch."""
+    """metrics.jsonl line, last.pt and (when the monitored metric improves) best.pt after every epoch; last.pt
+    also where a signal stopped the fit. Goes last among the callbacks, so checkpoints hold their epoch-end state."""
 
     def __init__(self, run: Path, monitor: str):
         self.run, self.monitor, self.mode = run, monitor, monitor_mode(monitor)
@@ -23,15 +31,28 @@ class RunRecorder(Callback):
 
     def on_epoch_end(self, trainer, metrics):
         runs.append_jsonl(self.run / "metrics.jsonl", metrics)
-        state = trainer.checkpoint_state()
         value = metrics[self.monitor]
         better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
         if better:
             self.best_value, self.best_epoch = value, metrics["epoch"]
-        state["best"] = {"monitor": self.monitor, "value": self.best_value, "epoch": self.best_epoch}
+        state = self.checkpoint(trainer)
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", state)
         if better:
             runs.save_checkpoint(self.run / "checkpoints" / "best.pt", state)
+
+    def on_interrupt(self, trainer):
+        runs.save_checkpoint(self.run / "checkpoints" / "last.pt", self.checkpoint(trainer))
+
+    def checkpoint(self, trainer) -> dict:
+        state = trainer.checkpoint_state()
+        state["best"] = {"monitor": self.monitor, "value": self.best_value, "epoch": self.best_epoch}
+        return state
+
+    def state_dict(self):
+        return {"value": self.best_value, "epoch": self.best_epoch}
+
+    def load_state_dict(self, state):
+        self.best_value, self.best_epoch = state["value"], state["epoch"]
 
 
 class ProgressDisplay(Callback):
@@ -58,6 +79,7 @@ class ProgressDisplay(Callback):
     def on_epoch_start(self, trainer, steps):
         self.started = time.perf_counter()
         self.next_refresh = self.started + 0.25
+        self.resumed_at = trainer.progress.batch * trainer.cfg.train.batch_size  # a resumed epoch starts part-way
         label = f"{trainer.state.epoch + 1}/{self.epochs}"
         self.task = self.progress.add_task("", total=len(trainer.train_split), epoch=label, loss=0.0, acc=0.0, speed=0.0)
 
@@ -67,15 +89,17 @@ class ProgressDisplay(Callback):
             return
         self.next_refresh = now + 0.25  # reading the sums waits for the device: only a few times a second
         self.progress.update(self.task, completed=seen, loss=loss_sum.item() / seen, acc=correct.item() / seen,
-                             speed=seen / max(now - self.started, 1e-9))
+                             speed=(seen - self.resumed_at) / max(now - self.started, 1e-9))
 
     def on_epoch_end(self, trainer, m):
         self.progress.remove_task(self.task)
         parts = [f"epoch {m['epoch']}/{self.epochs}", f"loss {m['train_loss']:.4f}", f"acc {m['train_accuracy']:.4f}"]
         if "val_loss" in m:
             parts += [f"val_loss {m['val_loss']:.4f}", f"val_acc {m['val_accuracy']:.4f}"]
-        n = len(trainer.train_split)
+        n = len(trainer.train_split) - self.resumed_at
         parts += [f"lr {m['lr']:.3g}", f"{m['seconds']:.1f}s", f"{n / max(m['seconds'], 1e-9):,.0f} samples/s"]
+        if m.get("skipped_batches"):
+            parts.append(f"skipped {m['skipped_batches']} non-finite batches")
         self.console.print("  ".join(parts), soft_wrap=True)
 
     def on_fit_end(self, trainer):
@@ -93,8 +117,8 @@ def versions() -> dict:
     return out
 
 
-def train(cfg, runs_root: Path, console, show_progress: bool = True) -> Path:
-    started = time.perf_counter()
+def build(cfg, preprocessing: dict | None = None):
+    """Seeds, device, data and model for a config: everything that can fail on bad input, before any run exists."""
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -103,42 +127,113 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True) -> Path:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    data = load_data(cfg)
-    model, _ = build_model(cfg.model, data.input_shape, len(data.classes))
+    data = load_data(cfg, preprocessing)
+    model, _ = build_model(cfg.model, data.input_shape, len(data.classes), data.vocab_size)
     _check_augment(cfg, data)
+    return device, data, model
 
-    run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no directory
-    runs.write_yaml(run / "config.yaml", cfg.resolved())
-    runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
-                                        "normalization": data.normalizer.to_dict()})
-    summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    runs.write_json(run / "summary.json", summary)
 
+def make_trainer(cfg, run, device, data, model, console, show_progress):
     recorder = RunRecorder(run, cfg.train.checkpoint_monitor)
-    callbacks: list[Callback] = [recorder]
+    callbacks: list[Callback] = []
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
         callbacks.append(EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
     if show_progress:
         callbacks.append(ProgressDisplay(console, cfg.train.epochs))
-    trainer = Trainer(cfg, data, model, device, callbacks)
+    return Trainer(cfg, data, model, device, [*callbacks, recorder]), recorder
+
+
+def train(cfg, runs_root: Path, console, show_progress: bool = True) -> Path:
+    started = time.perf_counter()
+    device, data, model = build(cfg)
+    run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no directory
+    runs.write_yaml(run / "config.yaml", cfg.resolved())
+    runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
+                                        "normalization": data.normalizer.to_dict(),
+                                        "preprocessing": data.preprocessing})
+    summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               **runs.owner()}
+    runs.write_json(run / "summary.json", summary)
+    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress)
     console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
                   f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {device}, "
                   f"precision {trainer.precision}, {count_parameters(model):,} parameters", soft_wrap=True)
+    return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+
+
+def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, show_progress: bool = True) -> Path:
+    """Continue a run from checkpoints/last.pt; `epochs` sets a new total (and config.yaml says so)."""
+    from dlcli.config import read_yaml, validate_config
+
+    started = time.perf_counter()
+    run = runs.resolve_run(runs_root, run_id)
+    cfg = validate_config(read_yaml(run / "config.yaml"), source=str(run / "config.yaml"))  # size-limited, safe
+    summary = runs.read_json(run / "summary.json")
+    if not isinstance(summary, dict):
+        raise DlcliError(f"{run / 'summary.json'}: damaged (not a JSON object)", RUNTIME)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    ckpt = runs.load_checkpoint(ckpt_path)
+    if not {"optimizer", "epoch", "step", "rng", "callbacks", "progress"} <= ckpt.keys():
+        raise DlcliError(f"{ckpt_path}: holds weights only, not the state a resume needs", RUNTIME)
+    runs.check_not_running(run, summary)
+    done = ckpt["epoch"]
+    if epochs is not None and epochs <= done:
+        raise DlcliError(f"--epochs {epochs}: run {run.name} has trained {done} epochs already; give a larger total")
+    if epochs is None and summary.get("status") == "completed":
+        raise DlcliError(f"run {run.name} has completed ({done} epochs): pass --epochs N, N > {done}, to train on")
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    info = runs.read_json(run / "data.json")
+    device, data, model = build(cfg, info.get("preprocessing") if isinstance(info, dict) else None)
+    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress)
+    try:
+        trainer.restore(ckpt)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DlcliError(f"{ckpt_path}: does not fit this run's model and optimizer ({first})", RUNTIME) from None
+    runs.remove_stale_temps(run)
+    runs.write_yaml(run / "config.yaml", cfg.resolved())
+    runs.keep_metrics_until(run, done)
+    summary = {k: summary[k] for k in ("run_id", "started", "resumed") if k in summary}
+    resumed = [*summary.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
+    summary.update(status="running", **runs.owner(), resumed=resumed)
+    runs.write_json(run / "summary.json", summary)
+    where = f"epoch {done + 1}, batch {ckpt['progress']['batch'] + 1}" if ckpt["progress"] else f"epoch {done + 1}"
+    console.print(f"run {run.name}: resuming at {where} (step {ckpt['step']}) of {cfg.train.epochs} epochs "
+                  f"on {device}", soft_wrap=True)
+    return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+
+
+def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path:
+    """Fit, record how it ended in summary.json, then score the best checkpoint on the test split."""
+    model, data, device = trainer.model, trainer.data, trainer.device
+    first_epoch = trainer.state.epoch
     try:
         fit_started = time.perf_counter()
         state = trainer.fit()
         train_seconds = time.perf_counter() - fit_started
     except BaseException as err:
-        summary.update(status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
-                       error=str(err)[:500], epochs_completed=trainer.state.epoch)
-        runs.write_json(run / "summary.json", summary)
-        raise
+        if isinstance(err, Interrupted):
+            saved = (f"saved a checkpoint at step {trainer.state.step}" if err.saved
+                     else "stopped at once by a second signal; resume starts from the last saved checkpoint")
+            err = DlcliError(f"interrupted by {err.signame} in epoch {trainer.state.epoch + 1}: {saved}; continue "
+                             f"with `dlcli resume {run.name}`", err.exit_code)
+        elif isinstance(err, OSError):
+            err = DlcliError(f"run {run.name} failed: {err.strerror or err}", RUNTIME)
+        interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 0) in (130, 143)
+        summary.update(status="interrupted" if interrupted else "failed", error=str(err)[:500] or type(err).__name__,
+                       epochs_completed=trainer.state.epoch, step=trainer.state.step)
+        try:
+            runs.write_json(run / "summary.json", summary)
+        except OSError:
+            pass  # the disk may be why we are here: the error itself matters more
+        raise err from None
 
     best = runs.load_checkpoint(run / "checkpoints" / "best.pt", map_location=device)
     model.load_state_dict(best["model"])
     test = trainer.evaluate(data.test.to(device))
-    samples = len(data.train) * state.epoch
+    samples = len(data.train) * (state.epoch - first_epoch)
     summary.update(
         status="completed",
         epochs_completed=state.epoch,
@@ -162,8 +257,6 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True) -> Path:
 
 
 def _check_augment(cfg, data):
-    from dlcli.errors import DlcliError
-
     if cfg.data.augment and len(data.input_shape) != 3:
         raise DlcliError(f"data.augment: augmentations need image data; {cfg.data.dataset} gives shape "
                          f"{tuple(data.input_shape)}")
