@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from dlcli.optim import OPTIMIZERS, SCHEDULERS
 from dlcli.registry import ItemError, Strict
 
 MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -34,6 +36,9 @@ def _parse_items(registry, items):
 def _parse_named(registry, v, section):
     """`adam` or `{name: adam, lr: ...}` -> the registry entry; error paths read `optimizer.lr`."""
     if isinstance(v, dict) and "name" in v:
+        if not isinstance(v["name"], str):  # found by tests/test_safety.py's property tests: a list is unhashable
+            name = v["name"]
+            raise ValueError(f"@.name: must be a string naming the {section}, not {type(name).__name__} {name!r:.40}")
         args = {k: val for k, val in v.items() if k != "name"}
         v = {v["name"]: args}
     elif not isinstance(v, str):
@@ -54,6 +59,27 @@ class SyntheticData(Strict):
     noise: NonNegativeFloat = 1.0
 
 
+class Tokenizer(Strict):
+    lowercase: bool = True
+    pattern: str = r"[\w']+"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v):
+        import re
+
+        try:
+            re.compile(v)
+        except re.error as err:
+            raise ValueError(f"not a regular expression ({err})") from None
+        return v
+
+
+class Vocabulary(Strict):
+    min_freq: PositiveInt = 1
+    max_size: PositiveInt = 20000
+
+
 class DataConfig(Strict):
     dataset: str
     root: str = "data"
@@ -65,6 +91,24 @@ class DataConfig(Strict):
     synthetic: SyntheticData = SyntheticData()
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
     channels: Literal[1, 3] = 3
+    stream: bool | Literal["auto"] = "auto"  # image_folder: decode per batch in workers instead of into memory
+    num_workers: int = Field(2, ge=0, le=64)
+    # csv and text_csv
+    train_file: str | None = None
+    test_file: str | None = None
+    label_column: str = "label"
+    categorical: Literal["auto"] | list[str] = "auto"
+    missing: Literal["fill", "drop", "error"] = "fill"
+    text_column: str = "text"
+    tokenizer: Tokenizer = Tokenizer()
+    vocab: Vocabulary = Vocabulary()
+    max_length: PositiveInt = 200
+
+    @model_validator(mode="after")
+    def _files_for_tables(self):
+        if self.dataset in ("csv", "text_csv") and not self.train_file:
+            raise ValueError(f"@.train_file: required for the {self.dataset} dataset (the path of a CSV file)")
+        return self
 
     @field_validator("dataset")
     @classmethod
@@ -88,7 +132,7 @@ class SequentialModel(Strict):
     def _layers(cls, v):
         return _parse_items(LAYERS, v)
 
-    def layer_list(self, num_classes: int):
+    def layer_list(self, num_classes: int, tokens: bool = False):
         return self.layers
 
 
@@ -111,7 +155,7 @@ class MLPModel(Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batchnorm: bool = False
 
-    def layer_list(self, num_classes: int):
+    def layer_list(self, num_classes: int, tokens: bool = False):
         return [LAYERS.parse("flatten")] + _head(self.hidden, self.activation, self.dropout, self.batchnorm, num_classes)
 
 
@@ -126,7 +170,7 @@ class CNNModel(Strict):
     hidden: list[PositiveInt] = [128]
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
-    def layer_list(self, num_classes: int):
+    def layer_list(self, num_classes: int, tokens: bool = False):
         layers = []
         for filters in self.channels:
             conv = {"filters": filters, "kernel_size": self.kernel_size, "padding": self.padding}
@@ -144,15 +188,17 @@ class LSTMModel(Strict):
     """Reads an image row by row (or a sequence step by step) and classifies the last state."""
 
     type: Literal["lstm"]
+    embedding_dim: PositiveInt = 64  # text data only: the token vectors the LSTM reads
     hidden_size: PositiveInt = 128
     num_layers: PositiveInt = 1
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
-    def layer_list(self, num_classes: int):
+    def layer_list(self, num_classes: int, tokens: bool = False):
         lstm = {"units": self.hidden_size, "num_layers": self.num_layers, "bidirectional": self.bidirectional,
                 "dropout": self.dropout}
-        layers = [LAYERS.parse({"lstm": lstm})]
+        layers = [LAYERS.parse({"embedding": self.embedding_dim})] if tokens else []
+        layers.append(LAYERS.parse({"lstm": lstm}))
         if self.dropout:
             layers.append(LAYERS.parse({"dropout": self.dropout}))
         return layers + [LAYERS.parse({"dense": num_classes})]
@@ -183,6 +229,7 @@ class TrainConfig(Strict):
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     threads: PositiveInt | None = None
+    on_nan: Literal["stop", "skip_batch"] = "stop"  # a non-finite loss: fail the run, or skip that batch's update
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -253,6 +300,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise DlcliError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise DlcliError(f"{path}: nested too deeply to be a config") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
@@ -260,7 +309,23 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise DlcliError(f"{path}: invalid YAML at {where}: {problem}") from None
     if not isinstance(data, dict):
         raise DlcliError(f"{path}: the top level must be a mapping of sections (name, data, model, ...)")
+    if _expanded_size(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
+        raise DlcliError(f"{path}: expands to over {MAX_CONFIG_VALUES:,} values (repeated YAML aliases?); refused")
     return data
+
+
+def _expanded_size(data, limit: int) -> int:
+    """Values in the loaded data, an alias counted at every use (a few KB of aliases can mean billions); stops
+    counting past `limit`."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, dict):
+            stack += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            stack += node
+    return count
 
 
 def apply_override(data: dict, override: str) -> None:
@@ -331,8 +396,15 @@ def format_error(error: dict, data: dict) -> str:
     if msg.startswith("@"):  # a registry item: the message carries the rest of its path
         return f"{path}{msg[1:]}"
     if kind == "literal_error":
-        return f"{path}: {msg} (got {_get(data, loc)!r})"
+        return f"{path}: {msg} (got {_short(_get(data, loc))})"
     return f"{path}: {msg}"
+
+
+def _short(value) -> str:
+    """A bounded repr: YAML aliases can make a small file hold a structure billions of items large."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 4, 4, 60, 60
+    return r.repr(value)
 
 
 def _get(data, loc):

@@ -72,7 +72,12 @@ def read_data_info(run: Path) -> dict:
                          RUNTIME) from None
     if not classes or not shape or not mean or len(mean) != len(std):
         raise DlcliError(f"{path}: damaged (empty classes, shape or statistics)", RUNTIME)
-    return {"classes": classes, "input_shape": shape, "normalization": {"mean": mean, "std": std, "image": image}}
+    tokens = bool(norm.get("tokens", False))
+    preprocessing = info.get("preprocessing")
+    if preprocessing is not None and not isinstance(preprocessing, dict):
+        raise DlcliError(f"{path}: damaged (preprocessing is not a mapping)", RUNTIME)
+    return {"classes": classes, "input_shape": shape, "preprocessing": preprocessing,
+            "normalization": {"mean": mean, "std": std, "image": image, "tokens": tokens}}
 
 
 def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: dict | None = None) -> LoadedRun:
@@ -90,7 +95,8 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     dev = resolve_device(device)
     ckpt_path = run / "checkpoints" / f"{checkpoint}.pt"
     state = runs.load_checkpoint(ckpt_path)
-    model, _ = build_model(cfg.model, info["input_shape"], len(info["classes"]))
+    vocab = (info.get("preprocessing") or {}).get("vocab")
+    model, _ = build_model(cfg.model, info["input_shape"], len(info["classes"]), len(vocab) if vocab else None)
     weights = {k.removeprefix("_orig_mod."): v for k, v in state["model"].items()}  # a torch.compile'd model's keys
     try:
         model.load_state_dict(weights)
@@ -108,7 +114,7 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     model.eval()
     norm = info["normalization"]
     epoch = state.get("epoch")
-    return LoadedRun(run, cfg, info["classes"], info["input_shape"], Normalizer(norm["mean"], norm["std"], norm["image"]),
+    return LoadedRun(run, cfg, info["classes"], info["input_shape"], Normalizer(**norm),
                      model, dev, precision, channels_last, ckpt_path, int(epoch) if isinstance(epoch, int) else None)
 
 
@@ -118,7 +124,7 @@ def rebuild_split(loaded: LoadedRun, split: str):
 
     if split not in ("test", "val"):
         raise DlcliError(f"--split must be test or val, not '{split}'")
-    data = load_data(loaded.cfg)
+    data = load_data(loaded.cfg, preprocessing=read_data_info(loaded.path).get("preprocessing"))
     if split == "val" and data.val is None:
         raise DlcliError(f"run {loaded.path.name} was trained with data.val_split 0: it has no validation split "
                          "(use --split test)", BAD_INPUT)

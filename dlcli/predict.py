@@ -215,3 +215,49 @@ def render(pred: Prediction, console) -> None:
     for rank, entry in enumerate(pred.top, 1):
         table.add_row(str(rank), entry["label"], f"{entry['probability']:.4f}")
     console.print(table)
+
+
+def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: str = "best", device: str = "cpu",
+                    text_file: str | None = None) -> list[Prediction]:
+    """Predictions for a run trained on CSV rows (inputs are CSV files) or text (inputs are the texts themselves,
+    plus one per line of text_file), preprocessed with the run's stored columns, categories or vocabulary."""
+    import torch
+
+    from dlcli.data.tables import preprocessor_for, read_csv
+    from dlcli.evaluate import load_run, read_data_info
+
+    if top_k < 1:
+        raise DlcliError(f"--top-k must be at least 1, not {top_k}", BAD_INPUT)
+    info = read_data_info(run)
+    state = {k: v for k, v in (info["preprocessing"] or {}).items() if k != "kind"}
+    loaded = load_run(run, checkpoint, device, info=info)
+    pre = preprocessor_for(loaded.cfg.data, None, state)
+    if pre.kind == "text":
+        texts = list(inputs)
+        if text_file:
+            try:
+                texts += [line for line in Path(text_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError) as err:
+                raise DlcliError(f"--text-file {text_file}: cannot read it ({err})") from None
+        if not texts:
+            raise DlcliError("no text given: pass texts as arguments or --text-file FILE")
+        x, names = pre.ids(texts, "input"), texts
+    else:
+        if text_file:
+            raise DlcliError(f"run {run.name} was trained on a table: pass CSV files, not --text-file")
+        if not inputs:
+            raise DlcliError("no CSV file given")
+        blocks, names = [], []
+        for path in inputs:
+            header, rows = read_csv(path, [])
+            missing = [c for c in pre.features if c not in header]
+            if missing:
+                raise DlcliError(f"{path}: no column '{missing[0]}' (the run trained on {', '.join(pre.features)})")
+            x_part, kept = pre.encode(rows, path)
+            blocks.append(x_part)
+            names += [f"{path}:{i + 2}" for i in kept]
+        x = torch.cat(blocks)
+    probs = torch.softmax(loaded.logits(x), dim=1)
+    values, indices = probs.topk(min(top_k, len(loaded.classes)), dim=1)
+    return [Prediction(name, [{"index": i, "label": loaded.classes[i], "probability": p} for i, p in zip(ii, vv)])
+            for name, vv, ii in zip(names, values.tolist(), indices.tolist())]

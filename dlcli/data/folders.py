@@ -11,6 +11,7 @@ from pathlib import Path
 from dlcli.errors import DlcliError
 
 SPLITS = ("train", "val", "test")
+STREAM_ABOVE_BYTES = 2 << 30  # data.stream: auto decodes into memory up to 2 GiB of uint8 pixels
 
 
 def image_size(data_cfg) -> tuple[int, int]:
@@ -52,18 +53,23 @@ def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], 
     return files, labels
 
 
-def decode_all(files: list[Path], shape: tuple[int, int, int]):
-    """Every file as one uint8 tensor (N, C, H, W); a file that cannot be read is a one-line error naming it."""
-    import torch
-
+def decode_one(path: Path, shape: tuple[int, int, int]):
+    """One file as a uint8 tensor (C, H, W), decoded as predict decodes; a one-line error naming a bad file."""
     from dlcli.predict import ImageError, load_image
+
+    try:
+        return load_image(str(path), shape)
+    except ImageError as err:
+        raise DlcliError(f"image_folder: {path}: {err}") from None
+
+
+def decode_all(files: list[Path], shape: tuple[int, int, int]):
+    """Every file as one uint8 tensor (N, C, H, W)."""
+    import torch
 
     out = torch.empty((len(files), *shape), dtype=torch.uint8)
     for i, path in enumerate(files):
-        try:
-            out[i] = load_image(str(path), shape)
-        except ImageError as err:
-            raise DlcliError(f"image_folder: {path}: {err}") from None
+        out[i] = decode_one(path, shape)
     return out
 
 
@@ -73,13 +79,18 @@ def load_image_folder(source, data_cfg, seed):
 
     from dlcli.data.loaders import Raw
 
+    from dlcli.data.stream import FileList
+
     root = Path(data_cfg.root)
     classes = folder_classes(root)
     shape = (data_cfg.channels, *image_size(data_cfg))
+    listed = {s: list_split(root, s, classes) for s in SPLITS}
+    listed = {s: v for s, v in listed.items() if v is not None and v[0]}
+    total = sum(len(files) for files, _ in listed.values()) * shape[0] * shape[1] * shape[2]
+    stream = data_cfg.stream if isinstance(data_cfg.stream, bool) else total > STREAM_ABOVE_BYTES
     decoded = {}
-    for split in SPLITS:
-        listed = list_split(root, split, classes)
-        if listed is not None and listed[0]:
-            decoded[split] = (decode_all(listed[0], shape), torch.tensor(listed[1], dtype=torch.long))
+    for split, (files, labels) in listed.items():
+        x = FileList(files, shape, data_cfg.num_workers) if stream else decode_all(files, shape)
+        decoded[split] = (x, torch.tensor(labels, dtype=torch.long))
     none = (None, None)
     return Raw(*decoded["train"], *decoded.get("test", none), classes, *decoded.get("val", none))

@@ -15,11 +15,17 @@ class Row:
     parameters: int
 
 
-def build_model(model_cfg, input_shape, num_classes: int):
-    """(nn.Sequential, summary rows). The output is logits; a softmax on the last layer is left to the loss."""
+SEQUENCE_READERS = {"lstm", "global_avg_pool1d"}  # the layers that take an embedding's (vectors, lengths)
+
+
+def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None = None):
+    """(nn.Sequential, summary rows). The output is logits; a softmax on the last layer is left to the loss.
+
+    vocab_size: for token inputs (text_csv); presets then start with an embedding.
+    """
     from torch import nn
 
-    layers = model_cfg.layer_list(num_classes)
+    layers = model_cfg.layer_list(num_classes, tokens=vocab_size is not None)
     where = "model.layers" if model_cfg.type == "sequential" else f"model ({model_cfg.type} preset) layer"
     shape = tuple(input_shape)
     built = []  # [name, [modules], activation module or None, shape]
@@ -27,8 +33,11 @@ def build_model(model_cfg, input_shape, num_classes: int):
     for i, layer in enumerate(layers):
         if layer.activation == "softmax" and i != len(layers) - 1:
             raise DlcliError(f"{where}[{i}] ({layer.entry_name}): softmax is only allowed on the last layer")
+        masked = bool(built) and (built[-1][5] or False)
+        if masked and layer.entry_name not in SEQUENCE_READERS:
+            raise DlcliError(f"{where}[{i}] ({layer.entry_name}): after an embedding comes lstm or global_avg_pool1d")
         try:
-            module, shape = layer.build(shape)
+            module, shape = layer.build(shape, vocab_size) if layer.needs_vocab else layer.build(shape)
         except ShapeError as err:
             raise DlcliError(f"{where}[{i}]: {err}") from None
         counts[layer.entry_name] = counts.get(layer.entry_name, 0) + 1
@@ -40,7 +49,11 @@ def build_model(model_cfg, input_shape, num_classes: int):
         # with identical outputs and gradients.
         if layer.entry_name == "maxpool2d" and act is None and prev and prev[2] is not None and prev[4] in MONOTONE:
             act, prev[2], prev[4] = prev[2], None, None
-        built.append([name, mods, act, shape, layer.activation])
+        # does the output still carry sequence lengths (an embedding, or an lstm returning sequences after one)?
+        keeps_mask = layer.entry_name == "embedding" or (masked and getattr(layer, "return_sequences", False))
+        built.append([name, mods, act, shape, layer.activation, keeps_mask])
+    if vocab_size is not None and not (layers and layers[0].entry_name == "embedding"):
+        raise DlcliError(f"{where}[0]: text data starts with an `embedding` layer (token ids are not numbers)")
     if shape != (num_classes,):
         raise DlcliError(
             f"{where}: the last layer gives output shape {shape}, but the dataset has {num_classes} classes: "
@@ -48,7 +61,7 @@ def build_model(model_cfg, input_shape, num_classes: int):
         )
     model = nn.Sequential()
     rows = []
-    for name, mods, act, out_shape, _ in built:
+    for name, mods, act, out_shape, _, _ in built:
         parts = mods + ([act] if act is not None else [])
         module = nn.Sequential(*parts) if len(parts) > 1 else (parts[0] if parts else nn.Identity())
         model.add_module(name, module)

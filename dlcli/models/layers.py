@@ -7,7 +7,7 @@ pooling floors, and parameter counts match Keras for conv2d, dense and the pools
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
@@ -64,6 +64,7 @@ def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
 
 class Layer(Entry):
     activation: Activation | None = None
+    needs_vocab: ClassVar[bool] = False  # build(shape, vocab_size) for layers that look up token ids
 
     def build(self, shape: tuple[int, ...]):
         """(module or None, output shape); the builder appends `activation`."""
@@ -236,3 +237,30 @@ class LSTM(Layer):
         width = self.units * (2 if self.bidirectional else 1)
         return block, ((steps, width) if self.return_sequences else (width,))
 
+
+
+@LAYERS.register("embedding", positional="dim")
+class Embedding(Layer):
+    """Token ids (0 = padding) -> vectors; passes the sequence lengths on to a following lstm or pooling layer."""
+
+    dim: PositiveInt = 64
+    needs_vocab: ClassVar[bool] = True
+
+    def build(self, shape, vocab_size=None):
+        from dlcli.models.modules import MaskedEmbedding
+
+        if vocab_size is None or len(shape) != 1:
+            raise ShapeError("embedding needs token ids: use it with the text_csv dataset")
+        return MaskedEmbedding(vocab_size, self.dim), (shape[0], self.dim)
+
+
+@LAYERS.register("global_avg_pool1d")
+class GlobalAvgPool1D(Layer):
+    """Mean over the steps of a sequence (only the real tokens after an embedding)."""
+
+    def build(self, shape):
+        from dlcli.models.modules import SequenceMean
+
+        if len(shape) != 2:
+            raise ShapeError(f"global_avg_pool1d needs a sequence (steps, features), got shape {tuple(shape)}")
+        return SequenceMean(), (shape[1],)
