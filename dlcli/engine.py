@@ -247,12 +247,11 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_start(self, self.steps_per_epoch)
         next_check = time.perf_counter() + REFRESH_SECONDS
-        for i in range(p.batch, self.steps_per_epoch):
+        # In-memory splits cut batches by indexing; streamed image folders decode them in DataLoader workers.
+        for i, (xb, yb) in enumerate(split.batches(p.order, p.batch, tc.batch_size, self.device), start=p.batch):
             if self.state.interrupt:
                 self.save_and_stop(p)
-            idx = p.order[i * tc.batch_size : (i + 1) * tc.batch_size]
-            xb = prepare_batch(split.x[idx], self.data.normalizer, self.channels_last)
-            yb = split.y[idx]
+            xb = prepare_batch(xb, self.data.normalizer, self.channels_last)
             if self.cfg.data.augment:
                 xb = apply_all(self.cfg.data.augment, xb)
             with autocast(self.device, self.precision):

@@ -88,3 +88,29 @@ def test_malformed_folders_give_one_line(cli, write_config, tmp_path, breakage, 
     assert result.exit_code != 0 and result.stderr.count("\n") == 1
     assert __import__("re").search(message, result.stderr), result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_streaming_from_disk_trains_exactly_like_memory(cli, write_config, tmp_path):
+    make_folder(tmp_path / "shapes", per_class=16)
+    histories = []
+    for stream in (False, True):
+        cfg = folder_config(tmp_path / "shapes", stream=stream, num_workers=2)
+        cfg["train"] = {"epochs": 2, "batch_size": 16}
+        cfg["data"]["augment"] = ["hflip", {"random_crop": 2}]
+        result = cli("train", write_config(cfg), "--runs-dir", tmp_path / f"runs{stream}", "--quiet")
+        assert result.exit_code == 0, result.output
+        run = tmp_path / f"runs{stream}" / result.stdout.strip()
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        histories.append([{k: v for k, v in r.items() if k != "seconds"} for r in rows])
+    for a, b in zip(*histories):
+        assert a.keys() == b.keys()
+        assert all(abs(a[k] - b[k]) < 1e-6 for k in a)
+
+
+def test_a_bad_file_met_while_streaming_is_one_line(cli, write_config, tmp_path):
+    make_folder(tmp_path / "shapes", per_class=8)
+    (tmp_path / "shapes" / "train" / "disc" / "3.png").write_bytes(b"\x89PNG broken")
+    cfg = folder_config(tmp_path / "shapes", stream=True, num_workers=1)
+    result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code != 0 and result.stderr.count("\n") == 1, result.output
+    assert "3.png" in result.stderr

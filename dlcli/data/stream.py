@@ -27,7 +27,14 @@ class FileList:
         return len(self.files)
 
     def __getitem__(self, idx) -> "FileList":
-        return FileList([self.files[i] for i in torch.as_tensor(idx).tolist()], self.image_shape, self.workers)
+        files = self.files[idx] if isinstance(idx, slice) else [self.files[i] for i in torch.as_tensor(idx).tolist()]
+        return FileList(files, self.image_shape, self.workers)
+
+    def to(self, device, non_blocking: bool = False) -> torch.Tensor:
+        """Decode these files here, in this process (evaluation walks a split in slices this way)."""
+        from dlcli.data.folders import decode_all
+
+        return decode_all(self.files, self.image_shape).to(device)
 
 
 class _Decode(Dataset):
@@ -62,7 +69,9 @@ class StreamingSplit:
         """(uint8 images, labels) of batches start, start+1, ... of `order`, decoded by worker processes."""
         order = order.cpu()
         chunks = [order[i : i + batch_size].tolist() for i in range(start * batch_size, len(order), batch_size)]
+        # A private generator: the loader's worker seeds must not draw from the global one the augmentations use.
         loader = DataLoader(_Decode(self.x), batch_sampler=chunks, num_workers=self.x.workers,
+                            generator=torch.Generator().manual_seed(0),
                             pin_memory=device is not None and torch.device(device).type == "cuda")
         for chunk, (x, problems) in zip(chunks, loader):
             bad = next((p for p in problems if p), None)
