@@ -251,6 +251,12 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
         versions=versions(),
     )
     runs.write_json(run / "summary.json", summary)
+    try:
+        from dlcli.plots import write_curves
+
+        write_curves(run)
+    except Exception as err:  # a plot must never fail a finished training
+        console.print(f"warning: curves.png not written ({err})", soft_wrap=True)
     console.print(f"test accuracy {test['accuracy']:.4f}  test loss {test['loss']:.4f}  (best epoch "
                   f"{recorder.best_epoch} by {recorder.monitor}; {summary['wall_seconds']:.1f}s)", soft_wrap=True)
     return run

@@ -42,6 +42,7 @@ def test_train_writes_a_complete_run_directory(cli, write_config, tmp_path):
     assert summary["test"]["accuracy"] > 0.9  # the synthetic classes are well separated
     assert summary["device"] == "cpu" and summary["versions"]["torch"] == torch.__version__
     assert summary["samples_per_second"] > 0
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn at the end of training
 
 
 def test_same_seed_same_metrics_on_cpu(cli, write_config, tmp_path):
