@@ -187,7 +187,18 @@ def list_runs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and (p / "config.yaml").is_file()]
-    return sorted(runs, key=lambda p: (p.stat().st_mtime, p.name))
+    return sorted(runs, key=started_key)
+
+
+STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
+
+
+def started_key(run: Path):
+    """When a run started, from the stamp in its id (writing into an old run must not make it `latest`)."""
+    match = STAMP.search(run.name)
+    if match:
+        return (match.group(1), int(match.group(2) or 1), run.name)
+    return (time.strftime("%Y%m%d-%H%M%S", time.localtime(run.stat().st_ctime)), 0, run.name)
 
 
 def resolve_run(root: Path, run_id: str) -> Path:

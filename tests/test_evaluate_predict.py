@@ -444,3 +444,15 @@ def test_fashion_mnist_predict_agrees_with_evaluate(tmp_path):
     expected = loaded.logits(test.x[:100]).argmax(1)
     assert torch.equal(predicted, expected)  # 100% agreement on the same 100 images
     assert (predicted == labels).float().mean().item() == (expected == labels).float().mean().item()
+
+
+def test_latest_is_the_newest_run_even_after_an_older_one_is_written_to(tmp_path):
+    from dlcli import runs
+
+    root = tmp_path / "runs"
+    for run_id in ("zeta-20260101-000000", "alpha-20261231-235959", "alpha-20261231-235959-2", "mid-20260601-120000"):
+        (root / run_id).mkdir(parents=True)
+        (root / run_id / "config.yaml").write_text("name: x\n")
+    (root / "zeta-20260101-000000" / "eval-test.json").write_text("{}")  # touching an old run
+    assert runs.resolve_run(root, "latest").name == "alpha-20261231-235959-2"
+    assert [p.name for p in runs.list_runs(root)][0] == "zeta-20260101-000000"
