@@ -25,6 +25,10 @@ RunsDirOpt = Annotated[
     Optional[str], typer.Option("--runs-dir", help="Where runs live [default: $DLCLI_RUNS_DIR or runs/]")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or epoch lines")]
+DevicesOpt = Annotated[Optional[int], typer.Option(
+    "--devices", min=1, help="Train in N processes, one per GPU (or sharing the CPU), with DDP through torchrun's "
+    "launcher; train.batch_size is per device [default: train.devices, for resume the run's]")]
 
 
 def _stderr():
@@ -34,18 +38,26 @@ def _stderr():
 
 
 def guarded(fn):
-    """Run a command body; a DlcliError becomes one line on stderr and its exit code (traceback with --debug)."""
+    """Run a command body; a DlcliError becomes one line on stderr and its exit code (traceback with --debug).
+
+    A DDP worker other than rank 0 prefixes its rank, and stays silent about what every rank meets at once."""
+    import os
+
     from dlcli.errors import DlcliError
 
+    rank = int(os.environ.get("RANK", 0))
+    where = f"rank {rank}: " if rank else ""
     try:
         return fn()
     except DlcliError as err:
         if state["debug"]:
             raise
-        print("error: " + "\\n".join(str(err).splitlines()), file=sys.stderr)  # one line, whatever the message holds
+        if not (rank and err.shared):  # one line, whatever the message holds
+            print(where + "error: " + "\\n".join(str(err).splitlines()), file=sys.stderr)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if not rank:
+            print("error: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort, typer.TyperException):
         raise  # typer's own ways out: the command already said why
@@ -53,7 +65,7 @@ def guarded(fn):
         if state["debug"]:
             raise
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        print(f"error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"{where}error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         raise typer.Exit(1) from None
 
 
@@ -70,23 +82,34 @@ def main_options(
         raise typer.Exit(0)
 
 
+def _worker_args(command: list[str], runs_dir: str | None, quiet: bool) -> list[str]:
+    """The command line the DDP workers run: this one without --devices."""
+    return [*(["--debug"] if state["debug"] else []), *command, *(["--runs-dir", runs_dir] if runs_dir else []),
+            *(["--quiet"] if quiet else [])]
+
+
 @app.command()
-def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None,
-          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or epoch lines")] = False):
+def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
+          devices: DevicesOpt = None):
     """Train the model a config declares; prints the run id at the end."""
 
     def body():
         from dlcli.config import load_config
 
         cfg = load_config(config, set_)
-        from dlcli import runs
+        from dlcli import distributed, runs
         from dlcli.train import train as run_training
 
-        console = _stderr()
-        if quiet:
-            console.quiet = True
-        run = run_training(cfg, runs.runs_dir(runs_dir), console, show_progress=not quiet)
-        print(run.name)
+        n = devices or cfg.train.devices
+        if n > 1 and not distributed.launched():
+            command = ["train", config, *(f"--set={s}" for s in set_ or [])]
+            raise typer.Exit(distributed.launch(_worker_args(command, runs_dir, quiet), n))
+        with distributed.join(devices) as world:
+            console = _stderr()
+            console.quiet = quiet or not world.main
+            run = run_training(cfg, runs.runs_dir(runs_dir), console, not quiet, world)
+            if world.main:
+                print(run.name)
 
     guarded(body)
 
@@ -340,26 +363,40 @@ def plot(run_id: RunIdArg, runs_dir: RunsDirOpt = None):
 @app.command()
 def resume(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or `latest`")],
            epochs: Annotated[Optional[int], typer.Option("--epochs", help="A new total number of epochs")] = None,
-           runs_dir: RunsDirOpt = None,
-           quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or epoch lines")] = False):
+           runs_dir: RunsDirOpt = None, quiet: QuietOpt = False, devices: DevicesOpt = None):
     """Continue an interrupted, failed or finished run from its last checkpoint, exactly where it stopped."""
 
     def body():
-        from dlcli import runs
+        from dlcli import distributed, runs
         from dlcli.errors import DlcliError
         from dlcli.train import resume as resume_run
+        from dlcli.train import run_devices
 
         if epochs is not None and epochs < 1:
             raise DlcliError(f"--epochs {epochs}: needs a positive number of epochs")
-        console = _stderr()
-        console.quiet = quiet
-        print(resume_run(runs.runs_dir(runs_dir), run_id, console, epochs, show_progress=not quiet).name)
+        root = runs.runs_dir(runs_dir)
+        n = devices or run_devices(root, run_id)
+        if n > 1 and not distributed.launched():
+            command = ["resume", run_id, *(["--epochs", str(epochs)] if epochs else [])]
+            raise typer.Exit(distributed.launch(_worker_args(command, runs_dir, quiet), n))
+        with distributed.join(devices) as world:
+            console = _stderr()
+            console.quiet = quiet or not world.main
+            run = resume_run(root, run_id, console, epochs, not quiet, world)
+            if world.main:
+                print(run.name)
 
     guarded(body)
 
 
 def main():
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        distributed = sys.modules.get("dlcli.distributed")
+        if distributed is not None and distributed.joined:
+            distributed.exit_worker(done.code)
+        raise
 
 
 if __name__ == "__main__":

@@ -217,7 +217,8 @@ class EarlyStopping(Strict):
 
 class TrainConfig(Strict):
     epochs: PositiveInt = 10
-    batch_size: PositiveInt = 32
+    batch_size: PositiveInt = 32  # per device: a step trains devices x batch_size samples
+    devices: PositiveInt = 1  # processes, one per GPU (or sharing the CPU), trained with DDP: see dlcli.distributed
     eval_batch_size: PositiveInt = 1024
     device: str = "auto"
     precision: Literal["auto", "32", "bf16", "16-mixed"] = "auto"

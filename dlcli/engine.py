@@ -6,6 +6,9 @@ progress display refreshes, so the loop never waits for the device between steps
 
 Resume is exact: a checkpoint holds, besides weights and optimizer, every random generator, the callbacks' state and,
 when written mid-epoch (Ctrl-C, SIGTERM), that epoch's data order, position and running sums.
+
+Under DDP (dlcli.distributed) every rank draws the same permutation and trains its share of each global batch of
+devices x batch_size samples; whatever the ranks must decide alike is summed or agreed over them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcli.augment import apply_all
+from dlcli.distributed import SINGLE, World
 from dlcli.errors import RUNTIME, DlcliError
 
 REFRESH_SECONDS = 0.25
@@ -98,12 +102,12 @@ class Interrupted(DlcliError):
 
     def __init__(self, signame: str, saved: bool):
         self.signame, self.saved = signame, saved
-        super().__init__(f"interrupted by {signame}", 143 if signame == "SIGTERM" else 130)
+        super().__init__(f"interrupted by {signame}", 143 if signame == "SIGTERM" else 130, shared=True)
 
 
 class NonFiniteLoss(DlcliError):
     def __init__(self, message: str):
-        super().__init__(message, RUNTIME)
+        super().__init__(message, RUNTIME, shared=True)
 
 
 @dataclass
@@ -193,17 +197,22 @@ def stop_on_signals(state: State):
 
 
 class Trainer:
-    def __init__(self, cfg, data, model, device, callbacks=()):
-        self.cfg, self.data, self.device = cfg, data, device
+    def __init__(self, cfg, data, model, device, callbacks=(), world: World = SINGLE):
+        self.cfg, self.data, self.device, self.world = cfg, data, device, world
         tc = cfg.train
         self.precision = resolve_precision(tc.precision, device)
         has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
         self.channels_last = has_conv if tc.channels_last == "auto" else tc.channels_last
         self.model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
-        self.forward = torch.compile(self.model) if tc.compile else self.model
+        self.forward = torch.compile(self.model) if tc.compile else self.model  # evaluates; trains on one device
+        self.train_forward = self.forward
+        if world.distributed:  # DDP averages the gradients over ranks; evaluation needs no collectives
+            ddp = world.wrap(self.model, device)
+            self.train_forward = torch.compile(ddp) if tc.compile else ddp
         self.train_split = data.train.to(device)
         self.val_split = data.val.to(device) if data.val is not None else None
-        self.steps_per_epoch = math.ceil(len(self.train_split) / tc.batch_size)
+        self.global_batch = tc.batch_size * world.size
+        self.steps_per_epoch = math.ceil(len(self.train_split) / self.global_batch)
         self.optimizer = cfg.optimizer.build(self.model.parameters(), device.type)
         self.scheduler = cfg.scheduler.build(self.optimizer, tc.epochs, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "16-mixed" else None
@@ -211,9 +220,16 @@ class Trainer:
         self.state = State()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.progress: EpochProgress | None = None
+        self.next_check: float = 0.0  # one process: a time; DDP: a step the ranks agreed on
+        self.last_check = (0, 0.0)  # DDP: the step and time of the last check
+        self.rank_states: list | None = None  # DDP: every rank's generators and running sums, for checkpoints
 
     def loss_fn(self, logits, y):
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.train.label_smoothing)
+        ls = self.cfg.train.label_smoothing
+        if self.world.distributed:  # a rank's share of a last batch smaller than the world may be empty: loss 0
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=ls, reduction="sum") / max(len(y), 1)
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=ls)
         if self.cfg.train.l1:
             loss = loss + self.cfg.train.l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
         return loss
@@ -222,6 +238,20 @@ class Trainer:
         order = torch.randperm(len(self.train_split), generator=self.generator).to(self.device)
         zero = torch.zeros((), device=self.device)
         return EpochProgress(order, 0, zero, zero.long(), torch.zeros(self.steps_per_epoch, device=self.device))
+
+    def batch_indices(self, p: EpochProgress):
+        """This rank's sample indices of batches p.batch, p.batch + 1, ...: global batch k is the k-th slice of
+        world x batch_size samples of the order (batch k of one process with that batch size), and rank r takes
+        every world-th sample of it."""
+        world = self.world
+        for start in range(p.batch * self.global_batch, len(p.order), self.global_batch):
+            chunk = p.order[start : start + self.global_batch]
+            yield chunk[world.rank :: world.size] if world.distributed else chunk
+
+    def rank_weight(self, i: int, count: int) -> float:
+        """DDP averages the ranks' gradients. Weighting a rank's mean loss by its share of global batch i (world x
+        count / the batch's samples: 1 when the batch splits evenly) makes that average the whole batch's mean."""
+        return count * self.world.size / min(self.global_batch, len(self.train_split) - i * self.global_batch)
 
     def optimizer_step(self, loss):
         self.optimizer.zero_grad(set_to_none=True)
@@ -241,69 +271,106 @@ class Trainer:
             self.scheduler.step()
 
     def train_epoch(self) -> dict:
-        tc, split = self.cfg.train, self.train_split
+        tc, split, world = self.cfg.train, self.train_split, self.world
         self.model.train()
         p = self.progress = self.progress or self.new_epoch()  # a resumed run starts inside its epoch
         for cb in self.callbacks:
             cb.on_epoch_start(self, self.steps_per_epoch)
-        next_check = time.perf_counter() + REFRESH_SECONDS
+        self.next_check = p.batch if world.distributed else time.perf_counter() + REFRESH_SECONDS
+        self.last_check = (p.batch, time.perf_counter())
         # In-memory splits cut batches by indexing; streamed image folders decode them in DataLoader workers.
-        for i, (xb, yb) in enumerate(split.batches(p.order, p.batch, tc.batch_size, self.device), start=p.batch):
-            if self.state.interrupt:
-                self.save_and_stop(p)
+        for i, (xb, yb) in enumerate(split.batches(self.batch_indices(p), self.device), start=p.batch):
+            if self.check_due(i):
+                self.check(i, p)
             xb = prepare_batch(xb, self.data.normalizer, self.channels_last)
             if self.cfg.data.augment:
                 xb = apply_all(self.cfg.data.augment, xb)
             with autocast(self.device, self.precision):
-                logits = self.forward(xb)
+                logits = self.train_forward(xb)
             loss = self.loss_fn(logits, yb)
             # skip_batch must decide before the update, so it reads the loss every step (a host sync); `stop`
             # records each loss on the device and checks them only a few times a second and at the epoch's end.
-            if tc.on_nan == "skip_batch" and not torch.isfinite(loss).item():
+            if tc.on_nan == "skip_batch" and not world.all_true(torch.isfinite(loss)):
                 p.skipped, p.skipped_samples = p.skipped + 1, p.skipped_samples + len(yb)
             else:
-                self.optimizer_step(loss)
+                self.optimizer_step(loss * self.rank_weight(i, len(yb)) if world.distributed else loss)
                 p.losses[i] = loss.detach()
                 p.loss_sum += loss.detach() * len(yb)
                 p.correct += (logits.detach().argmax(1) == yb).sum()
             self.state.step += 1
             p.batch = i + 1
             for cb in self.callbacks:
-                cb.on_step(self, min((i + 1) * tc.batch_size, len(split)), p.loss_sum, p.correct)
-            if time.perf_counter() >= next_check:
-                self.check_finite(p)
-                next_check = time.perf_counter() + REFRESH_SECONDS
+                cb.on_step(self, i * tc.batch_size + len(yb), p.loss_sum, p.correct)  # this rank's samples so far
         self.check_finite(p)
-        self.progress, counted = None, len(split) - p.skipped_samples
+        loss_sum, correct, skipped_samples = world.totals(p.loss_sum, p.correct, p.skipped_samples)
+        self.progress, counted = None, len(split) - skipped_samples
         if counted == 0:
             raise NonFiniteLoss(f"every batch of epoch {self.state.epoch + 1} had a non-finite loss: "
                                 "lower optimizer.lr or set train.grad_clip")
-        metrics = {"train_loss": p.loss_sum.item() / counted, "train_accuracy": p.correct.item() / counted}
+        metrics = {"train_loss": loss_sum / counted, "train_accuracy": correct / counted}
         return metrics | ({"skipped_batches": p.skipped} if tc.on_nan == "skip_batch" else {})
 
+    def check_due(self, i: int) -> bool:
+        """One process checks for a signal before every step and for a non-finite loss a few times a second; DDP
+        ranks must act at the same step, so they check together, at steps rank 0 spaces REFRESH_SECONDS apart."""
+        if self.world.distributed:
+            return i == self.next_check
+        return self.state.interrupt is not None or time.perf_counter() >= self.next_check
+
+    def check(self, i: int, p: EpochProgress):
+        """Fail on a non-finite loss so far; save and stop on a signal (under DDP, a signal to any rank)."""
+        now = time.perf_counter()
+        if self.world.distributed:  # rank 0 proposes the next check point, REFRESH_SECONDS at its recent pace
+            last_i, last_t = self.last_check
+            pace = (i - last_i) / max(now - last_t, 1e-9)
+            gap = min(max(int(pace * REFRESH_SECONDS), 1), 10_000) if i > last_i else 1
+            self.state.interrupt, self.next_check = self.world.agree(self.state.interrupt, i + gap)
+            self.last_check = (i, now)
+        else:
+            self.next_check = now + REFRESH_SECONDS
+        self.check_finite(p)
+        if self.state.interrupt:
+            self.gather_rank_states()
+            for cb in self.callbacks:
+                cb.on_interrupt(self)
+            raise Interrupted(self.state.interrupt, saved=True)
+
     def check_finite(self, p: EpochProgress):
-        """Stop at the first non-finite loss, naming its epoch and step; nothing after it is checkpointed."""
-        if torch.isfinite(p.loss_sum).item():
+        """Stop at the first non-finite loss, naming its epoch and step; nothing after it is checkpointed. DDP ranks
+        test the sum over all of them, so all stop together."""
+        if torch.isfinite(self.world.total(p.loss_sum)).item():
             return
-        found = (~torch.isfinite(p.losses[: p.batch])).nonzero()
+        losses = self.world.total(p.losses[: p.batch])
+        found = (~torch.isfinite(losses)).nonzero()
         bad = int(found[0]) if len(found) else p.batch - 1  # or the sum itself overflowed
         step = self.state.step - p.batch + bad + 1
         raise NonFiniteLoss(
-            f"the training loss became {p.losses[bad].item()} in epoch {self.state.epoch + 1} at step {step} "
+            f"the training loss became {losses[bad].item()} in epoch {self.state.epoch + 1} at step {step} "
             f"(batch {bad + 1} of {self.steps_per_epoch}): lower optimizer.lr, set train.grad_clip, "
             "or set train.on_nan: skip_batch"
         )
 
-    def save_and_stop(self, p: EpochProgress):
-        self.check_finite(p)
-        for cb in self.callbacks:
-            cb.on_interrupt(self)
-        raise Interrupted(self.state.interrupt, saved=True)
+    def gather_rank_states(self):
+        """DDP: what differs between ranks, for rank 0's checkpoint: the random generators (augmentation,
+        dropout) and, mid-epoch, the running sums. Every rank calls this at the same points."""
+        if self.world.distributed:
+            p = self.progress
+            sums = {k: v for k, v in p.to_dict().items() if k not in ("order", "batch")} if p else None
+            self.rank_states = self.world.gather({"rng": rng_state(self.generator), "progress": sums})
 
     def evaluate(self, split) -> dict:
-        logits = predict_logits(self.forward, split.x, self.data.normalizer, self.device, self.precision,
+        if not self.world.distributed:
+            logits = predict_logits(self.forward, split.x, self.data.normalizer, self.device, self.precision,
+                                    self.cfg.train.eval_batch_size, self.channels_last)
+            return score(logits, split.y.cpu())
+        # Each rank scores every world-th sample; the sums over ranks give the split's mean loss and accuracy.
+        r, w = self.world.rank, self.world.size
+        logits = predict_logits(self.forward, split.x[r::w], self.data.normalizer, self.device, self.precision,
                                 self.cfg.train.eval_batch_size, self.channels_last)
-        return score(logits, split.y.cpu())
+        y = split.y[r::w].cpu()
+        loss = F.cross_entropy(logits, y, reduction="sum") if len(y) else 0.0
+        loss, correct, count = self.world.totals(loss, (logits.argmax(1) == y).sum() if len(y) else 0, len(y))
+        return {"loss": loss / count, "accuracy": correct / count}
 
     def fit(self) -> State:
         tc, state = self.cfg.train, self.state
@@ -323,6 +390,7 @@ class Trainer:
                 state.epoch += 1
                 metrics["seconds"] = round(time.perf_counter() - started, 3)
                 state.history.append(metrics)
+                self.gather_rank_states()
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, metrics)
             for cb in self.callbacks:
@@ -341,10 +409,12 @@ class Trainer:
             "progress": self.progress.to_dict() if self.progress is not None else None,
             "rng": rng_state(self.generator),
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if cb.state_dict() is not None},
-        }
+        } | ({"world_size": self.world.size, "ranks": self.rank_states} if self.world.distributed else {})
 
     def restore(self, ckpt: dict) -> None:
         """Continue from `checkpoint_state()`; call after building everything, as building draws random numbers."""
+        if ckpt.get("world_size", 1) != self.world.size:
+            raise ValueError(f"it was saved by {ckpt.get('world_size', 1)} processes, not {self.world.size}")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
@@ -359,12 +429,13 @@ class Trainer:
         for cb in self.callbacks:
             if type(cb).__name__ in ckpt["callbacks"]:
                 cb.load_state_dict(ckpt["callbacks"][type(cb).__name__])
+        mine = ckpt["ranks"][self.world.rank] if self.world.distributed else ckpt
         if ckpt["progress"] is not None:
-            p, dev = ckpt["progress"], self.device
+            p, dev = ckpt["progress"] | mine["progress"], self.device
             self.progress = EpochProgress(p["order"].to(dev), p["batch"], p["loss_sum"].to(dev),
                                           p["correct"].to(dev), torch.zeros(self.steps_per_epoch, device=dev),
                                           p["skipped"], p["skipped_samples"])
-        set_rng_state(ckpt["rng"], self.generator)
+        set_rng_state(mine["rng"], self.generator)
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:

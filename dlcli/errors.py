@@ -7,9 +7,10 @@ RUNTIME = 1
 class DlcliError(Exception):
     """A failure the user can act on: the message says what, where and how to fix it."""
 
-    def __init__(self, message: str, exit_code: int = BAD_INPUT):
+    def __init__(self, message: str, exit_code: int = BAD_INPUT, shared: bool = False):
         super().__init__(message)
         self.exit_code = exit_code
+        self.shared = shared  # raised by every rank of a DDP run at once (a signal, a non-finite loss): rank 0 says it
 
 
 def closest(name: str, options) -> str:

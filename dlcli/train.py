@@ -3,6 +3,9 @@
 A run's summary.json says `running`, `completed`, `interrupted` (Ctrl-C, SIGTERM: a checkpoint was saved at the step
 it stopped) or `failed` (a non-finite loss, a failed write: the last good checkpoint is kept). `resume` continues any
 of them from checkpoints/last.pt, exactly where it stopped.
+
+In a DDP run (`world`, see dlcli.distributed) every rank trains and evaluates; rank 0 alone reads and writes the run
+directory and shows progress, and hands the others what they need from it (the run id, the checkpoint to resume).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 
 from dlcli import __version__, runs
 from dlcli.data import load_data
+from dlcli.distributed import SINGLE, World
 from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, monitor_mode, resolve_device,
                           seed_everything)
 from dlcli.errors import RUNTIME, DlcliError
@@ -79,17 +83,20 @@ class ProgressDisplay(Callback):
     def on_epoch_start(self, trainer, steps):
         self.started = time.perf_counter()
         self.next_refresh = self.started + 0.25
-        self.resumed_at = trainer.progress.batch * trainer.cfg.train.batch_size  # a resumed epoch starts part-way
+        self.world = trainer.world.size
+        total = len(trainer.train_split)
+        self.resumed_at = min(trainer.progress.batch * trainer.global_batch, total)  # a resumed epoch starts part-way
         label = f"{trainer.state.epoch + 1}/{self.epochs}"
         self.task = self.progress.add_task("", total=len(trainer.train_split), epoch=label, loss=0.0, acc=0.0, speed=0.0)
 
     def on_step(self, trainer, seen, loss_sum, correct):
-        now = time.perf_counter()
-        if now < self.next_refresh and seen < len(trainer.train_split):
+        # Under DDP the sums are rank 0's share (the epoch's line has every rank's); the bar counts all ranks.
+        now, done = time.perf_counter(), min(seen * self.world, len(trainer.train_split))
+        if now < self.next_refresh and done < len(trainer.train_split):
             return
         self.next_refresh = now + 0.25  # reading the sums waits for the device: only a few times a second
-        self.progress.update(self.task, completed=seen, loss=loss_sum.item() / seen, acc=correct.item() / seen,
-                             speed=(seen - self.resumed_at) / max(now - self.started, 1e-9))
+        self.progress.update(self.task, completed=done, loss=loss_sum.item() / seen, acc=correct.item() / seen,
+                             speed=(done - self.resumed_at) / max(now - self.started, 1e-9))
 
     def on_epoch_end(self, trainer, m):
         self.progress.remove_task(self.task)
@@ -117,56 +124,114 @@ def versions() -> dict:
     return out
 
 
-def build(cfg, preprocessing: dict | None = None):
+def build(cfg, preprocessing: dict | None = None, world: World = SINGLE):
     """Seeds, device, data and model for a config: everything that can fail on bad input, before any run exists."""
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = world.device(resolve_device(cfg.train.device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    data = load_data(cfg, preprocessing)
+    with world.main_first(local=True):  # one process per machine downloads and caches; the others read the cache
+        data = load_data(cfg, preprocessing)
     model, _ = build_model(cfg.model, data.input_shape, len(data.classes), data.vocab_size)
     _check_augment(cfg, data)
+    if world.distributed:
+        seed_everything(cfg.seed + world.rank)  # the same initial weights, but each rank its own augmentation, dropout
     return device, data, model
 
 
-def make_trainer(cfg, run, device, data, model, console, show_progress):
-    recorder = RunRecorder(run, cfg.train.checkpoint_monitor)
+def make_trainer(cfg, run, device, data, model, console, show_progress, world: World = SINGLE):
+    recorder = RunRecorder(run, cfg.train.checkpoint_monitor) if world.main else None
     callbacks: list[Callback] = []
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
         callbacks.append(EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
-    if show_progress:
+    if show_progress and world.main:
         callbacks.append(ProgressDisplay(console, cfg.train.epochs))
-    return Trainer(cfg, data, model, device, [*callbacks, recorder]), recorder
+    return Trainer(cfg, data, model, device, [*callbacks, *([recorder] if recorder else [])], world), recorder
 
 
-def train(cfg, runs_root: Path, console, show_progress: bool = True) -> Path:
+def train(cfg, runs_root: Path, console, show_progress: bool = True, world: World = SINGLE) -> Path:
     started = time.perf_counter()
-    device, data, model = build(cfg)
-    run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no directory
-    runs.write_yaml(run / "config.yaml", cfg.resolved())
-    runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
-                                        "normalization": data.normalizer.to_dict(),
-                                        "preprocessing": data.preprocessing})
-    summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-               **runs.owner()}
-    runs.write_json(run / "summary.json", summary)
-    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress)
+    cfg.train.devices = world.size  # what this run trains on, whatever asked for it: resume needs as many
+    device, data, model = build(cfg, world=world)
+    summary = {}
+    if world.main:
+        run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no directory
+        runs.write_yaml(run / "config.yaml", cfg.resolved())
+        runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
+                                            "normalization": data.normalizer.to_dict(),
+                                            "preprocessing": data.preprocessing})
+        summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   **runs.owner()}
+        runs.write_json(run / "summary.json", summary)
+    run = runs_root / world.broadcast(run.name if world.main else None)
+    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world)
+    where = f"{world.size} x {device.type} (batch {cfg.train.batch_size} each, {trainer.global_batch} in all)" \
+        if world.distributed else str(device)
     console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
-                  f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {device}, "
+                  f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {where}, "
                   f"precision {trainer.precision}, {count_parameters(model):,} parameters", soft_wrap=True)
     return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
 
 
-def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, show_progress: bool = True) -> Path:
+def run_devices(runs_root: Path, run_id: str) -> int:
+    """How many devices a run trained on (train.devices in its config.yaml; 1 where unreadable)."""
+    from dlcli.config import read_yaml
+
+    try:
+        devices = read_yaml(runs.resolve_run(runs_root, run_id) / "config.yaml")["train"]["devices"]
+    except (DlcliError, KeyError, TypeError):
+        return 1
+    return devices if isinstance(devices, int) and devices > 0 else 1
+
+
+def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, show_progress: bool = True,
+           world: World = SINGLE) -> Path:
     """Continue a run from checkpoints/last.pt; `epochs` sets a new total (and config.yaml says so)."""
-    from dlcli.config import read_yaml, validate_config
+    from dlcli.config import validate_config
 
     started = time.perf_counter()
+    if world.main:
+        run, cfg, summary, ckpt, preprocessing = _open_for_resume(runs_root, run_id, epochs, world)
+    else:
+        summary = {}
+    if world.distributed:  # rank 0 hands the others the run id, config and checkpoint
+        shared = (run.name, cfg.resolved(), ckpt, preprocessing) if world.main else None
+        name, resolved, ckpt, preprocessing = world.broadcast(shared)
+        run, cfg = runs_root / name, validate_config(resolved)
+    device, data, model = build(cfg, preprocessing, world)
+    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    try:
+        trainer.restore(ckpt)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise DlcliError(f"{ckpt_path}: does not fit this run's model and optimizer ({first})", RUNTIME,
+                         shared=True) from None
+    done = ckpt["epoch"]
+    if world.main:
+        runs.remove_stale_temps(run)
+        runs.write_yaml(run / "config.yaml", cfg.resolved())
+        runs.keep_metrics_until(run, done)
+        summary = {k: summary[k] for k in ("run_id", "started", "resumed") if k in summary}
+        resumed = [*summary.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
+        summary.update(status="running", **runs.owner(), resumed=resumed)
+        runs.write_json(run / "summary.json", summary)
+    where = f"epoch {done + 1}, batch {ckpt['progress']['batch'] + 1}" if ckpt["progress"] else f"epoch {done + 1}"
+    on = f"{world.size} x {device.type}" if world.distributed else str(device)
+    console.print(f"run {run.name}: resuming at {where} (step {ckpt['step']}) of {cfg.train.epochs} epochs "
+                  f"on {on}", soft_wrap=True)
+    return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+
+
+def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: World):
+    """Read and check what a resume needs: the run, its config (with a new epoch total), summary and checkpoint."""
+    from dlcli.config import read_yaml, validate_config
+
     run = runs.resolve_run(runs_root, run_id)
     cfg = validate_config(read_yaml(run / "config.yaml"), source=str(run / "config.yaml"))  # size-limited, safe
     summary = runs.read_json(run / "summary.json")
@@ -182,32 +247,18 @@ def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, sho
         raise DlcliError(f"--epochs {epochs}: run {run.name} has trained {done} epochs already; give a larger total")
     if epochs is None and summary.get("status") == "completed":
         raise DlcliError(f"run {run.name} has completed ({done} epochs): pass --epochs N, N > {done}, to train on")
+    if cfg.train.devices != world.size:
+        raise DlcliError(f"run {run.name} trained on {cfg.train.devices} device(s), batch {cfg.train.batch_size} "
+                         f"each: resume it with --devices {cfg.train.devices} (another count changes every batch)")
     if epochs is not None:
         cfg.train.epochs = epochs
     info = runs.read_json(run / "data.json")
-    device, data, model = build(cfg, info.get("preprocessing") if isinstance(info, dict) else None)
-    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress)
-    try:
-        trainer.restore(ckpt)
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise DlcliError(f"{ckpt_path}: does not fit this run's model and optimizer ({first})", RUNTIME) from None
-    runs.remove_stale_temps(run)
-    runs.write_yaml(run / "config.yaml", cfg.resolved())
-    runs.keep_metrics_until(run, done)
-    summary = {k: summary[k] for k in ("run_id", "started", "resumed") if k in summary}
-    resumed = [*summary.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
-    summary.update(status="running", **runs.owner(), resumed=resumed)
-    runs.write_json(run / "summary.json", summary)
-    where = f"epoch {done + 1}, batch {ckpt['progress']['batch'] + 1}" if ckpt["progress"] else f"epoch {done + 1}"
-    console.print(f"run {run.name}: resuming at {where} (step {ckpt['step']}) of {cfg.train.epochs} epochs "
-                  f"on {device}", soft_wrap=True)
-    return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+    return run, cfg, summary, ckpt, info.get("preprocessing") if isinstance(info, dict) else None
 
 
 def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path:
     """Fit, record how it ended in summary.json, then score the best checkpoint on the test split."""
-    model, data, device = trainer.model, trainer.data, trainer.device
+    model, data, device, world = trainer.model, trainer.data, trainer.device, trainer.world
     first_epoch = trainer.state.epoch
     try:
         fit_started = time.perf_counter()
@@ -218,21 +269,27 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
             saved = (f"saved a checkpoint at step {trainer.state.step}" if err.saved
                      else "stopped at once by a second signal; resume starts from the last saved checkpoint")
             err = DlcliError(f"interrupted by {err.signame} in epoch {trainer.state.epoch + 1}: {saved}; continue "
-                             f"with `dlcli resume {run.name}`", err.exit_code)
+                             f"with `dlcli resume {run.name}`", err.exit_code, shared=True)
         elif isinstance(err, OSError):
             err = DlcliError(f"run {run.name} failed: {err.strerror or err}", RUNTIME)
         interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 0) in (130, 143)
         summary.update(status="interrupted" if interrupted else "failed", error=str(err)[:500] or type(err).__name__,
                        epochs_completed=trainer.state.epoch, step=trainer.state.step)
         try:
-            runs.write_json(run / "summary.json", summary)
+            if world.main:
+                runs.write_json(run / "summary.json", summary)
         except OSError:
             pass  # the disk may be why we are here: the error itself matters more
         raise err from None
 
-    best = runs.load_checkpoint(run / "checkpoints" / "best.pt", map_location=device)
-    model.load_state_dict(best["model"])
+    best = None  # rank 0 reads the best weights and sends them to the others: each scores its share of the test
+    if world.main:
+        where = "cpu" if world.distributed else device
+        best = runs.load_checkpoint(run / "checkpoints" / "best.pt", map_location=where)["model"]
+    model.load_state_dict(world.broadcast(best))
     test = trainer.evaluate(data.test.to(device))
+    if not world.main:
+        return run
     samples = len(data.train) * (state.epoch - first_epoch)
     summary.update(
         status="completed",
@@ -247,6 +304,8 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
         wall_seconds=round(time.perf_counter() - started, 3),
         samples_per_second=round(samples / max(train_seconds, 1e-9), 1),
         device=str(device),
+        world_size=world.size,  # processes, one per device: train.batch_size is per device
+        effective_batch_size=trainer.global_batch,
         precision=trainer.precision,
         versions=versions(),
     )

@@ -75,8 +75,8 @@ def inject(monkeypatch):
 
     def use(*callbacks):
         class WithCallbacks(Trainer):
-            def __init__(self, cfg, data, model, device, cbs=()):
-                super().__init__(cfg, data, model, device, [*callbacks, *cbs])
+            def __init__(self, cfg, data, model, device, cbs=(), *world):
+                super().__init__(cfg, data, model, device, [*callbacks, *cbs], *world)
 
         monkeypatch.setattr(dlcli.train, "Trainer", WithCallbacks)
 
@@ -184,8 +184,8 @@ def test_sigterm_to_a_training_process_then_resume(tmp_path, write_config):
                 time.sleep(0.03)
 
         class SlowTrainer(Trainer):
-            def __init__(self, cfg, data, model, device, callbacks=()):
-                super().__init__(cfg, data, model, device, [Slow(), *callbacks])
+            def __init__(self, cfg, data, model, device, callbacks=(), *world):
+                super().__init__(cfg, data, model, device, [Slow(), *callbacks], *world)
 
         dlcli.train.Trainer = SlowTrainer
         sys.argv = ["dlcli", *sys.argv[1:]]

@@ -21,10 +21,9 @@ class Split:
     def to(self, device) -> "Split":
         return Split(self.x.to(device), self.y.to(device))
 
-    def batches(self, order: torch.Tensor, start: int, batch_size: int, device=None):
-        """(x, y) of batches start, start+1, ... of `order`, cut by indexing the resident tensors."""
-        for i in range(start * batch_size, len(order), batch_size):
-            idx = order[i : i + batch_size]
+    def batches(self, indices, device=None):
+        """(x, y) of each index tensor in `indices`, cut by indexing the resident tensors."""
+        for idx in indices:
             yield self.x[idx], self.y[idx]
 
 

@@ -65,15 +65,16 @@ class StreamingSplit:
     def to(self, device) -> "StreamingSplit":
         return self  # batches move to the device as they are decoded
 
-    def batches(self, order: torch.Tensor, start: int, batch_size: int, device=None):
-        """(uint8 images, labels) of batches start, start+1, ... of `order`, decoded by worker processes."""
-        order = order.cpu()
-        chunks = [order[i : i + batch_size].tolist() for i in range(start * batch_size, len(order), batch_size)]
+    def batches(self, indices, device=None):
+        """(uint8 images, labels) of each index tensor in `indices`, decoded by worker processes."""
+        chunks = [idx.tolist() for idx in indices]
         # A private generator: the loader's worker seeds must not draw from the global one the augmentations use.
-        loader = DataLoader(_Decode(self.x), batch_sampler=chunks, num_workers=self.x.workers,
-                            generator=torch.Generator().manual_seed(0),
-                            pin_memory=device is not None and torch.device(device).type == "cuda")
-        for chunk, (x, problems) in zip(chunks, loader):
+        loader = iter(DataLoader(_Decode(self.x), batch_sampler=[c for c in chunks if c], num_workers=self.x.workers,
+                                 generator=torch.Generator().manual_seed(0),
+                                 pin_memory=device is not None and torch.device(device).type == "cuda"))
+        for chunk in chunks:
+            # A DDP rank's share of a last batch smaller than the world is empty: it still takes its step.
+            x, problems = next(loader) if chunk else (torch.zeros((0, *self.x.image_shape), dtype=torch.uint8), [])
             bad = next((p for p in problems if p), None)
             if bad:
                 raise DlcliError(bad)
@@ -85,4 +86,4 @@ class StreamingSplit:
     def sample(self, limit: int, seed: int) -> torch.Tensor:
         """Up to `limit` decoded images, a seeded sample, for the normalisation statistics."""
         pick = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-        return torch.cat([x for x, _ in self.batches(pick, 0, 256)])
+        return torch.cat([x for x, _ in self.batches(pick.split(256))])

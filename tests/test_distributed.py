@@ -1,0 +1,147 @@
+"""DDP over gloo on this CPU: 2 worker processes train like one process with twice the batch, and stop and resume
+together. Each test starts real processes through `dlcli train --devices 2` or torchrun, as a user would."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlcli import runs
+from dlcli.config import read_yaml
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def ddp_config(**train) -> dict:
+    # 250 samples, 200 after validation: with 2 x 16 per step the last global batch holds 8, 4 per rank.
+    cfg = tiny_config(model={"type": "cnn", "channels": [4], "hidden": [16]},
+                      scheduler={"name": "cosine", "warmup_epochs": 0.5})
+    cfg["data"]["synthetic"]["train_samples"] = 250
+    cfg["train"] = {"epochs": 2, "batch_size": 16, "grad_clip": 1.0, "label_smoothing": 0.1, **train}
+    return cfg
+
+
+def dlcli(*args, env=None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dlcli", *map(str, args)], env=env or ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def finished(proc: subprocess.Popen, code: int = 0) -> str:
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == code, err[-3000:]
+    return out
+
+
+def run_of(runs_dir: Path) -> Path:
+    (run,) = list(runs_dir.iterdir())
+    return run
+
+
+def weights(run: Path) -> dict:
+    return runs.load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k != "seconds"} for m in runs.read_metrics(run)]
+
+
+def assert_same(a: Path, b: Path, atol: float):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=atol), (k, (wa[k] - wb[k]).abs().max())
+    for x, y in zip(metrics(a), metrics(b), strict=True):
+        assert x == pytest.approx(y, abs=atol), (x, y)
+
+
+def test_two_processes_with_batch_b_train_like_one_with_batch_2b(tmp_path, write_config):
+    config = write_config(ddp_config())
+    single = dlcli("train", config, "--set", "train.batch_size=32", "--runs-dir", tmp_path / "one", "-q")
+    finished(single)
+    ddp = dlcli("train", config, "--devices", "2", "--runs-dir", tmp_path / "two")
+    out = finished(ddp)
+    run = run_of(tmp_path / "two")
+    assert out.strip() == run.name  # only rank 0 prints the id
+    assert_same(run_of(tmp_path / "one"), run, atol=1e-5)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["effective_batch_size"] == 32
+    assert read_yaml(run / "config.yaml")["train"]["devices"] == 2
+    assert list((tmp_path / "two").glob("*/checkpoints/*.pt"))  # and nothing beside the one run
+    # torchrun's own launcher runs the same workers and gives the same run.
+    torchrun = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", "-m", "dlcli", "train", config, "--runs-dir", tmp_path / "torchrun", "-q"],
+                                env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finished(torchrun)
+    assert_same(run, run_of(tmp_path / "torchrun"), atol=1e-6)
+
+
+SLOW_WORKERS = """
+    # Imported by every Python process of the test (PYTHONPATH): slows each training step so a signal lands mid-run.
+    import time
+    import dlcli.train
+    from dlcli.engine import Callback, Trainer
+
+    class Slow(Callback):
+        def on_step(self, trainer, seen, loss, correct):
+            time.sleep(0.02)
+
+    class SlowTrainer(Trainer):
+        def __init__(self, cfg, data, model, device, callbacks=(), *world):
+            super().__init__(cfg, data, model, device, [Slow(), *callbacks], *world)
+
+    dlcli.train.Trainer = SlowTrainer
+"""
+
+
+def test_interrupting_a_two_process_run_then_resuming_it(tmp_path, write_config):
+    # Dropout and augmentation: each rank's generators must be saved and restored, not only rank 0's.
+    cfg = ddp_config(epochs=4)
+    cfg["model"]["dropout"] = 0.3
+    cfg["data"]["augment"] = ["hflip"]
+    config = write_config(cfg)
+    finished(dlcli("train", config, "--devices", "2", "--runs-dir", tmp_path / "a", "-q"))
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(textwrap.dedent(SLOW_WORKERS))
+    slow_env = {**ENV, "PYTHONPATH": f"{hooks}{os.pathsep}{ROOT}"}
+    proc = dlcli("train", config, "--devices", "2", "--runs-dir", tmp_path / "b", "-q", env=slow_env)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "b").glob("*/checkpoints/last.pt")):  # epoch 1 is done: stop in epoch 2
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the launcher, which hands it to the workers
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGINT"), err  # one line, from rank 0
+    run = run_of(tmp_path / "b")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] < 4
+    ckpt = runs.load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 2
+
+    wrong = dlcli("resume", run.name, "--devices", "1", "--runs-dir", tmp_path / "b")
+    _, err = wrong.communicate(timeout=120)
+    assert wrong.returncode == 2 and "resume it with --devices 2" in err and len(err.strip().splitlines()) == 1
+
+    finished(dlcli("resume", run.name, "--runs-dir", tmp_path / "b", "-q"))  # the run's 2 devices, by itself
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert_same(run_of(tmp_path / "a"), run, atol=1e-6)
+
+
+def test_devices_under_torchrun_must_agree(tmp_path, write_config):
+    env = {**ENV, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}  # what torchrun sets for one process
+    proc = dlcli("train", write_config(ddp_config()), "--devices", "2", "--runs-dir", tmp_path, env=env)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "torchrun started 1 processes" in err and len(err.strip().splitlines()) == 1
+    assert not tmp_path.joinpath("tiny").exists() and not list(tmp_path.glob("tiny-*"))
