@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated, Literal, Optional
 
@@ -65,8 +66,13 @@ def guarded(fn):
         if state["debug"]:
             raise
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        print(f"{where}error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        if not (rank and PEER_GONE.search(first)):  # a peer that left (a signal, an error) says why itself
+            print(f"{where}error: {type(err).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         raise typer.Exit(1) from None
+
+
+# How torch's gloo and NCCL backends report, on the ranks left behind, that another rank's process ended.
+PEER_GONE = re.compile(r"Connection (closed|reset) by peer|NCCL communicator was aborted|Broken pipe")
 
 
 @app.callback()

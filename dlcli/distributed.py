@@ -22,6 +22,7 @@ import torch.distributed as dist
 from dlcli.errors import RUNTIME, DlcliError
 
 
+STOPPING = {signal.SIGINT, signal.SIGTERM}
 joined = False  # whether this process joined a process group: it then ends through exit_worker
 
 
@@ -76,20 +77,56 @@ class World:
         """DistributedDataParallel: the same weights on every rank, gradients averaged over ranks in backward."""
         from torch.nn.parallel import DistributedDataParallel
 
-        with main_thread_signals():
-            return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     @contextlib.contextmanager
     def main_first(self, local: bool = False):
         """Rank 0 (with `local`, each machine's first rank) runs the block, then the others do: one process
-        downloads or validates, the rest find its result. If it fails the others wait until the launcher stops
-        them, so its error is the one reported."""
+        downloads or caches, the rest find its result. If a first rank fails, it says why; the others stop with
+        it, and rank 0 says so where it was not the one that failed."""
         first = (self.local_rank if local else self.rank) == 0
-        if self.distributed and not first:
-            dist.barrier()
-        yield
-        if self.distributed and first:
-            dist.barrier()
+        if not self.distributed:
+            yield
+            return
+        if not first:
+            self._first_failed(False)  # waits for the first ranks' verdict
+        try:
+            yield
+        except BaseException:
+            if first:
+                self._first_failed(True)
+            raise
+        if first:
+            self._first_failed(False)
+
+    @contextlib.contextmanager
+    def together(self):
+        """A stage that may fail on any rank (reading the data, building the model; rank 0 alone opening the run):
+        the ranks compare how it went, so that all stop if one fails, and the error is said once. Rank 0 says its
+        own; another rank says its own only where rank 0 did not fail too (then rank 0 says that it failed)."""
+        if not self.distributed:
+            yield
+            return
+        try:
+            yield
+        except Exception as err:
+            failed = self.gather(True)
+            if not self.main and failed[0]:  # the same failure, most likely: rank 0 reports it
+                code = err.exit_code if isinstance(err, DlcliError) else RUNTIME
+                raise DlcliError(str(err), code, shared=True) from err
+            raise
+        failed = self.gather(False)
+        if any(failed):
+            ranks = ", ".join(str(r) for r, f in enumerate(failed) if f)
+            raise DlcliError(f"rank {ranks} failed (its error says why)", RUNTIME, shared=not self.main)
+
+    def _first_failed(self, failed: bool) -> None:
+        """Every rank calls this once in main_first: a first rank after its block, the others before theirs."""
+        flag = torch.tensor([float(failed)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not failed:
+            raise DlcliError("another process failed while preparing the data (its error says why)", RUNTIME,
+                             shared=True)
 
     def broadcast(self, obj):
         """Rank 0's `obj` on every rank (any picklable object: a run id, a config, a checkpoint)."""
@@ -127,8 +164,11 @@ class World:
         return self.total(flag.logical_not().double()).item() == 0
 
     def agree(self, interrupt: str | None, next_check: int) -> tuple[str | None, int]:
-        """A check point: a signal any rank received stops every rank, and rank 0's proposal for the next check
-        point is everyone's."""
+        """A check point: a signal any rank received (now, or one pending since the last check) stops every rank,
+        and rank 0's proposal for the next check point is everyone's."""
+        if interrupt is None:
+            taken = signal.sigtimedwait(STOPPING, 0)
+            interrupt = signal.Signals(taken.si_signo).name if taken else None
         flags = torch.tensor([signal.Signals[interrupt].value if interrupt else 0, next_check if self.main else 0])
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         signum, next_check = flags.tolist()
@@ -156,10 +196,13 @@ def join(devices: int | None = None):
         return
     global joined
     joined = True
-    with main_thread_signals():
-        # CPU tensors over gloo (metrics, flags, objects), CUDA tensors over NCCL (DDP's gradients).
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
-        dist.barrier()  # every connection and its threads exist now, with the signals blocked
+    # A worker keeps SIGINT and SIGTERM blocked in every thread, from before the first one starts: they wait,
+    # pending, for the training loop's next check point (World.agree), where all ranks stop at the same step. A
+    # handler would interrupt whichever thread the signal lands on, and a communication thread interrupted in a
+    # system call fails or hangs its rank's collective alone (seen with gloo).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+    # CPU tensors over gloo (metrics, flags, objects), CUDA tensors over NCCL (DDP's gradients).
+    dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     try:
         yield world
         dist.barrier()  # rank 0 may still be writing the run; a rank leaving early ends its peers' connections
@@ -167,19 +210,6 @@ def join(devices: int | None = None):
         # On an error too (no barrier then: a rank that failed must not wait for the others): a group left to the
         # interpreter's exit aborts the process ("terminate called without an active exception").
         dist.destroy_process_group()
-
-
-@contextlib.contextmanager
-def main_thread_signals():
-    """Block SIGINT and SIGTERM while the block starts threads. Threads inherit the mask, so a signal later reaches
-    the main thread, whose handler saves a checkpoint, and never interrupts a system call in a communication thread,
-    which would fail the collective (or abort the process) on that rank alone."""
-    stopping = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal that came meanwhile is delivered now
 
 
 def launch(argv: list[str], nproc: int) -> int:
@@ -203,8 +233,8 @@ def launch(argv: list[str], nproc: int) -> int:
     try:
         if threads:
             os.environ["OMP_NUM_THREADS"] = threads
-        for log in quiet.values():  # the workers say what happened; the agent's own warnings repeat it
-            log.setLevel(logging.ERROR)
+        for log in quiet.values():  # the workers say what happened; the agent's own reports repeat it
+            log.setLevel(logging.CRITICAL)
         elastic_launch(config, sys.executable)("-u", "-m", "dlcli", *argv)
         return 0
     except ChildFailedError as err:

@@ -129,15 +129,16 @@ def build(cfg, preprocessing: dict | None = None, world: World = SINGLE):
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = world.device(resolve_device(cfg.train.device))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    with world.main_first(local=True):  # one process per machine downloads and caches; the others read the cache
-        data = load_data(cfg, preprocessing)
-    model, _ = build_model(cfg.model, data.input_shape, len(data.classes), data.vocab_size)
-    _check_augment(cfg, data)
+    with world.together():  # under DDP: one rank failing here stops all, with one message
+        device = world.device(resolve_device(cfg.train.device))
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        with world.main_first(local=True):  # one process per machine downloads and caches; the others read it
+            data = load_data(cfg, preprocessing)
+        model, _ = build_model(cfg.model, data.input_shape, len(data.classes), data.vocab_size)
+        _check_augment(cfg, data)
     if world.distributed:
         seed_everything(cfg.seed + world.rank)  # the same initial weights, but each rank its own augmentation, dropout
     return device, data, model
@@ -159,15 +160,16 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
     cfg.train.devices = world.size  # what this run trains on, whatever asked for it: resume needs as many
     device, data, model = build(cfg, world=world)
     summary = {}
-    if world.main:
-        run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no directory
-        runs.write_yaml(run / "config.yaml", cfg.resolved())
-        runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
-                                            "normalization": data.normalizer.to_dict(),
-                                            "preprocessing": data.preprocessing})
-        summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   **runs.owner()}
-        runs.write_json(run / "summary.json", summary)
+    with world.together():
+        if world.main:
+            run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no directory
+            runs.write_yaml(run / "config.yaml", cfg.resolved())
+            runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
+                                                "normalization": data.normalizer.to_dict(),
+                                                "preprocessing": data.preprocessing})
+            summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       **runs.owner()}
+            runs.write_json(run / "summary.json", summary)
     run = runs_root / world.broadcast(run.name if world.main else None)
     trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world)
     where = f"{world.size} x {device.type} (batch {cfg.train.batch_size} each, {trainer.global_batch} in all)" \
@@ -195,10 +197,10 @@ def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, sho
     from dlcli.config import validate_config
 
     started = time.perf_counter()
-    if world.main:
-        run, cfg, summary, ckpt, preprocessing = _open_for_resume(runs_root, run_id, epochs, world)
-    else:
-        summary = {}
+    summary = {}
+    with world.together():
+        if world.main:
+            run, cfg, summary, ckpt, preprocessing = _open_for_resume(runs_root, run_id, epochs, world)
     if world.distributed:  # rank 0 hands the others the run id, config and checkpoint
         shared = (run.name, cfg.resolved(), ckpt, preprocessing) if world.main else None
         name, resolved, ckpt, preprocessing = world.broadcast(shared)

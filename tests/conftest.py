@@ -1,4 +1,5 @@
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,25 @@ needs_fashion = pytest.mark.skipif(
     not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
     reason="Debian's dataset-fashion-mnist is not installed",
 )
+
+
+# Python source that slows every training step of `dlcli train` (run before dlcli's main, in the same process), so
+# that a test's signal lands mid-run in a real process.
+SLOW_TRAINER = textwrap.dedent("""
+    import time
+    import dlcli.train
+    from dlcli.engine import Callback, Trainer
+
+    class Slow(Callback):
+        def on_step(self, trainer, seen, loss, correct):
+            time.sleep(0.03)
+
+    class SlowTrainer(Trainer):
+        def __init__(self, cfg, data, model, device, callbacks=(), *world):
+            super().__init__(cfg, data, model, device, [Slow(), *callbacks], *world)
+
+    dlcli.train.Trainer = SlowTrainer
+""")
 
 
 def tiny_config(**sections) -> dict:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 
 from dlcli import runs
 from dlcli.config import read_yaml
-from tests.conftest import tiny_config
+from tests.conftest import SLOW_TRAINER, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -82,29 +81,32 @@ def test_two_processes_with_batch_b_train_like_one_with_batch_2b(tmp_path, write
                                 env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     finished(torchrun)
     assert_same(run, run_of(tmp_path / "torchrun"), atol=1e-6)
+    # Rank 0 alone opens the run to resume; its refusal stops both workers, and is said once.
+    refused = dlcli("resume", run.name, "--runs-dir", tmp_path / "two")
+    assert one_line(refused, 2).startswith(f"error: run {run.name} has completed (2 epochs)")
 
 
-SLOW_WORKERS = """
-    # Imported by every Python process of the test (PYTHONPATH): slows each training step so a signal lands mid-run.
-    import time
-    import dlcli.train
-    from dlcli.engine import Callback, Trainer
+def one_line(proc: subprocess.Popen, code: int) -> str:
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
 
-    class Slow(Callback):
-        def on_step(self, trainer, seen, loss, correct):
-            time.sleep(0.02)
 
-    class SlowTrainer(Trainer):
-        def __init__(self, cfg, data, model, device, callbacks=(), *world):
-            super().__init__(cfg, data, model, device, [Slow(), *callbacks], *world)
-
-    dlcli.train.Trainer = SlowTrainer
-"""
+def test_a_failure_every_rank_meets_is_said_once_and_leaves_no_run(tmp_path, write_config):
+    cfg = ddp_config()
+    cfg["model"] = {"type": "mlp", "hidden": [16]}
+    cfg["data"]["synthetic"]["shape"] = [12]  # a table: image augmentations cannot apply
+    cfg["data"]["augment"] = ["hflip"]
+    proc = dlcli("train", write_config(cfg), "--devices", "2", "--runs-dir", tmp_path / "runs")
+    assert one_line(proc, 2) == "error: data.augment: augmentations need image data; synthetic gives shape (12,)"
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
 def test_interrupting_a_two_process_run_then_resuming_it(tmp_path, write_config):
     # Dropout and augmentation: each rank's generators must be saved and restored, not only rank 0's.
-    cfg = ddp_config(epochs=4)
+    cfg = ddp_config(epochs=8)  # the signal lands in epoch 2 or 3: the run has time left to stop
     cfg["model"]["dropout"] = 0.3
     cfg["data"]["augment"] = ["hflip"]
     config = write_config(cfg)
@@ -112,7 +114,7 @@ def test_interrupting_a_two_process_run_then_resuming_it(tmp_path, write_config)
 
     hooks = tmp_path / "hooks"
     hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(textwrap.dedent(SLOW_WORKERS))
+    (hooks / "sitecustomize.py").write_text(SLOW_TRAINER)  # every Python process of the run imports it
     slow_env = {**ENV, "PYTHONPATH": f"{hooks}{os.pathsep}{ROOT}"}
     proc = dlcli("train", config, "--devices", "2", "--runs-dir", tmp_path / "b", "-q", env=slow_env)
     deadline = time.monotonic() + 120
@@ -126,13 +128,12 @@ def test_interrupting_a_two_process_run_then_resuming_it(tmp_path, write_config)
     assert len(lines) == 1 and lines[0].startswith("error: interrupted by SIGINT"), err  # one line, from rank 0
     run = run_of(tmp_path / "b")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["epochs_completed"] < 4
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] < 8
     ckpt = runs.load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["world_size"] == 2 and len(ckpt["ranks"]) == 2
 
     wrong = dlcli("resume", run.name, "--devices", "1", "--runs-dir", tmp_path / "b")
-    _, err = wrong.communicate(timeout=120)
-    assert wrong.returncode == 2 and "resume it with --devices 2" in err and len(err.strip().splitlines()) == 1
+    assert "resume it with --devices 2" in one_line(wrong, 2)
 
     finished(dlcli("resume", run.name, "--runs-dir", tmp_path / "b", "-q"))  # the run's 2 devices, by itself
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"
@@ -142,6 +143,5 @@ def test_interrupting_a_two_process_run_then_resuming_it(tmp_path, write_config)
 def test_devices_under_torchrun_must_agree(tmp_path, write_config):
     env = {**ENV, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}  # what torchrun sets for one process
     proc = dlcli("train", write_config(ddp_config()), "--devices", "2", "--runs-dir", tmp_path, env=env)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "torchrun started 1 processes" in err and len(err.strip().splitlines()) == 1
+    assert "torchrun started 1 processes" in one_line(proc, 2)
     assert not tmp_path.joinpath("tiny").exists() and not list(tmp_path.glob("tiny-*"))

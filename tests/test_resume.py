@@ -16,7 +16,7 @@ import yaml
 import dlcli.train
 from dlcli import runs
 from dlcli.engine import Callback, Trainer
-from tests.conftest import tiny_config
+from tests.conftest import SLOW_TRAINER, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,20 +174,8 @@ def test_sigterm_to_a_training_process_then_resume(tmp_path, write_config):
     """A real `dlcli train` process, slowed by a sleeping callback so that the signal lands mid-run."""
     cfg = rich_config(epochs=3, threads=1)
     config = write_config(cfg)
-    script = textwrap.dedent("""
-        import runpy, sys, time
-        import dlcli.train
-        from dlcli.engine import Callback, Trainer
-
-        class Slow(Callback):
-            def on_step(self, trainer, seen, loss, correct):
-                time.sleep(0.03)
-
-        class SlowTrainer(Trainer):
-            def __init__(self, cfg, data, model, device, callbacks=(), *world):
-                super().__init__(cfg, data, model, device, [Slow(), *callbacks], *world)
-
-        dlcli.train.Trainer = SlowTrainer
+    script = SLOW_TRAINER + textwrap.dedent("""
+        import runpy, sys
         sys.argv = ["dlcli", *sys.argv[1:]]
         runpy.run_module("dlcli", run_name="__main__")
     """)
