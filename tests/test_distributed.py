@@ -15,6 +15,7 @@ import torch
 from dlcli import runs
 from dlcli.config import read_yaml
 from tests.conftest import SLOW_TRAINER, tiny_config
+from tests.test_image_folder import folder_config, make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -145,3 +146,15 @@ def test_devices_under_torchrun_must_agree(tmp_path, write_config):
     proc = dlcli("train", write_config(ddp_config()), "--devices", "2", "--runs-dir", tmp_path, env=env)
     assert "torchrun started 1 processes" in one_line(proc, 2)
     assert not tmp_path.joinpath("tiny").exists() and not list(tmp_path.glob("tiny-*"))
+
+
+def test_a_streamed_image_folder_shards_like_the_in_memory_path(tmp_path, write_config):
+    # Each rank's DataLoader workers decode only that rank's share of every global batch, in the seeded order.
+    make_folder(tmp_path / "shapes", per_class=11)  # 33 images, 27 after validation: a ragged last global batch
+    cfg = folder_config(tmp_path / "shapes", stream=False)
+    cfg["train"] = {"epochs": 2, "batch_size": 16}
+    finished(dlcli("train", write_config(cfg, "memory.yaml"), "--runs-dir", tmp_path / "one", "-q"))
+    cfg["data"].update(stream=True, num_workers=1)
+    cfg["train"]["batch_size"] = 8
+    finished(dlcli("train", write_config(cfg, "stream.yaml"), "--devices", "2", "--runs-dir", tmp_path / "two", "-q"))
+    assert_same(run_of(tmp_path / "one"), run_of(tmp_path / "two"), atol=1e-5)
