@@ -207,9 +207,7 @@ def join(devices: int | None = None):
         yield world
         dist.barrier()  # rank 0 may still be writing the run; a rank leaving early ends its peers' connections
     finally:
-        # On an error too (no barrier then: a rank that failed must not wait for the others): a group left to the
-        # interpreter's exit aborts the process ("terminate called without an active exception").
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # on an error too, but with no barrier: a failed rank must not wait for others
 
 
 def launch(argv: list[str], nproc: int) -> int:
