@@ -88,10 +88,21 @@ def main_options(
         raise typer.Exit(0)
 
 
-def _worker_args(command: list[str], runs_dir: str | None, quiet: bool) -> list[str]:
-    """The command line the DDP workers run: this one without --devices."""
-    return [*(["--debug"] if state["debug"] else []), *command, *(["--runs-dir", runs_dir] if runs_dir else []),
-            *(["--quiet"] if quiet else [])]
+def _in_world(command: list[str], n: int, devices: int | None, runs_dir: str | None, quiet: bool, work):
+    """Run `work(console, world)` (train or resume) here, or, for n > 1 devices outside torchrun, start n DDP workers
+    that run `command` (this command line without --devices) and end with their exit code. Prints the run id."""
+    from dlcli import distributed
+
+    if n > 1 and not distributed.launched():
+        argv = [*(["--debug"] if state["debug"] else []), *command, *(["--runs-dir", runs_dir] if runs_dir else []),
+                *(["--quiet"] if quiet else [])]
+        raise typer.Exit(distributed.launch(argv, n))
+    with distributed.join(devices) as world:
+        console = _stderr()
+        console.quiet = quiet or not world.main
+        run = work(console, world)
+        if world.main:
+            print(run.name)
 
 
 @app.command()
@@ -103,19 +114,12 @@ def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None, q
         from dlcli.config import load_config
 
         cfg = load_config(config, set_)
-        from dlcli import distributed, runs
+        from dlcli import runs
         from dlcli.train import train as run_training
 
-        n = devices or cfg.train.devices
-        if n > 1 and not distributed.launched():
-            command = ["train", config, *(f"--set={s}" for s in set_ or [])]
-            raise typer.Exit(distributed.launch(_worker_args(command, runs_dir, quiet), n))
-        with distributed.join(devices) as world:
-            console = _stderr()
-            console.quiet = quiet or not world.main
-            run = run_training(cfg, runs.runs_dir(runs_dir), console, not quiet, world)
-            if world.main:
-                print(run.name)
+        command = ["train", config, *(f"--set={s}" for s in set_ or [])]
+        _in_world(command, devices or cfg.train.devices, devices, runs_dir, quiet,
+                  lambda console, world: run_training(cfg, runs.runs_dir(runs_dir), console, not quiet, world))
 
     guarded(body)
 
@@ -373,7 +377,7 @@ def resume(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix o
     """Continue an interrupted, failed or finished run from its last checkpoint, exactly where it stopped."""
 
     def body():
-        from dlcli import distributed, runs
+        from dlcli import runs
         from dlcli.errors import DlcliError
         from dlcli.train import resume as resume_run
         from dlcli.train import run_devices
@@ -381,16 +385,9 @@ def resume(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix o
         if epochs is not None and epochs < 1:
             raise DlcliError(f"--epochs {epochs}: needs a positive number of epochs")
         root = runs.runs_dir(runs_dir)
-        n = devices or run_devices(root, run_id)
-        if n > 1 and not distributed.launched():
-            command = ["resume", run_id, *(["--epochs", str(epochs)] if epochs else [])]
-            raise typer.Exit(distributed.launch(_worker_args(command, runs_dir, quiet), n))
-        with distributed.join(devices) as world:
-            console = _stderr()
-            console.quiet = quiet or not world.main
-            run = resume_run(root, run_id, console, epochs, not quiet, world)
-            if world.main:
-                print(run.name)
+        command = ["resume", run_id, *(["--epochs", str(epochs)] if epochs else [])]
+        _in_world(command, devices or run_devices(root, run_id), devices, runs_dir, quiet,
+                  lambda console, world: resume_run(root, run_id, console, epochs, not quiet, world))
 
     guarded(body)
 

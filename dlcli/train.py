@@ -87,7 +87,7 @@ class ProgressDisplay(Callback):
         total = len(trainer.train_split)
         self.resumed_at = min(trainer.progress.batch * trainer.global_batch, total)  # a resumed epoch starts part-way
         label = f"{trainer.state.epoch + 1}/{self.epochs}"
-        self.task = self.progress.add_task("", total=len(trainer.train_split), epoch=label, loss=0.0, acc=0.0, speed=0.0)
+        self.task = self.progress.add_task("", total=total, epoch=label, loss=0.0, acc=0.0, speed=0.0)
 
     def on_step(self, trainer, seen, loss_sum, correct):
         # Under DDP the sums are rank 0's share (the epoch's line has every rank's); the bar counts all ranks.
@@ -172,12 +172,19 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
             runs.write_json(run / "summary.json", summary)
     run = runs_root / world.broadcast(run.name if world.main else None)
     trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world)
-    where = f"{world.size} x {device.type} (batch {cfg.train.batch_size} each, {trainer.global_batch} in all)" \
-        if world.distributed else str(device)
     console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
-                  f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {where}, "
+                  f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {placement(trainer)}, "
                   f"precision {trainer.precision}, {count_parameters(model):,} parameters", soft_wrap=True)
     return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+
+
+def placement(trainer) -> str:
+    """Where a run trains, for its first line: the device, or under DDP the processes and the batch each takes."""
+    world = trainer.world
+    if not world.distributed:
+        return str(trainer.device)
+    return (f"{world.size} x {trainer.device.type} (batch {trainer.cfg.train.batch_size} each, "
+            f"{trainer.global_batch} in all)")
 
 
 def run_devices(runs_root: Path, run_id: str) -> int:
@@ -224,9 +231,8 @@ def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, sho
         summary.update(status="running", **runs.owner(), resumed=resumed)
         runs.write_json(run / "summary.json", summary)
     where = f"epoch {done + 1}, batch {ckpt['progress']['batch'] + 1}" if ckpt["progress"] else f"epoch {done + 1}"
-    on = f"{world.size} x {device.type}" if world.distributed else str(device)
     console.print(f"run {run.name}: resuming at {where} (step {ckpt['step']}) of {cfg.train.epochs} epochs "
-                  f"on {on}", soft_wrap=True)
+                  f"on {placement(trainer)}", soft_wrap=True)
     return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
 
 
