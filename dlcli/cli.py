@@ -105,15 +105,26 @@ def _in_world(command: list[str], n: int, devices: int | None, runs_dir: str | N
             print(run.name)
 
 
+def _load_config(config: str, overrides):
+    """The validated config; notices about old spellings go to stderr (once, from rank 0 under DDP)."""
+    import os
+
+    from dlcli.config import load_config
+
+    cfg = load_config(config, overrides)
+    if not int(os.environ.get("RANK", 0)):
+        for notice in cfg.notices:
+            print(f"notice: {config}: {notice}", file=sys.stderr)
+    return cfg
+
+
 @app.command()
 def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
           devices: DevicesOpt = None):
     """Train the model a config declares; prints the run id at the end."""
 
     def body():
-        from dlcli.config import load_config
-
-        cfg = load_config(config, set_)
+        cfg = _load_config(config, set_)
         from dlcli import runs
         from dlcli.train import train as run_training
 
@@ -129,9 +140,7 @@ def validate(config: ConfigArg, set_: SetOpt = None):
     """Check a config (schema, names, layer shapes) without touching data or training."""
 
     def body():
-        from dlcli.config import load_config
-
-        cfg = load_config(config, set_)
+        cfg = _load_config(config, set_)
         print(f"{config}: valid ({cfg.data.dataset}, {cfg.model.type} model, {cfg.optimizer.entry_name}, "
               f"{cfg.train.epochs} epochs)")
 
@@ -145,11 +154,10 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
     def body():
         import json
 
-        from dlcli.config import load_config
         from dlcli.data.catalog import describe
         from dlcli.models import build_model
 
-        cfg = load_config(config, set_)
+        cfg = _load_config(config, set_)
         shape, classes, vocab_size = describe(cfg)
         model, rows = build_model(cfg.model, shape, len(classes), vocab_size)
         total = sum(r.parameters for r in rows)

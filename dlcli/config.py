@@ -8,29 +8,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, field_validator
-from pydantic import model_validator
+from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, PrivateAttr, ValidationError
+from pydantic import ValidationInfo, field_validator, model_validator
 
-from dlcli.augment import AUGMENTS
-from dlcli.data.catalog import DATASETS
+from dlcli.data.catalog import NOTICES, DataEntry, data_spec, parse_data
 from dlcli.errors import DlcliError, closest
 from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation
 from dlcli.optim import OPTIMIZERS, SCHEDULERS
-from dlcli.registry import ItemError, Strict
+from dlcli.registry import ItemError, Strict, parse_list
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 100_000
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
-def _parse_items(registry, items):
-    parsed = []
-    for i, item in enumerate(items or []):
-        try:
-            parsed.append(registry.parse(item))
-        except ItemError as err:
-            raise ValueError(f"@[{i}]{err.where}: {err.what}") from None
-    return parsed
 
 
 def _parse_named(registry, v, section):
@@ -49,80 +38,6 @@ def _parse_named(registry, v, section):
         raise ValueError(f"@{err.where or '.name'}: {err.what}") from None
 
 
-class SyntheticData(Strict):
-    """Seeded random data with real signal: each class is a noisy copy of its own random prototype."""
-
-    shape: list[PositiveInt] = [1, 28, 28]
-    num_classes: int = Field(10, ge=2)
-    train_samples: PositiveInt = 1000
-    test_samples: PositiveInt = 200
-    noise: NonNegativeFloat = 1.0
-
-
-class Tokenizer(Strict):
-    lowercase: bool = True
-    pattern: str = r"[\w']+"
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v):
-        import re
-
-        try:
-            re.compile(v)
-        except re.error as err:
-            raise ValueError(f"not a regular expression ({err})") from None
-        return v
-
-
-class Vocabulary(Strict):
-    min_freq: PositiveInt = 1
-    max_size: PositiveInt = 20000
-
-
-class DataConfig(Strict):
-    dataset: str
-    root: str = "data"
-    download: bool = True
-    val_split: float = Field(0.1, ge=0.0, lt=1.0)
-    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when a dataset has no test set")
-    max_train_samples: PositiveInt | None = None
-    augment: list[Any] = []
-    synthetic: SyntheticData = SyntheticData()
-    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
-    channels: Literal[1, 3] = 3
-    stream: bool | Literal["auto"] = "auto"  # image_folder: decode per batch in workers instead of into memory
-    num_workers: int = Field(2, ge=0, le=64)
-    # csv and text_csv
-    train_file: str | None = None
-    test_file: str | None = None
-    label_column: str = "label"
-    categorical: Literal["auto"] | list[str] = "auto"
-    missing: Literal["fill", "drop", "error"] = "fill"
-    text_column: str = "text"
-    tokenizer: Tokenizer = Tokenizer()
-    vocab: Vocabulary = Vocabulary()
-    max_length: PositiveInt = 200
-
-    @model_validator(mode="after")
-    def _files_for_tables(self):
-        if self.dataset in ("csv", "text_csv") and not self.train_file:
-            raise ValueError(f"@.train_file: required for the {self.dataset} dataset (the path of a CSV file)")
-        return self
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v):
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset '{v}'{closest(v, DATASETS)}")
-        return v
-
-    @field_validator("augment")
-    @classmethod
-    def _augments(cls, v):
-        return _parse_items(AUGMENTS, v)
-
-
 class SequentialModel(Strict):
     type: Literal["sequential"]
     layers: list[Any] = Field(min_length=1)
@@ -130,7 +45,7 @@ class SequentialModel(Strict):
     @field_validator("layers")
     @classmethod
     def _layers(cls, v):
-        return _parse_items(LAYERS, v)
+        return parse_list(LAYERS, v)
 
     def layer_list(self, num_classes: int, tokens: bool = False):
         return self.layers
@@ -249,11 +164,23 @@ class TrainConfig(Strict):
 class Config(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
     seed: int = 42
-    data: DataConfig
+    data: Any  # a dlcli.data.catalog entry: the dataset kind and its own keys
     model: ModelConfig
     optimizer: Any = Field({"name": "adam"}, validate_default=True)
     scheduler: Any = Field({"name": "none"}, validate_default=True)
     train: TrainConfig = TrainConfig()
+    _notices: list[str] = PrivateAttr(default_factory=list)  # old spellings met, for the CLI to point out
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, v, info: ValidationInfo):
+        if isinstance(v, DataEntry):
+            return v
+        return parse_data(v, legacy=bool(info.context and info.context.get("legacy")))
+
+    @property
+    def notices(self) -> list[str]:
+        return self._notices
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -279,10 +206,10 @@ class Config(Strict):
 
     def resolved(self) -> dict:
         """The config as plain data, every default filled in: what the run directory records."""
-        out = self.model_dump(mode="json", exclude={"optimizer", "scheduler"})
+        out = self.model_dump(mode="json", exclude={"data", "optimizer", "scheduler"})
+        out["data"] = data_spec(self.data)
         out["optimizer"] = {"name": self.optimizer.entry_name, **self.optimizer.model_dump(mode="json")}
         out["scheduler"] = {"name": self.scheduler.entry_name, **self.scheduler.model_dump(mode="json")}
-        out["data"]["augment"] = [a.to_spec() for a in self.data.augment]
         if isinstance(self.model, SequentialModel):
             out["model"]["layers"] = [layer.to_spec() for layer in self.model.layers]
         return out
@@ -367,12 +294,19 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return validate_config(data, source=str(path))
 
 
-def validate_config(data: dict, source: str = "config") -> Config:
+def validate_config(data: dict, source: str = "config", legacy: bool = False) -> Config:
+    """legacy: `data` is a run's resolved config, possibly written by an older dlcli (see catalog.parse_data)."""
+    notices: list[str] = []
+    token = NOTICES.set(notices)
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data, context={"legacy": legacy})
+        cfg._notices = notices
+        return cfg
     except ValidationError as err:
         errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a missing key
         raise DlcliError(f"{source}: {format_error(errors[0], data)}") from None
+    finally:
+        NOTICES.reset(token)
 
 
 def format_error(error: dict, data: dict) -> str:

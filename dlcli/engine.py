@@ -272,6 +272,7 @@ class Trainer:
 
     def train_epoch(self) -> dict:
         tc, split, world = self.cfg.train, self.train_split, self.world
+        augment = self.cfg.data.augmentations()
         self.model.train()
         p = self.progress = self.progress or self.new_epoch()  # a resumed run starts inside its epoch
         for cb in self.callbacks:
@@ -283,8 +284,8 @@ class Trainer:
             if self.check_due(i):
                 self.check(i, p)
             xb = prepare_batch(xb, self.data.normalizer, self.channels_last)
-            if self.cfg.data.augment:
-                xb = apply_all(self.cfg.data.augment, xb)
+            if augment:
+                xb = apply_all(augment, xb)
             with autocast(self.device, self.precision):
                 logits = self.train_forward(xb)
             loss = self.loss_fn(logits, yb)

@@ -53,7 +53,7 @@ def read_run_config(run: Path):
     if not isinstance(data, dict):
         raise DlcliError(f"{path}: damaged (not a mapping)", RUNTIME)
     try:
-        return validate_config(data, source=str(path))
+        return validate_config(data, source=str(path), legacy=True)
     except DlcliError as err:
         raise DlcliError(f"{err} (the run's config does not validate with this dlcli version)", RUNTIME) from None
 

@@ -78,7 +78,11 @@ class Registry:
             field = ".".join(str(p) for p in first["loc"])
             if first["type"] == "extra_forbidden":
                 raise ItemError(f"{prefix}.{field}", f"unknown key{closest(field, cls.model_fields)}") from None
-            raise ItemError(f"{prefix}.{field}", first["msg"].removeprefix("Value error, ")) from None
+            msg = first["msg"].removeprefix("Value error, ")
+            if msg.startswith("@"):  # a nested registry list (an entry's augment) carries the rest of the path
+                below, _, msg = msg[1:].partition(": ")
+                field += below
+            raise ItemError(f"{prefix}.{field}", msg) from None
 
 
 class ItemError(ValueError):
@@ -87,3 +91,14 @@ class ItemError(ValueError):
     def __init__(self, where: str, what: str):
         super().__init__(f"{where}: {what}")
         self.where, self.what = where, what
+
+
+def parse_list(registry: Registry, items) -> list[Entry]:
+    """A YAML list of registry items (layers, augmentations); errors read `[index].name.key: what`."""
+    parsed = []
+    for i, item in enumerate(items or []):
+        try:
+            parsed.append(registry.parse(item))
+        except ItemError as err:
+            raise ValueError(f"@[{i}]{err.where}: {err.what}") from None
+    return parsed

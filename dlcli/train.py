@@ -330,6 +330,6 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
 
 
 def _check_augment(cfg, data):
-    if cfg.data.augment and len(data.input_shape) != 3:
+    if cfg.data.augmentations() and len(data.input_shape) != 3:
         raise DlcliError(f"data.augment: augmentations need image data; {cfg.data.dataset} gives shape "
                          f"{tuple(data.input_shape)}")

@@ -42,7 +42,7 @@ def tiny_config(**sections) -> dict:
         "data": {
             "dataset": "synthetic",
             "val_split": 0.2,
-            "synthetic": {"shape": [1, 8, 8], "num_classes": 3, "train_samples": 240, "test_samples": 60},
+            "shape": [1, 8, 8], "num_classes": 3, "train_samples": 240, "test_samples": 60,
         },
         "model": {"type": "mlp", "hidden": [16]},
         "optimizer": {"name": "adam", "lr": 0.01},

@@ -93,7 +93,7 @@ def test_normalisation_statistics_come_from_the_training_split():
     x = torch.tensor([[[[0, 255]]], [[[255, 255]]]], dtype=torch.uint8)  # (2, 1, 1, 2)
     mean, std, image = statistics(x)
     assert image and mean == pytest.approx([191.25]) and std == pytest.approx([110.42], abs=0.01)
-    data = load_data(validate_config({"data": {"dataset": "synthetic", "synthetic": {"shape": [3, 4, 4]}},
+    data = load_data(validate_config({"data": {"dataset": "synthetic", "shape": [3, 4, 4]},
                                       "model": {"type": "mlp"}}))
     normalised = data.normalizer(data.train.x)
     assert normalised.mean((0, 2, 3)).abs().max() < 1e-4
@@ -140,6 +140,6 @@ def test_identity_affine_keeps_the_image_and_rotation_moves_it():
 def test_augmentations_refuse_non_image_data(cli, write_config):
     from tests.conftest import tiny_config
 
-    cfg = tiny_config(data={"dataset": "synthetic", "augment": ["hflip"], "synthetic": {"shape": [10]}})
+    cfg = tiny_config(data={"dataset": "synthetic", "augment": ["hflip"], "shape": [10]})
     result = cli("train", write_config(cfg), "--runs-dir", "runs")
     assert result.exit_code == 2 and "augmentations need image data" in result.stderr

@@ -25,7 +25,7 @@ def ddp_config(**train) -> dict:
     # 250 samples, 200 after validation: with 2 x 16 per step the last global batch holds 8, 4 per rank.
     cfg = tiny_config(model={"type": "cnn", "channels": [4], "hidden": [16]},
                       scheduler={"name": "cosine", "warmup_epochs": 0.5})
-    cfg["data"]["synthetic"]["train_samples"] = 250
+    cfg["data"]["train_samples"] = 250
     cfg["train"] = {"epochs": 2, "batch_size": 16, "grad_clip": 1.0, "label_smoothing": 0.1, **train}
     return cfg
 
@@ -98,7 +98,7 @@ def one_line(proc: subprocess.Popen, code: int) -> str:
 def test_a_failure_every_rank_meets_is_said_once_and_leaves_no_run(tmp_path, write_config):
     cfg = ddp_config()
     cfg["model"] = {"type": "mlp", "hidden": [16]}
-    cfg["data"]["synthetic"]["shape"] = [12]  # a table: image augmentations cannot apply
+    cfg["data"]["shape"] = [12]  # a table: image augmentations cannot apply
     cfg["data"]["augment"] = ["hflip"]
     proc = dlcli("train", write_config(cfg), "--devices", "2", "--runs-dir", tmp_path / "runs")
     assert one_line(proc, 2) == "error: data.augment: augmentations need image data; synthetic gives shape (12,)"

@@ -43,7 +43,7 @@ def synthetic(name, shape, classes, val_split, model, epochs):
     return {
         "name": name, "seed": 0,
         "data": {"dataset": "synthetic", "val_split": val_split,
-                 "synthetic": {"shape": shape, "num_classes": classes, "train_samples": 300, "test_samples": 100}},
+                 "shape": shape, "num_classes": classes, "train_samples": 300, "test_samples": 100},
         "model": model, "optimizer": {"name": "adam", "lr": 0.01}, "train": {"epochs": epochs, "batch_size": 64},
     }
 

@@ -244,7 +244,7 @@ def test_the_loop_does_not_wait_for_the_device_every_step(cli, write_config, tmp
         monkeypatch.setattr(torch.Tensor, name,
                             lambda self, *a, _real=real, **k: reads.append(1) or _real(self, *a, **k))
     cfg = tiny_config(data={**tiny_config()["data"], "val_split": 0.0}, train={"epochs": 2, "batch_size": 8})
-    cfg["data"]["synthetic"]["train_samples"] = 400  # 50 steps an epoch
+    cfg["data"]["train_samples"] = 400  # 50 steps an epoch
     train(cli, write_config, cfg, tmp_path)
     assert len(reads) < 20, len(reads)  # 2 epochs of 50 steps: about 10 reads in all
 

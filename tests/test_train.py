@@ -167,7 +167,7 @@ def test_lstm_and_sequential_models_train(cli, write_config, tmp_path):
 
 
 def test_non_image_synthetic_data_trains_an_mlp(cli, write_config, tmp_path):
-    data = {"dataset": "synthetic", "synthetic": {"shape": [12], "num_classes": 4, "train_samples": 200}}
+    data = {"dataset": "synthetic", "shape": [12], "num_classes": 4, "train_samples": 200}
     run = train(cli, write_config, tiny_config(data=data, train={"epochs": 3}), tmp_path / "runs")
     assert json.loads((run / "summary.json").read_text())["test"]["accuracy"] > 0.8
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dlcli.data.catalog import DATASETS
 from dlcli.errors import DlcliError
 
 
@@ -73,7 +72,8 @@ def statistics(x: torch.Tensor) -> tuple[list[float], list[float], bool]:
     dims = (0, 2, 3) if image else tuple(range(x.dim() - 1))
     total = total_sq = 0
     count = 0
-    for chunk in x.split(8192):
+    rows = max(1, STATS_CHUNK_VALUES // max(1, x[0].numel()))  # bounded float64 temporaries, whatever the sample size
+    for chunk in x.split(rows):
         c = chunk.double()
         total = total + c.sum(dims)
         total_sq = total_sq + (c * c).sum(dims)
@@ -84,6 +84,7 @@ def statistics(x: torch.Tensor) -> tuple[list[float], list[float], bool]:
 
 
 STATS_SAMPLE = 5000
+STATS_CHUNK_VALUES = 1 << 22
 
 
 class _Splitter:
@@ -110,63 +111,31 @@ def load_data(cfg, preprocessing: dict | None = None) -> DataBundle:
 
     preprocessing: a run's stored CSV/text preprocessing, used instead of fitting it again (evaluate, predict).
     """
-    from dlcli.data import loaders
+    return cfg.data.read(cfg.seed, preprocessing)
 
-    source = DATASETS[cfg.data.dataset]
-    if source.kind == "table":
-        return _load_table(cfg, preprocessing)
-    raw = loaders.load(source, cfg.data, cfg.seed)
-    cut = _Splitter(len(raw.train_y), cfg.seed)
-    test_idx = cut.cut(cfg.data.test_split) if raw.test_y is None else None
-    val_idx = cut.cut(cfg.data.val_split) if raw.val_y is None else None
+
+def split_raw(raw, entry, seed: int) -> DataBundle:
+    """Cut val (and test, when the dataset has none) from a Raw's train part; image files are decoded only now,
+    each split straight into its own tensor."""
     from dlcli.data.stream import FileList, StreamingSplit
 
-    make = lambda x, y: StreamingSplit(x, y) if isinstance(x, FileList) else Split(x, y)  # noqa: E731
+    cut = _Splitter(len(raw.train_y), seed)
+    test_idx = cut.cut(entry.test_split) if raw.test_y is None else None
+    val_idx = cut.cut(entry.val_split) if raw.val_y is None else None
+
+    def make(x, y):
+        if not isinstance(x, FileList):
+            return Split(x, y)
+        return StreamingSplit(x, y) if x.stream else Split(x.decoded(), y)
+
     pick = lambda idx: make(raw.train_x[idx], raw.train_y[idx])  # noqa: E731
-    train = pick(cut.train(cfg.data.max_train_samples, cfg.data.val_split))
+    train = pick(cut.train(entry.max_train_samples, entry.val_split))
     test = pick(test_idx) if test_idx is not None else make(raw.test_x, raw.test_y)
     if val_idx is not None:
         val = pick(val_idx) if len(val_idx) else None
     else:
         val = make(raw.val_x, raw.val_y)
     # Streamed images: the statistics of a seeded sample of STATS_SAMPLE training images.
-    mean, std, image = statistics(train.sample(STATS_SAMPLE, cfg.seed) if isinstance(train, StreamingSplit) else train.x)
+    mean, std, image = statistics(train.sample(STATS_SAMPLE, seed) if isinstance(train, StreamingSplit) else train.x)
     shape = tuple(raw.train_x.shape[1:])
     return DataBundle(train, val, test, raw.classes, shape, Normalizer(mean, std, image))
-
-
-def _load_table(cfg, stored: dict | None) -> DataBundle:
-    from dlcli.data.tables import preprocessor_for, read_table_dataset
-
-    table = read_table_dataset(cfg.data)
-    rows, labels = table["train"]
-    cut = _Splitter(len(rows), cfg.seed)
-    test_idx = cut.cut(cfg.data.test_split) if table["test"] is None else None
-    val_idx = cut.cut(cfg.data.val_split)
-    train_idx = cut.train(cfg.data.max_train_samples, cfg.data.val_split)
-    state = {k: v for k, v in stored.items() if k != "kind"} if stored else None
-    pre = preprocessor_for(cfg.data, table["header"], state)
-    source = str(cfg.data.train_file)
-    if state is None:
-        pre.fit([rows[i] for i in train_idx.tolist()], source)
-
-    def encode(sel_rows, sel_labels, where, lines=None) -> Split:
-        x, kept = pre.encode(sel_rows, where, lines)
-        return Split(x, torch.tensor([sel_labels[k] for k in kept], dtype=torch.long))
-
-    def subset(idx) -> Split:
-        idx = idx.tolist()
-        return encode([rows[i] for i in idx], [labels[i] for i in idx], source, [i + 2 for i in idx])
-    train = subset(train_idx)
-    val = subset(val_idx) if len(val_idx) else None
-    test = subset(test_idx) if test_idx is not None else encode(*table["test"], str(cfg.data.test_file))
-    if pre.kind == "text":
-        normalizer = Normalizer([0.0], [1.0], image=False, tokens=True)
-        vocab_size = pre.vocab_size
-    else:
-        mean, std, _ = statistics(train.x)
-        for i in pre.unscaled():  # one-hot indicators stay 0/1
-            mean[i], std[i] = 0.0, 1.0
-        normalizer, vocab_size = Normalizer(mean, std, image=False), None
-    return DataBundle(train, val, test, table["classes"], (pre.width,), normalizer,
-                      {"kind": pre.kind, **pre.state}, vocab_size)

@@ -1,31 +1,96 @@
-"""The dataset registry: names, shapes and class names, known without loading (or importing torch)."""
+"""The dataset kinds: one registry entry per `data.dataset` value, each owning its keys (torch-free).
+
+An entry's fields are the YAML keys of that kind, so a resolved config holds only what means something for its data;
+its `read` builds the DataBundle (importing torch and the reader only then) and `describe` answers the input shape
+and classes without reading samples where it can. Adding a dataset kind is one class here and a test.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from contextvars import ContextVar
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+
+from dlcli.augment import AUGMENTS
+from dlcli.errors import closest
+from dlcli.registry import Entry, ItemError, Registry, Strict, parse_list
+
+DATASETS = Registry("dataset")
+
+# Notices about old spellings met while validating (`data.synthetic.shape` is now `data.shape`); the CLI prints them.
+NOTICES: ContextVar[list[str] | None] = ContextVar("dlcli_data_notices", default=None)
 
 
-@dataclass(frozen=True)
-class Source:
-    name: str
-    kind: str  # the reader in dlcli.data.loaders: idx, cifar, folder or synthetic
-    shape: tuple[int, ...] | None  # None: given by the config (synthetic)
-    classes: tuple[str, ...] | None
-    torchvision: str | None = None  # torchvision's class for the download
-    debian: str | None = None  # folder under /usr/share/datasets from Debian's dataset-* packages
+def _notice(text: str) -> None:
+    found = NOTICES.get()
+    if found is not None and text not in found:
+        found.append(text)
 
-    def describe(self, data_cfg) -> tuple[tuple[int, ...], list[str], int | None]:
-        """(input shape, class names, vocabulary size for token data or None)."""
-        if self.kind == "folder":
-            from pathlib import Path
 
-            from dlcli.data.folders import folder_classes, image_size
+class DataEntry(Entry):
+    """Keys every dataset kind has."""
 
-            return (data_cfg.channels, *image_size(data_cfg)), folder_classes(Path(data_cfg.root)), None
-        if self.kind == "synthetic":
-            syn = data_cfg.synthetic
-            return tuple(syn.shape), [f"class_{i}" for i in range(syn.num_classes)], None
-        return self.shape, list(self.classes), None
+    val_split: float = Field(0.1, ge=0.0, lt=1.0, description="seeded slice of train held out for validation")
+    max_train_samples: PositiveInt | None = None
+
+    @property
+    def dataset(self) -> str:
+        return self.entry_name
+
+    def augmentations(self) -> list:
+        return []
+
+    def describe(self) -> tuple[tuple[int, ...], list[str], int | None]:
+        """(input shape without the batch axis, class names, vocabulary size for token data or None)."""
+        bundle = self.read(seed=0)
+        return bundle.input_shape, bundle.classes, bundle.vocab_size
+
+    def read(self, seed: int, preprocessing: dict | None = None):
+        """The DataBundle: splits, classes, normalisation; `preprocessing` is a run's stored fit (evaluate, predict)."""
+        from dlcli.data.bundle import split_raw
+
+        return split_raw(self.read_raw(seed), self, seed)
+
+    def read_raw(self, seed: int):
+        """The dataset as read (dlcli.data.loaders.Raw), before splitting."""
+        raise NotImplementedError
+
+
+class ImageEntry(DataEntry):
+    augment: list[Any] = []
+
+    @field_validator("augment")
+    @classmethod
+    def _augments(cls, v):
+        return parse_list(AUGMENTS, v)
+
+    def augmentations(self) -> list:
+        return self.augment
+
+
+# ---------------------------------------------------------------- built-in image sets
+
+
+class BuiltinImages(ImageEntry):
+    root: str = "data"  # where files are looked for, downloaded and cached
+    download: bool = True
+
+    shape: ClassVar[tuple[int, ...]] = ()
+    classes: ClassVar[tuple[str, ...] | None] = None
+    torchvision: ClassVar[str] = ""  # torchvision's class for the download
+    debian: ClassVar[str | None] = None  # folder under /usr/share/datasets from Debian's dataset-* packages
+    reader: ClassVar[str] = ""  # idx or cifar: the function in dlcli.data.loaders
+
+    def read_raw(self, seed):
+        from dlcli.data.loaders import load_builtin
+
+        return load_builtin(self)
+
+    def describe(self):
+        classes = list(self.classes) if self.classes else [str(i) for i in range(100)]  # CIFAR-100's come with files
+        return self.shape, classes, None
 
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -33,34 +98,222 @@ FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 KMNIST = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-DATASETS: dict[str, Source] = {
-    s.name: s
-    for s in [
-        Source("mnist", "idx", (1, 28, 28), DIGITS, "MNIST", "mnist"),
-        Source("fashion_mnist", "idx", (1, 28, 28), FASHION, "FashionMNIST", "fashion-mnist"),
-        Source("kmnist", "idx", (1, 28, 28), KMNIST, "KMNIST", "kmnist"),
-        Source("cifar10", "cifar", (3, 32, 32), CIFAR10, "CIFAR10"),
-        Source("cifar100", "cifar", (3, 32, 32), None, "CIFAR100"),
-        Source("image_folder", "folder", None, None),
-        Source("csv", "table", None, None),
-        Source("text_csv", "table", None, None),
-        Source("synthetic", "synthetic", None, None),
-    ]
-}
+
+@DATASETS.register("mnist")
+class MNIST(BuiltinImages):
+    shape, classes, torchvision, debian, reader = (1, 28, 28), DIGITS, "MNIST", "mnist", "idx"
+
+
+@DATASETS.register("fashion_mnist")
+class FashionMNIST(BuiltinImages):
+    shape, classes, torchvision, debian, reader = (1, 28, 28), FASHION, "FashionMNIST", "fashion-mnist", "idx"
+
+
+@DATASETS.register("kmnist")
+class KMNIST(BuiltinImages):
+    shape, classes, torchvision, debian, reader = (1, 28, 28), KMNIST, "KMNIST", "kmnist", "idx"
+
+
+@DATASETS.register("cifar10")
+class CIFAR10Data(BuiltinImages):
+    shape, classes, torchvision, reader = (3, 32, 32), CIFAR10, "CIFAR10", "cifar"
+
+
+@DATASETS.register("cifar100")
+class CIFAR100Data(BuiltinImages):
+    shape, torchvision, reader = (3, 32, 32), "CIFAR100", "cifar"
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+SYNTHETIC_KEYS = ("shape", "num_classes", "train_samples", "test_samples", "noise")
+
+
+@DATASETS.register("synthetic")
+class Synthetic(ImageEntry):
+    """Seeded random data with real signal: each class is a noisy copy of its own random prototype."""
+
+    shape: list[PositiveInt] = Field([1, 28, 28], min_length=1)
+    num_classes: int = Field(10, ge=2)
+    train_samples: PositiveInt = 1000
+    test_samples: PositiveInt = 200
+    noise: NonNegativeFloat = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_old_section(cls, data):
+        """The old spelling nested these keys under `synthetic:`; accept it and say the new one."""
+        if isinstance(data, dict) and isinstance(data.get("synthetic"), dict):
+            data = dict(data)
+            nested = data.pop("synthetic")
+            for key, value in nested.items():
+                data.setdefault(key, value)
+            _notice("data.synthetic.* keys now sit directly under data: write data.shape, data.num_classes, ... "
+                    "(the nested form still works)")
+        return data
+
+    def read_raw(self, seed):
+        from dlcli.data.loaders import load_synthetic
+
+        return load_synthetic(self, seed)
+
+    def describe(self):
+        return tuple(self.shape), [f"class_{i}" for i in range(self.num_classes)], None
+
+
+# ---------------------------------------------------------------- image folders
+
+
+@DATASETS.register("image_folder")
+class ImageFolder(ImageEntry):
+    """root/train/<class>/*.png|jpg|..., optional root/val/ and root/test/ with the same class folders."""
+
+    root: str = "data"
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when there is no test/ folder")
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
+    channels: Literal[1, 3] = 3
+    stream: bool | Literal["auto"] = "auto"  # decode per batch in workers instead of into memory
+    num_workers: int = Field(2, ge=0, le=64)
+    cache: bool = True  # keep the decoded pixels in root/.cache/ so the next run over the same files starts at once
+
+    def size(self) -> tuple[int, int]:
+        return (self.image_size, self.image_size) if isinstance(self.image_size, int) else tuple(self.image_size)
+
+    def read_raw(self, seed):
+        from dlcli.data.folders import load_image_folder
+
+        return load_image_folder(self)
+
+    def describe(self):
+        from pathlib import Path
+
+        from dlcli.data.folders import folder_classes
+
+        return (self.channels, *self.size()), folder_classes(Path(self.root)), None
+
+
+# ---------------------------------------------------------------- tables and texts
+
+
+class FileEntry(DataEntry):
+    """Your own files: a CSV or Parquet file, or a directory of part files, with a label column."""
+
+    train_file: str  # a file, or a directory whose .csv/.parquet files are read as one table
+    test_file: str | None = None  # else test_split of the rows is held out
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of train_file when there is no test_file")
+    label_column: str = "label"
+
+    def read(self, seed: int, preprocessing: dict | None = None):
+        from dlcli.data.tables import read_table
+
+        return read_table(self, seed, preprocessing)
+
+
+class TableEntry(FileEntry):
+    categorical: Literal["auto"] | list[str] = "auto"  # auto: the columns that are not numbers
+    missing: Literal["fill", "drop", "error"] = "fill"
+    stream: bool | Literal["auto"] = "auto"  # encode in record batches into a disk cache instead of memory
+
+    def describe(self):
+        from dlcli.data.tables import describe_table
+
+        return describe_table(self, seed=0)
+
+
+@DATASETS.register("csv")
+class CSVTable(TableEntry):
+    """A CSV table (a .parquet train_file is read as Parquet all the same)."""
+
+
+@DATASETS.register("parquet")
+class ParquetTable(TableEntry):
+    """A Parquet table (a .csv train_file is read as CSV all the same)."""
+
+
+class Tokenizer(Strict):
+    lowercase: bool = True
+    pattern: str = r"[\w']+"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v):
+        try:
+            re.compile(v)
+        except re.error as err:
+            raise ValueError(f"not a regular expression ({err})") from None
+        return v
+
+
+class Vocabulary(Strict):
+    min_freq: PositiveInt = 1
+    max_size: PositiveInt = 20000
+
+
+@DATASETS.register("text_csv")
+class TextCSV(FileEntry):
+    """Texts in a CSV (or Parquet) file: a text column and a label column."""
+
+    text_column: str = "text"
+    tokenizer: Tokenizer = Tokenizer()
+    vocab: Vocabulary = Vocabulary()
+    max_length: PositiveInt = 200
+
+
+# ---------------------------------------------------------------- parsing the `data:` section
+
+
+def _owners(key: str) -> list[str]:
+    return [name for name in DATASETS.names() if key in DATASETS.entries[name].model_fields]
+
+
+# Keys the one flat schema of dlcli 0.1 had: a run directory written then records all of them for every kind.
+OLD_FLAT_KEYS = frozenset(
+    "root download val_split test_split max_train_samples augment synthetic image_size channels stream num_workers "
+    "train_file test_file label_column categorical missing text_column tokenizer vocab max_length".split()
+)
+
+
+def parse_data(value: Any, legacy: bool = False) -> DataEntry:
+    """The `data:` mapping -> its kind's entry. Errors read `@.key: what` (the config adds `data`).
+
+    legacy: the mapping is a resolved config of an older dlcli (a run's config.yaml), which recorded every key of
+    every kind; keys foreign to this kind are dropped instead of refused.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping with a `dataset` key, e.g. data: {{dataset: mnist}}, not {value!r:.60}")
+    if "dataset" not in value:
+        raise ValueError(f"@.dataset: required key is missing (one of {', '.join(DATASETS.names())})")
+    name = value["dataset"]
+    if not isinstance(name, str):
+        raise ValueError(f"@.dataset: must be a string naming the dataset, not {name!r:.40}")
+    if name not in DATASETS.entries:
+        raise ValueError(f"@.dataset: unknown dataset '{name}'{closest(name, DATASETS.entries)}")
+    fields = DATASETS.entries[name].model_fields
+    args = {k: v for k, v in value.items() if k != "dataset"}
+    if legacy:
+        args = {k: v for k, v in args.items() if k in fields or k not in OLD_FLAT_KEYS or
+                (k == "synthetic" and name == "synthetic")}
+    try:
+        return DATASETS.parse({name: args}, path_has_name=False)
+    except ItemError as err:
+        key = err.where.lstrip(".").split(".")[0]
+        if err.what.startswith("unknown key") and key not in fields:
+            owners = _owners(key)
+            if owners:  # a key of another kind: say whose it is rather than guess a spelling
+                raise ValueError(f"@.{key}: not a key of the {name} dataset (it belongs to "
+                                 f"{', '.join(owners)}; {name} takes {', '.join(sorted(fields))})") from None
+        raise ValueError(f"@{err.where}: {err.what}") from None
+
+
+def data_spec(entry: DataEntry) -> dict:
+    """The resolved `data:` section: the kind and every one of its keys, nothing of other kinds."""
+    out = {"dataset": entry.entry_name, **entry.model_dump(mode="json")}
+    if isinstance(entry, ImageEntry):
+        out["augment"] = [a.to_spec() for a in entry.augment]
+    return out
 
 
 def describe(cfg) -> tuple[tuple[int, ...], list[str], int | None]:
-    """(input shape without the batch axis, class names, vocabulary size or None) of the configured dataset.
-
-    Built-in datasets answer from the catalog; CSV files are read, split and fitted as training would.
-    """
-    data_cfg = cfg.data
-    source = DATASETS[data_cfg.dataset]
-    if source.kind == "table":
-        from dlcli.data.bundle import load_data
-
-        data = load_data(cfg)
-        return data.input_shape, data.classes, data.vocab_size
-    if source.classes is None and source.kind == "cifar":
-        return source.shape, [str(i) for i in range(100)], None  # real names come with the files
-    return source.describe(data_cfg)
+    """(input shape without the batch axis, class names, vocabulary size or None) of the configured dataset."""
+    return cfg.data.describe()

@@ -1,22 +1,21 @@
 """`image_folder`: root/train/<class>/*.png|jpg|..., optional root/val/ and root/test/ with the same classes.
 
-Images of any size and mode are decoded exactly as `dlcli predict` decodes them (dlcli.predict.load_image):
-channels from data.channels, resized to data.image_size, uint8. Class names are the folder names, sorted.
+Images of any size and mode are decoded by dlcli.data.images, exactly as `dlcli predict` decodes them: channels
+from the config, resized to its image_size, uint8. Class names are the folder names, sorted. Reading lists files
+only; each split's files are decoded once the split is cut (dlcli.data.stream), into memory and the cache, or per
+batch when the folder is too large for memory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dlcli.data.images import IMAGE_EXTENSIONS
+from dlcli.data.loaders import Raw
 from dlcli.errors import DlcliError
 
 SPLITS = ("train", "val", "test")
-STREAM_ABOVE_BYTES = 2 << 30  # data.stream: auto decodes into memory up to 2 GiB of uint8 pixels
-
-
-def image_size(data_cfg) -> tuple[int, int]:
-    size = data_cfg.image_size
-    return (size, size) if isinstance(size, int) else tuple(size)
+STREAM_ABOVE_BYTES = 2 << 30  # stream: auto decodes into memory up to 2 GiB of uint8 pixels
 
 
 def folder_classes(root: Path) -> list[str]:
@@ -32,8 +31,6 @@ def folder_classes(root: Path) -> list[str]:
 
 def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], list[int]] | None:
     """(files, labels) of one split folder, or None when the folder does not exist."""
-    from dlcli.predict import IMAGE_EXTENSIONS
-
     directory = root / split
     if not directory.is_dir():
         return None
@@ -53,44 +50,21 @@ def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], 
     return files, labels
 
 
-def decode_one(path: Path, shape: tuple[int, int, int]):
-    """One file as a uint8 tensor (C, H, W), decoded as predict decodes; a one-line error naming a bad file."""
-    from dlcli.predict import ImageError, load_image
-
-    try:
-        return load_image(str(path), shape)
-    except ImageError as err:
-        raise DlcliError(f"image_folder: {path}: {err}") from None
-
-
-def decode_all(files: list[Path], shape: tuple[int, int, int]):
-    """Every file as one uint8 tensor (N, C, H, W)."""
+def load_image_folder(entry) -> Raw:
+    """Raw splits as FileLists; val and test are None where their folder does not exist (then cut from train)."""
     import torch
-
-    out = torch.empty((len(files), *shape), dtype=torch.uint8)
-    for i, path in enumerate(files):
-        out[i] = decode_one(path, shape)
-    return out
-
-
-def load_image_folder(source, data_cfg, seed):
-    """Raw splits; val and test are None where their folder does not exist (they are then cut from train)."""
-    import torch
-
-    from dlcli.data.loaders import Raw
 
     from dlcli.data.stream import FileList
 
-    root = Path(data_cfg.root)
+    root = Path(entry.root)
     classes = folder_classes(root)
-    shape = (data_cfg.channels, *image_size(data_cfg))
+    shape = (entry.channels, *entry.size())
     listed = {s: list_split(root, s, classes) for s in SPLITS}
     listed = {s: v for s, v in listed.items() if v is not None and v[0]}
     total = sum(len(files) for files, _ in listed.values()) * shape[0] * shape[1] * shape[2]
-    stream = data_cfg.stream if isinstance(data_cfg.stream, bool) else total > STREAM_ABOVE_BYTES
-    decoded = {}
-    for split, (files, labels) in listed.items():
-        x = FileList(files, shape, data_cfg.num_workers) if stream else decode_all(files, shape)
-        decoded[split] = (x, torch.tensor(labels, dtype=torch.long))
+    stream = entry.stream if isinstance(entry.stream, bool) else total > STREAM_ABOVE_BYTES
+    cache_dir = root / ".cache" if entry.cache and not stream else None
+    decoded = {split: (FileList(files, shape, entry.num_workers, stream, cache_dir), torch.tensor(labels))
+               for split, (files, labels) in listed.items()}
     none = (None, None)
     return Raw(*decoded["train"], *decoded.get("test", none), classes, *decoded.get("val", none))

@@ -1,19 +1,19 @@
 """Reading datasets into uint8/float tensors: MNIST-format IDX files, torchvision downloads, synthetic data.
 
-Parsed sets are cached as one tensor file under `<root>/.cache/`, keyed by the source files' paths, sizes and
-modification times, so a changed source is parsed again.
+Parsed sets are cached as one tensor file under `<root>/.cache/` (dlcli.data.cache), so a changed source is parsed
+again.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from dlcli.data.cache import cached_tensors, file_stamp
 from dlcli.errors import RUNTIME, DlcliError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -33,18 +33,11 @@ class Raw(NamedTuple):
     val_y: torch.Tensor | None = None
 
 
-def load(source, data_cfg, seed: int) -> Raw:
-    from dlcli.data.folders import load_image_folder
-
-    readers = {"idx": load_idx_dataset, "cifar": load_cifar, "synthetic": load_synthetic, "folder": load_image_folder}
-    return Raw(*readers[source.kind](source, data_cfg, seed))
-
-
 # ---------------------------------------------------------------- MNIST family
 
 
 def _search_dirs(source, root: Path) -> list[Path]:
-    names = [source.name] + ([source.debian] if source.debian else [])
+    names = [source.dataset] + ([source.debian] if source.debian else [])
     dirs = [root / n for n in names] + [root, root / source.torchvision / "raw"]
     if os.environ.get("DLCLI_DATA"):
         env = Path(os.environ["DLCLI_DATA"])
@@ -86,27 +79,14 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw[start:]), dtype=torch.uint8).reshape(dims)
 
 
-def _cached(files: list[Path], root: Path, name: str, parse):
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    cache = root / ".cache" / f"{name}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}.pt"
-    if cache.is_file():
-        try:
-            return torch.load(cache, weights_only=True)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            pass
-    tensors = parse()
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save(tensors, tmp)
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only root still trains, just without the cache
-    return tensors
+def load_builtin(source) -> Raw:
+    """mnist, fashion_mnist, kmnist (IDX files) or cifar10/100 (torchvision's files)."""
+    reader = load_idx_dataset if source.reader == "idx" else load_cifar
+    return Raw(*reader(source))
 
 
-def load_idx_dataset(source, data_cfg, seed):
-    root = Path(data_cfg.root)
+def load_idx_dataset(source):
+    root = Path(source.root)
     for directory in _search_dirs(source, root):
         files = _find_idx(directory)
         if files:
@@ -114,9 +94,10 @@ def load_idx_dataset(source, data_cfg, seed):
                 tx, ty, vx, vy = (read_idx(p) for p in files)
                 return {"train_x": tx.unsqueeze(1), "train_y": ty.long(), "test_x": vx.unsqueeze(1), "test_y": vy.long()}
 
-            t = _cached(files, root, source.name, parse)
+            cache = root / ".cache" / f"{source.dataset}-{file_stamp(files)}.pt"
+            t = cached_tensors(cache, parse)
             return t["train_x"], t["train_y"], t["test_x"], t["test_y"], list(source.classes)
-    if not data_cfg.download:
+    if not source.download:
         raise DlcliError(_missing_message(source, root, "data.download is false"), RUNTIME)
     tx, ty, vx, vy = _torchvision(source, root, lambda ds: (ds.data.unsqueeze(1), ds.targets.long()))
     return tx, ty, vx, vy, list(source.classes)
@@ -125,8 +106,8 @@ def load_idx_dataset(source, data_cfg, seed):
 def _missing_message(source, root: Path, why: str) -> str:
     debian = f", or install Debian's package dataset-{source.debian}" if source.debian in DEBIAN_PACKAGES else ""
     return (
-        f"{source.name}: no IDX files found ({why}). Put {', '.join(f + '[.gz]' for f in IDX_FILES)} "
-        f"in {root / source.name}/ or in $DLCLI_DATA/{source.name}/{debian}"
+        f"{source.dataset}: no IDX files found ({why}). Put {', '.join(f + '[.gz]' for f in IDX_FILES)} "
+        f"in {root / source.dataset}/ or in $DLCLI_DATA/{source.dataset}/{debian}"
     )
 
 
@@ -138,10 +119,10 @@ def _torchvision(source, root: Path, convert):
         splits = [cls(str(root), train=train, download=True) for train in (True, False)]
     except Exception as err:  # urllib and torchvision raise many kinds; all mean the same to the user
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if source.kind == "idx":
+        if source.reader == "idx":
             raise DlcliError(_missing_message(source, root, f"download failed: {reason}"), RUNTIME) from None
         raise DlcliError(
-            f"{source.name}: download into {root}/ failed ({reason}). Offline? Copy the extracted "
+            f"{source.dataset}: download into {root}/ failed ({reason}). Offline? Copy the extracted "
             f"torchvision archive (e.g. cifar-10-batches-py/) into {root}/ and set data.download: false",
             RUNTIME,
         ) from None
@@ -152,10 +133,10 @@ def _torchvision(source, root: Path, convert):
 # ---------------------------------------------------------------- CIFAR
 
 
-def load_cifar(source, data_cfg, seed):
+def load_cifar(source):
     import torchvision.datasets as tvd
 
-    root = Path(data_cfg.root)
+    root = Path(source.root)
     cls = getattr(tvd, source.torchvision)
 
     def convert(ds):
@@ -166,9 +147,9 @@ def load_cifar(source, data_cfg, seed):
         (tx, ty), (vx, vy) = (convert(s) for s in splits)
         classes = list(splits[0].classes)
     except RuntimeError:
-        if not data_cfg.download:
+        if not source.download:
             raise DlcliError(
-                f"{source.name}: not found in {root}/ and data.download is false: copy the extracted torchvision "
+                f"{source.dataset}: not found in {root}/ and data.download is false: copy the extracted torchvision "
                 f"archive there or set data.download: true on a machine with internet",
                 RUNTIME,
             ) from None
@@ -180,9 +161,8 @@ def load_cifar(source, data_cfg, seed):
 # ---------------------------------------------------------------- synthetic
 
 
-def load_synthetic(source, data_cfg, seed):
+def load_synthetic(syn, seed) -> Raw:
     """Each class is a random prototype; samples are prototypes plus Gaussian noise (seeded, so reproducible)."""
-    syn = data_cfg.synthetic
     g = torch.Generator().manual_seed(seed)
     prototypes = torch.randn(syn.num_classes, *syn.shape, generator=g)
 
@@ -191,4 +171,4 @@ def load_synthetic(source, data_cfg, seed):
         return prototypes[y] + syn.noise * torch.randn(n, *syn.shape, generator=g), y
 
     (tx, ty), (vx, vy) = draw(syn.train_samples), draw(syn.test_samples)
-    return tx, ty, vx, vy, [f"class_{i}" for i in range(syn.num_classes)]
+    return Raw(tx, ty, vx, vy, [f"class_{i}" for i in range(syn.num_classes)])

@@ -1,23 +1,49 @@
-"""Image folders too large for memory: files decoded on the fly by DataLoader worker processes.
+"""Image files standing in for a uint8 tensor until a split is known, then decoded once (and cached) or streamed.
 
-A StreamingSplit offers what the engine uses of an in-memory Split: len(), the labels `y`, and `batches()` over a
-given order. The order is the engine's seeded permutation, so data order, resume and augmentation behave exactly
-as in memory; only the decoding moves to workers.
+A FileList is what an image folder reads: paths, no pixels. Splitting indexes it like a tensor, so only the files of
+each split are ever decoded, straight into that split's tensor (no second copy of the pixels). Folders too large for
+memory become a StreamingSplit: it offers what the engine uses of an in-memory Split (len(), the labels `y`,
+`batches()` over a given order) and decodes each batch in DataLoader worker processes, in the engine's seeded order,
+so data order, resume and augmentation behave exactly as in memory.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dlcli.data.images import ImageError, decode_all, load_image
 from dlcli.errors import DlcliError
 
 
-class FileList:
-    """Image paths standing in for an (N, C, H, W) uint8 tensor: indexing selects files, nothing is decoded."""
+CACHED_SPLITS = 6  # decoded splits kept per folder (train/val/test of the last two seeds or sizes, say)
 
-    def __init__(self, files: list, image_shape: tuple[int, int, int], workers: int):
+
+def _named(path, err) -> DlcliError:
+    return DlcliError(f"image_folder: {path}: {err}")
+
+
+def decode_one(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """One file as a uint8 tensor (C, H, W); a one-line error naming a bad file."""
+    try:
+        return load_image(str(path), shape)
+    except ImageError as err:
+        raise _named(path, err) from None
+
+
+class FileList:
+    """Image paths standing in for an (N, C, H, W) uint8 tensor: indexing selects files, nothing is decoded.
+
+    stream: whether a split of these files is decoded per batch by `workers` processes instead of into memory;
+    cache_dir: where decoded splits are kept for the next run (None: no cache).
+    """
+
+    def __init__(self, files: list, image_shape: tuple[int, int, int], workers: int, stream: bool = False,
+                 cache_dir: Path | None = None):
         self.files, self.image_shape, self.workers = list(files), tuple(image_shape), workers
+        self.stream, self.cache_dir = stream, cache_dir
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -28,13 +54,22 @@ class FileList:
 
     def __getitem__(self, idx) -> "FileList":
         files = self.files[idx] if isinstance(idx, slice) else [self.files[i] for i in torch.as_tensor(idx).tolist()]
-        return FileList(files, self.image_shape, self.workers)
+        return FileList(files, self.image_shape, self.workers, self.stream, self.cache_dir)
 
     def to(self, device, non_blocking: bool = False) -> torch.Tensor:
-        """Decode these files here, in this process (evaluation walks a split in slices this way)."""
-        from dlcli.data.folders import decode_all
+        """Decode these files here, in this process (evaluation walks a streamed split in slices this way)."""
+        return decode_all(self.files, self.image_shape, _named).to(device)
 
-        return decode_all(self.files, self.image_shape).to(device)
+    def decoded(self) -> torch.Tensor:
+        """All of these files as one tensor, from the cache when the same files were decoded at this size before
+        (memory-mapped: a second run starts at once)."""
+        if self.cache_dir is None or not self.files:
+            return decode_all(self.files, self.image_shape, _named)
+        from dlcli.data.cache import cached_tensors, file_stamp
+
+        key = file_stamp(self.files, extra=f"decoded {self.image_shape}")
+        make = lambda: {"x": decode_all(self.files, self.image_shape, _named)}  # noqa: E731
+        return cached_tensors(self.cache_dir / f"images-{key}.pt", make, mmap=True, keep=CACHED_SPLITS)["x"]
 
 
 class _Decode(Dataset):
@@ -47,8 +82,6 @@ class _Decode(Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        from dlcli.data.folders import decode_one
-
         try:
             return decode_one(self.files.files[i], self.files.image_shape), ""
         except DlcliError as err:

@@ -1,112 +1,326 @@
-"""Your own CSV files: `csv` (a table of features) and `text_csv` (a text column), both with a label column.
+"""Your own tables through Apache Arrow: `csv` / `parquet` (feature columns and a label column) and `text_csv`.
 
-Reading gives records; the preprocessing (category lists and fill values, or the vocabulary) is fitted on the
-training split only, stored in the run's data.json, and restored from there by evaluate and predict, so a run
-always sees its inputs exactly as in training.
+A table is one file or a directory of part files (.csv, .parquet), read with Arrow's multithreaded readers; Arrow
+infers the column types. Everything after reading is columnar (numpy over Arrow arrays), in passes over chunks of
+rows:
+  A. labels (and, for `missing: drop | error`, the gaps): the row count, the classes, the seeded split;
+  B. fit on the training rows only: which columns are numeric, their fill values, the categories (or the vocabulary);
+  C. encode every row into its split's float32 matrix.
+In memory the chunks are slices of the table read once. Streamed (`stream: true`, or auto for tables too large for
+memory) each pass reads the files again in record batches and pass C writes the splits to memory-mapped files in a
+cache beside the data, which the engine indexes in its seeded order like any in-memory split.
+
+The fitted preprocessing is stored in the run's data.json and restored by evaluate and predict, so a run always sees
+its inputs exactly as in training.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-import re
-from collections import Counter
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from dlcli.errors import DlcliError
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-PAD, UNK = "<pad>", "<unk>"  # token ids 0 and 1
+from dlcli.data.columns import MISSING, as_numbers, as_strings, is_numeric_type, missing_mask
+from dlcli.errors import DlcliError, closest
 
-
-def read_csv(path: str | Path, required: list[str]) -> tuple[list[str], list[dict]]:
-    """(header, rows as dicts); one clear line for a missing file, an empty file or a missing column."""
-    path = Path(path)
-    if not path.is_file():
-        raise DlcliError(f"{path}: no such CSV file")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except UnicodeDecodeError:
-        raise DlcliError(f"{path}: not a UTF-8 text file") from None
-    except csv.Error as err:
-        raise DlcliError(f"{path}: malformed CSV ({err})") from None
-    if not header:
-        raise DlcliError(f"{path}: empty CSV file (no header row)")
-    for column in required:
-        if column not in header:
-            from dlcli.errors import closest
-
-            raise DlcliError(f"{path}: no column '{column}'{closest(column, header)}")
-    if not rows:
-        raise DlcliError(f"{path}: no data rows under the header")
-    return header, rows
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+CHUNK_ROWS = 1 << 18  # rows per pass step: bounds the temporaries of encoding, streamed or not
+NUMERIC_SHARE = 0.9  # auto: a column whose present values are 90% numbers is numeric (the rest are errors)
+STREAM_SHARE = 0.5  # stream: auto streams a table whose in-memory size would exceed this share of free memory
+CACHED_TABLES = 3  # streamed tables kept in a cache directory
 
 
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
+# ---------------------------------------------------------------- files
 
 
-def _missing(text) -> bool:
-    return text is None or str(text).strip() in ("", "NA", "NaN", "nan", "null", "None", "?")
+@dataclass(frozen=True)
+class Part:
+    path: Path
+    fmt: str  # csv or parquet
+
+    def where(self, row: int) -> str:
+        """Row `row` (0-based, data rows) as a user finds it: a CSV line (the header is line 1) or a Parquet row."""
+        return f"{self.path}: line {row + 2}" if self.fmt == "csv" else f"{self.path}: row {row + 1}"
 
 
-def label_names(values: list[str]) -> list[str]:
+@dataclass
+class Chunk:
+    table: pa.Table | pa.RecordBatch
+    start: int  # global index of its first row
+    part: Part
+    part_row: int  # index of its first row within the part
+
+    def where(self, i: int) -> str:
+        return self.part.where(self.part_row + i)
+
+    def row_name(self, i: int) -> str:
+        """`file:line` (CSV) or `file:row N` (Parquet): how predict names a row."""
+        row = self.part_row + i
+        return f"{self.part.path}:{row + 2}" if self.part.fmt == "csv" else f"{self.part.path}:row {row + 1}"
+
+
+def _explain(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "Empty CSV file" in text:
+        return "empty CSV file (no header row)"
+    if "magic bytes" in text or "Parquet file size is 0" in text:
+        return "not a Parquet file"
+    if "CSV parse error" in text:
+        return f"malformed CSV ({text.removeprefix('CSV parse error: ')[:200]})"
+    return text[:200]
+
+
+class TableSource:
+    """One table: a file, or a directory whose part files (sorted by name) are read as one."""
+
+    def __init__(self, path: str, default_fmt: str, role: str):
+        p = Path(path)
+        self.role = role
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in FORMATS
+                           and not f.name.startswith((".", "_")))
+            wanted = [f for f in found if FORMATS[f.suffix.lower()] == default_fmt] or found
+            if not wanted:
+                raise DlcliError(f"{role}: {p}/ holds no .csv or .parquet part files")
+            self.parts = [Part(f, FORMATS[f.suffix.lower()]) for f in wanted]
+        elif p.is_file():
+            self.parts = [Part(p, FORMATS.get(p.suffix.lower(), default_fmt))]
+        else:
+            raise DlcliError(f"{role}: {p}: no such file or directory")
+        self.columns = self._columns()
+
+    def _schema(self, part: Part) -> pa.Schema:
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        try:
+            if part.fmt == "parquet":
+                return pq.read_schema(part.path)
+            with pacsv.open_csv(part.path, convert_options=_csv_options(None, ())) as reader:
+                return reader.schema
+        except (pa.ArrowException, OSError) as err:
+            raise DlcliError(f"{part.path}: {_explain(err)}") from None
+
+    def _columns(self) -> list[str]:
+        first = self._schema(self.parts[0]).names
+        for part in self.parts[1:]:
+            other = self._schema(part).names
+            if set(other) != set(first):
+                missing = sorted(set(first) ^ set(other))[0]
+                raise DlcliError(f"{part.path}: the part files disagree on column '{missing}' "
+                                 f"(every part of {self.parts[0].path.parent}/ needs the same columns)")
+        return first
+
+    def require(self, columns: list[str]) -> None:
+        for c in columns:
+            if c not in self.columns:
+                raise DlcliError(f"{self.parts[0].path}: no column '{c}'{closest(c, self.columns)}")
+
+    def nbytes_estimate(self) -> int:
+        """About what the table takes in memory as Arrow arrays."""
+        import pyarrow.parquet as pq
+
+        total = 0
+        for part in self.parts:
+            if part.fmt == "csv":
+                total += part.path.stat().st_size
+            else:
+                meta = pq.ParquetFile(part.path).metadata
+                total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return total
+
+    def read_all(self, strings: tuple[str, ...]) -> list[Chunk]:
+        """The whole table in memory, as CHUNK_ROWS slices (zero-copy) of each part."""
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        chunks, start = [], 0
+        for part in self.parts:
+            try:
+                if part.fmt == "parquet":
+                    table = pq.read_table(part.path)
+                else:
+                    table = pacsv.read_csv(part.path, convert_options=_csv_options(None, strings))
+            except (pa.ArrowException, OSError) as err:
+                raise DlcliError(f"{part.path}: {_explain(err)}") from None
+            _check_text(table.schema, part)
+            for offset in range(0, max(table.num_rows, 1), CHUNK_ROWS):
+                piece = table.slice(offset, CHUNK_ROWS)
+                if piece.num_rows:
+                    chunks.append(Chunk(piece, start + offset, part, offset))
+            start += table.num_rows
+        return chunks
+
+    def stream(self, columns: list[str] | None, strings: tuple[str, ...]):
+        """The table again from disk in record batches: a re-iterable for one more pass."""
+        return _Stream(self, columns, strings)
+
+
+class _Stream:
+    def __init__(self, source: TableSource, columns, strings):
+        self.source, self.columns, self.strings = source, columns, strings
+
+    def __iter__(self):
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        start = 0
+        for part in self.source.parts:
+            row = 0
+            try:
+                if part.fmt == "parquet":
+                    batches = pq.ParquetFile(part.path).iter_batches(batch_size=CHUNK_ROWS, columns=self.columns)
+                else:
+                    batches = pacsv.open_csv(part.path, convert_options=_csv_options(self.columns, self.strings),
+                                             read_options=pacsv.ReadOptions(block_size=16 << 20))
+                for batch in batches:
+                    _check_text(batch.schema, part)
+                    yield Chunk(batch, start + row, part, row)
+                    row += batch.num_rows
+            except (pa.ArrowException, OSError) as err:
+                hint = (" (streamed CSV columns keep the type of their first block: list the column in "
+                        "data.categorical, or convert the file to Parquet)") if "conversion error" in str(err) else ""
+                raise DlcliError(f"{part.path}: {_explain(err)}{hint}") from None
+            start += row
+
+
+def _csv_options(columns, strings):
+    import pyarrow.csv as pacsv
+
+    return pacsv.ConvertOptions(null_values=list(MISSING), strings_can_be_null=True, quoted_strings_can_be_null=True,
+                                column_types={c: pa.string() for c in strings}, include_columns=columns)
+
+
+def _check_text(schema: pa.Schema, part: Part) -> None:
+    for field in schema:
+        if part.fmt == "csv" and pa.types.is_binary(field.type):  # Arrow's reading of bytes that are not UTF-8
+            raise DlcliError(f"{part.path}: column '{field.name}' is not UTF-8 text (save the file as UTF-8)")
+
+
+# ---------------------------------------------------------------- pass A: labels, gaps, rows
+
+
+def label_names(values) -> list[str]:
     """Class names in a stable order: numerically when every label is a number, else alphabetically."""
     unique = set(values)
-    if all(_number(v) is not None for v in unique):
+
+    def number(v):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+
+    if all(number(v) is not None for v in unique):
         return sorted(unique, key=float)
     return sorted(unique)
 
 
-class TablePreprocessor:
-    """Numeric columns filled (training mean) and later standardised; categorical columns one-hot encoded."""
+@dataclass
+class Labels:
+    codes: np.ndarray  # per row, an index into `names` (int64)
+    names: list[str]  # distinct label values, in first-seen order
+    keep: np.ndarray | None  # missing: drop: rows without gaps
+
+
+def scan_labels(chunks, entry, features: list[str], text_column: str | None, name: str) -> Labels:
+    label = entry.label_column
+    codes, names, index, keep = [], [], {}, []
+    for chunk in chunks:
+        values = as_strings(chunk.table.column(label))
+        if values.null_count:
+            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DlcliError(f"{chunk.where(row)} has no value in label column '{label}'")
+        if text_column is not None:
+            empty = as_strings(chunk.table.column(text_column)).is_null().to_numpy(zero_copy_only=False)
+            if empty.any():
+                raise DlcliError(f"{chunk.where(int(np.flatnonzero(empty)[0]))}, column '{text_column}' is empty")
+        encoded = pc.dictionary_encode(values)
+        local = [index.setdefault(v, len(index)) for v in encoded.dictionary.to_pylist()]
+        names = list(index)
+        codes.append(np.asarray(local, dtype=np.int64)[encoded.indices.to_numpy(zero_copy_only=False)])
+        if getattr(entry, "missing", "fill") != "fill" and features:
+            gaps = np.zeros(chunk.table.num_rows, dtype=bool)
+            for c in features:
+                gap = missing_mask(chunk.table.column(c))
+                if entry.missing == "error" and gap.any():
+                    raise DlcliError(f"{chunk.where(int(np.flatnonzero(gap)[0]))}, column '{c}' is empty "
+                                     f"(data.missing: error; use fill or drop to accept gaps)")
+                gaps |= gap
+            keep.append(~gaps)
+    if not codes:
+        raise DlcliError(f"{name}: no data rows under the header")
+    return Labels(np.concatenate(codes), names, np.concatenate(keep) if keep else None)
+
+
+# ---------------------------------------------------------------- pass B and C for feature tables
+
+
+class TableEncoder:
+    """Numeric columns filled (training mean) and later standardised; categorical columns one-hot encoded, with a
+    last slot for a missing or never-seen value. `state` is what data.json stores."""
 
     kind = "tabular"
+    dtype = np.float32
 
-    def __init__(self, data_cfg, header: list[str] | None, state: dict | None = None):
-        self.cfg = data_cfg
-        if state is not None:  # restored from a run: the fitted columns are the features
-            header = [*state["numeric"], *state["categories"]]
-        features = [c for c in header if c != data_cfg.label_column]
-        if not features:
-            raise DlcliError(f"{data_cfg.train_file}: no feature columns besides '{data_cfg.label_column}'")
-        self.features = features
-        self.state = state  # set by fit, or restored from a run
+    def __init__(self, entry, features: list[str], state: dict | None = None):
+        self.entry, self.features, self.state = entry, features, state
 
-    def fit(self, rows: list[dict], source: str) -> None:
-        categorical = self.cfg.categorical
-        if categorical == "auto":
-            categorical = [c for c in self.features if not self._mostly_numeric(rows, c)]
-        for c in categorical:
-            if c not in self.features:
-                raise DlcliError(f"data.categorical: '{c}' is not a feature column of {source}")
-        numeric = [c for c in self.features if c not in categorical]
-        fill = {}
-        for c in numeric:
-            values = []
-            for i, row in enumerate(rows):
-                if _missing(row[c]):
-                    continue
-                value = _number(row[c])
-                if value is None:
-                    raise DlcliError(f"{source}: line {i + 2}, column '{c}': '{row[c]}' is not a number "
+    @classmethod
+    def restored(cls, entry, state: dict) -> "TableEncoder":
+        return cls(entry, [*state["numeric"], *state["categories"]], state)
+
+    def fit(self, chunks, train_of) -> None:
+        """Decide numeric / categorical per column and fit fill values and categories on the training rows.
+
+        train_of(chunk) -> boolean mask of the chunk's training rows.
+        """
+        configured = self.entry.categorical
+        if configured != "auto":
+            for c in configured:
+                if c not in self.features:
+                    raise DlcliError(f"data.categorical: '{c}' is not a feature column of {self.entry.train_file}")
+        stats = {c: {"present": 0, "numbers": 0, "sum": 0.0, "bad": None, "categories": set()} for c in self.features}
+        for chunk in chunks:
+            train = train_of(chunk)
+            if not train.any():
+                continue
+            for c in self.features:
+                column, s = chunk.table.column(c), stats[c]
+                if configured == "auto" or c not in configured:
+                    values, bad, text = as_numbers(column)
+                    present = train & (~np.isnan(values) | bad)
+                    numbers = train & ~np.isnan(values)
+                    s["present"] += int(present.sum())
+                    s["numbers"] += int(numbers.sum())
+                    s["sum"] += float(values[numbers].sum())
+                    first_bad = np.flatnonzero(train & bad)
+                    if s["bad"] is None and len(first_bad):
+                        s["bad"] = (chunk.where(int(first_bad[0])), text[int(first_bad[0])].as_py())
+                if configured != "auto" and c in configured or not is_numeric_type(column.type):
+                    text = as_strings(column).filter(pa.array(train))
+                    s["categories"].update(v for v in pc.unique(text).to_pylist() if v is not None)
+        numeric, fill, categories = [], {}, {}
+        for c in self.features:
+            s = stats[c]
+            is_numeric = (configured == "auto" and s["present"] and s["numbers"] >= NUMERIC_SHARE * s["present"]) \
+                or (configured != "auto" and c not in configured)
+            if is_numeric:
+                if s["bad"] is not None:
+                    where, value = s["bad"]
+                    raise DlcliError(f"{where}, column '{c}': '{value}' is not a number "
                                      f"(fix it, or list '{c}' in data.categorical)")
-                values.append(value)
-            fill[c] = sum(values) / len(values) if values else 0.0
-        categories = {c: sorted({str(row[c]).strip() for row in rows if not _missing(row[c])}) for c in categorical}
+                numeric.append(c)
+                fill[c] = s["sum"] / s["numbers"] if s["numbers"] else 0.0
+            else:
+                categories[c] = sorted(s["categories"])
         self.state = {"numeric": numeric, "fill": fill, "categories": categories}
-
-    @staticmethod
-    def _mostly_numeric(rows, column) -> bool:
-        present = [row[column] for row in rows if not _missing(row[column])]
-        numbers = sum(_number(v) is not None for v in present)
-        return bool(present) and numbers >= 0.9 * len(present)  # a few stray words are errors, not categories
 
     @property
     def width(self) -> int:
@@ -116,128 +330,274 @@ class TablePreprocessor:
         """Feature positions that are one-hot indicators: left as 0/1 by the normaliser."""
         return list(range(len(self.state["numeric"]), self.width))
 
-    def encode(self, rows: list[dict], source: str, lines: list[int] | None = None):
-        """(float tensor (N, F), kept row indices); the missing-value policy decides what a gap does.
-
-        lines: each row's line number in its file, for errors (default: rows follow the header in order).
-        """
-        import torch
-
-        lines = lines or list(range(2, len(rows) + 2))
-
-        numeric, fill, categories = self.state["numeric"], self.state["fill"], self.state["categories"]
-        policy = self.cfg.missing
-        out, kept = [], []
-        for i, row in enumerate(rows):
-            gaps = [c for c in (*numeric, *categories) if _missing(row.get(c))]
-            if gaps and policy == "error":
-                raise DlcliError(f"{source}: line {lines[i]}, column '{gaps[0]}' is empty "
-                                 f"(data.missing: error; use fill or drop to accept gaps)")
-            if gaps and policy == "drop":
-                continue
-            values = []
-            for c in numeric:
-                value = fill[c] if _missing(row.get(c)) else _number(row[c])
-                if value is None:
-                    raise DlcliError(f"{source}: line {lines[i]}, column '{c}': '{row[c]}' is not a number")
-                values.append(value)
-            for c, names in categories.items():
-                onehot = [0.0] * (len(names) + 1)  # the last slot: missing or never seen in training
-                text = None if _missing(row.get(c)) else str(row[c]).strip()
-                onehot[names.index(text) if text in names else len(names)] = 1.0
-                values += onehot
-            out.append(values)
-            kept.append(i)
-        if not out:
-            raise DlcliError(f"{source}: every row has a missing value (data.missing: drop)")
-        return torch.tensor(out, dtype=torch.float32), kept
+    def encode(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 features (n, width), rows kept: all but gaps under `missing: drop`)."""
+        n = chunk.table.num_rows
+        out = np.zeros((n, self.width), dtype=np.float32)
+        gaps = np.zeros(n, dtype=bool)
+        for j, c in enumerate(self.state["numeric"]):
+            values, bad, text = as_numbers(chunk.table.column(c))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DlcliError(f"{chunk.where(i)}, column '{c}': '{text[i].as_py()}' is not a number")
+            missing = np.isnan(values)
+            gaps |= missing
+            out[:, j] = np.where(missing, self.state["fill"][c], values)
+        offset = len(self.state["numeric"])
+        rows = np.arange(n)
+        for c, names in self.state["categories"].items():
+            text = as_strings(chunk.table.column(c))
+            gaps |= text.is_null().to_numpy(zero_copy_only=False)
+            slot = pc.fill_null(pc.index_in(text, value_set=pa.array(names, pa.string())), len(names))
+            out[rows, offset + slot.to_numpy(zero_copy_only=False)] = 1.0
+            offset += len(names) + 1
+        keep = ~gaps if self.entry.missing == "drop" else np.ones(n, dtype=bool)
+        return out, keep
 
 
-def tokenize(text: str, lowercase: bool, pattern: str) -> list[str]:
-    return re.findall(pattern, text.lower() if lowercase else text)
+# ---------------------------------------------------------------- the dataset
 
 
-class TextPreprocessor:
-    """A word-level tokenizer and a vocabulary fitted on the training split; ids 0 and 1 are <pad> and <unk>."""
+def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True):
+    """The DataBundle of a csv/parquet/text_csv entry; with encode=False only (input shape, classes, vocab size)."""
+    import torch
 
-    kind = "text"
+    from dlcli.data.bundle import DataBundle, Normalizer, Split, statistics
 
-    def __init__(self, data_cfg, header=None, state: dict | None = None):
-        self.cfg = data_cfg
-        self.state = state
+    text_column = getattr(entry, "text_column", None)
+    default_fmt = "parquet" if entry.dataset == "parquet" else "csv"
+    source = TableSource(entry.train_file, default_fmt, "data.train_file")
+    source.require([entry.label_column] + ([text_column] if text_column else []))
+    features = [text_column] if text_column else [c for c in source.columns if c != entry.label_column]
+    if not features:
+        raise DlcliError(f"{entry.train_file}: no feature columns besides '{entry.label_column}'")
+    strings = tuple([entry.label_column] + ([text_column] if text_column else []) +
+                    ([] if text_column or entry.categorical == "auto" else list(entry.categorical)))
+    streamed = _streams(entry, source)
+    chunks = source.stream(None, strings) if streamed else source.read_all(strings)
 
-    def fit(self, rows: list[dict], source: str) -> None:
-        tok = self.cfg.tokenizer
-        counts = Counter()
-        for row in rows:
-            counts.update(tokenize(row[self.cfg.text_column] or "", tok.lowercase, tok.pattern))
-        vocab = self.cfg.vocab
-        words = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= vocab.min_freq]
-        self.state = {"vocab": [PAD, UNK] + words[: vocab.max_size]}
-
-    @property
-    def width(self) -> int:
-        return self.cfg.max_length
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.state["vocab"])
-
-    def ids(self, texts: list[str], source: str):
-        """(int64 tensor (N, max_length) padded with 0, kept indices); an empty text is a clear error."""
-        import torch
-
-        tok, limit = self.cfg.tokenizer, self.cfg.max_length
-        index = {w: i for i, w in enumerate(self.state["vocab"])}
-        out = torch.zeros((len(texts), limit), dtype=torch.long)
-        for i, text in enumerate(texts):
-            tokens = tokenize(text or "", tok.lowercase, tok.pattern)[:limit]
-            if not tokens:
-                raise DlcliError(f"{source}: text {i + 1} is empty (no tokens matching {tok.pattern!r})")
-            out[i, : len(tokens)] = torch.tensor([index.get(t, 1) for t in tokens])
-        return out
-
-    def encode(self, rows: list[dict], source: str, lines: list[int] | None = None):
-        return self.ids([row[self.cfg.text_column] for row in rows], source), list(range(len(rows)))
-
-
-def preprocessor_for(data_cfg, header, state=None):
-    cls = TextPreprocessor if data_cfg.dataset == "text_csv" else TablePreprocessor
-    return cls(data_cfg, header, state)
-
-
-def read_table_dataset(data_cfg) -> dict:
-    """The CSV files as records and labels (class indices); the preprocessing is fitted later, on train only."""
-    label = data_cfg.label_column
-    required = [label] + ([data_cfg.text_column] if data_cfg.dataset == "text_csv" else [])
-    header, train_rows = read_csv(data_cfg.train_file, required)
-    test_rows = None
-    if data_cfg.test_file:
-        test_header, test_rows = read_csv(data_cfg.test_file, required)
-        missing = [c for c in header if c not in test_header]
-        if missing:
-            raise DlcliError(f"{data_cfg.test_file}: no column '{missing[0]}' (the train file has it)")
-    text = data_cfg.text_column if data_cfg.dataset == "text_csv" else None
-    for source, rows in ((data_cfg.train_file, train_rows), (data_cfg.test_file, test_rows or [])):
-        for i, row in enumerate(rows):
-            if _missing(row.get(label)):
-                raise DlcliError(f"{source}: line {i + 2} has no value in label column '{label}'")
-            if text and (row.get(text) is None or not row[text].strip()):
-                raise DlcliError(f"{source}: line {i + 2}, column '{text}' is empty")
-            if data_cfg.missing == "error":
-                gap = next((c for c in row if c != label and _missing(row[c])), None)
-                if gap is not None:
-                    raise DlcliError(f"{source}: line {i + 2}, column '{gap}' is empty "
-                                     f"(data.missing: error; use fill or drop to accept gaps)")
-    classes = label_names([r[label].strip() for r in train_rows])
+    labels = scan_labels(chunks, entry, [] if text_column else features, text_column, entry.train_file)
+    classes = label_names(labels.names)
     if len(classes) < 2:
-        raise DlcliError(f"{data_cfg.train_file}: label column '{label}' has only one class ({classes[0]})")
-    index = {c: i for i, c in enumerate(classes)}
-    if test_rows:
-        unseen = sorted({r[label].strip() for r in test_rows} - set(index))
-        if unseen:
-            raise DlcliError(f"{data_cfg.test_file}: label '{unseen[0]}' does not occur in the train file")
-    to_y = lambda rows: [index[r[label].strip()] for r in rows]  # noqa: E731
-    return {"header": header, "train": (train_rows, to_y(train_rows)), "classes": classes,
-            "test": (test_rows, to_y(test_rows)) if test_rows else None}
+        raise DlcliError(f"{entry.train_file}: label column '{entry.label_column}' has only one class ({classes[0]})")
+    to_class = np.asarray([classes.index(v) for v in labels.names], dtype=np.int64)
+    y_all = to_class[labels.codes]
 
+    test_source = test_chunks = test_y = test_keep = None
+    if entry.test_file:
+        test_source = TableSource(entry.test_file, default_fmt, "data.test_file")
+        missing = [c for c in source.columns if c not in test_source.columns]
+        if missing:
+            raise DlcliError(f"{entry.test_file}: no column '{missing[0]}' (the train file has it)")
+        test_chunks = test_source.stream(None, strings) if streamed else test_source.read_all(strings)
+        test_labels = scan_labels(test_chunks, entry, [] if text_column else features, text_column, entry.test_file)
+        unseen = sorted(set(test_labels.names) - set(classes))
+        if unseen:
+            raise DlcliError(f"{entry.test_file}: label '{unseen[0]}' does not occur in the train file")
+        test_y = np.asarray([classes.index(v) for v in test_labels.names], dtype=np.int64)[test_labels.codes]
+        test_keep = test_labels.keep
+
+    rows = _Rows(len(y_all), entry, seed, has_test=test_chunks is not None, keep=labels.keep)
+    state = {k: v for k, v in stored.items() if k != "kind"} if stored else None
+    if text_column:
+        from dlcli.data.text import TextEncoder
+
+        encoder = TextEncoder(entry, state)
+    else:
+        encoder = TableEncoder.restored(entry, state) if state else TableEncoder(entry, features)
+    if state is None:
+        encoder.fit(chunks, lambda chunk: rows.split_of[chunk.start : chunk.start + chunk.table.num_rows] == 0)
+    if not encode:
+        return (encoder.width,), classes, getattr(encoder, "vocab_size", None)
+
+    key = None
+    if streamed:
+        stamp = {"state": encoder.state, "classes": classes, "seed": seed, "label": entry.label_column,
+                 "splits": [entry.val_split, entry.test_split, entry.max_train_samples],
+                 "missing": getattr(entry, "missing", None)}
+        files = [p.path for p in source.parts] + ([p.path for p in test_source.parts] if test_source else [])
+        from dlcli.data.cache import file_stamp
+
+        key = file_stamp(files, extra=json.dumps(stamp, sort_keys=True))
+    splits = _encode_splits(encoder, chunks, test_chunks, rows, y_all, test_y, test_keep, source, key)
+    made = {name: Split(torch.from_numpy(x), torch.from_numpy(y)) for name, (x, y) in splits.items()}
+    if len(made["train"]) == 0:
+        raise DlcliError(f"{entry.train_file}: every training row has a missing value (data.missing: drop)")
+    val = made.get("val") if len(made.get("val", [])) else None
+    if encoder.kind == "text":
+        normalizer = Normalizer([0.0], [1.0], image=False, tokens=True)
+    else:
+        mean, std, _ = statistics(made["train"].x)
+        for i in encoder.unscaled():  # one-hot indicators stay 0/1
+            mean[i], std[i] = 0.0, 1.0
+        normalizer = Normalizer(mean, std, image=False)
+    return DataBundle(made["train"], val, made["test"], classes, (encoder.width,), normalizer,
+                      {"kind": encoder.kind, **encoder.state}, getattr(encoder, "vocab_size", None))
+
+
+def describe_table(entry, seed: int):
+    return read_table(entry, seed, encode=False)
+
+
+def _streams(entry, source: TableSource) -> bool:
+    stream = getattr(entry, "stream", False)
+    if isinstance(stream, bool):
+        return stream
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return source.nbytes_estimate() > STREAM_SHARE * free
+
+
+class _Rows:
+    """The seeded split of a table's rows (as dlcli.data.bundle cuts image sets), and each row's place in its split.
+
+    split_of: 0 train, 1 val, 2 test, -1 in none (max_train_samples, or a gap under missing: drop).
+    """
+
+    def __init__(self, n: int, entry, seed: int, has_test: bool, keep: np.ndarray | None):
+        from dlcli.data.bundle import _Splitter
+
+        cut = _Splitter(n, seed)
+        test = cut.cut(entry.test_split).numpy() if not has_test else np.empty(0, dtype=np.int64)
+        val = cut.cut(entry.val_split).numpy()
+        train = cut.train(entry.max_train_samples, entry.val_split).numpy()
+        self.split_of = np.full(n, -1, dtype=np.int8)
+        self.position = np.zeros(n, dtype=np.int64)
+        self.sizes = []
+        for s, idx in enumerate((train, val, test)):
+            if keep is not None:
+                idx = idx[keep[idx]]
+            self.split_of[idx] = s
+            self.position[idx] = np.arange(len(idx))
+            self.sizes.append(len(idx))
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _encode_splits(encoder, chunks, test_chunks, rows: _Rows, y_all, test_y, test_keep, source, key):
+    """Pass C: every row encoded into its split's matrix (memory-mapped files in the cache when `key` is set)."""
+    sizes = dict(zip(SPLIT_NAMES, rows.sizes))
+    if test_chunks is not None:
+        sizes["test"] = int(test_keep.sum()) if test_keep is not None else len(test_y)
+    labels = {name: np.empty(sizes[name], dtype=np.int64) for name in SPLIT_NAMES}
+    if key is not None:
+        found = _cache_lookup(source, key)
+        if found is not None:
+            return found
+    store = _CacheWriter(source, key, encoder.width, encoder.dtype, sizes) if key is not None else None
+    out = {name: store.array(name) if store else np.empty((sizes[name], encoder.width), encoder.dtype)
+           for name in SPLIT_NAMES}
+    for chunk in chunks:
+        x, keep = encoder.encode(chunk)
+        span = slice(chunk.start, chunk.start + len(x))
+        where, at, y = rows.split_of[span], rows.position[span], y_all[span]
+        for s, name in enumerate(SPLIT_NAMES):
+            sel = where == s
+            out[name][at[sel]] = x[sel]
+            labels[name][at[sel]] = y[sel]
+    if test_chunks is not None:
+        cursor = 0
+        for chunk in test_chunks:
+            x, keep = encoder.encode(chunk)
+            if test_keep is not None:
+                keep = test_keep[chunk.start : chunk.start + len(x)]
+            n = int(keep.sum())
+            out["test"][cursor : cursor + n] = x[keep]
+            labels["test"][cursor : cursor + n] = test_y[chunk.start : chunk.start + len(x)][keep]
+            cursor += n
+    if store is not None:
+        return store.finish(out, labels)
+    return {name: (out[name], labels[name]) for name in SPLIT_NAMES}
+
+
+# ---------------------------------------------------------------- the streamed tables' cache
+
+
+def _cache_root(source: TableSource) -> Path:
+    """Beside the data (data/.cache/), or the system's temporary folder when that is read-only."""
+    near = source.parts[0].path.parent / ".cache"
+    try:
+        near.mkdir(parents=True, exist_ok=True)
+        if os.access(near, os.W_OK):
+            return near
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / "dlcli-cache"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def _cache_lookup(source: TableSource, key: str):
+    folder = _cache_root(source) / f"table-{key}"
+    if not (folder / "done").is_file():
+        return None
+    try:
+        found = {name: (np.load(folder / f"{name}_x.npy", mmap_mode="c"), np.load(folder / f"{name}_y.npy"))
+                 for name in SPLIT_NAMES}
+    except (OSError, ValueError):
+        return None
+    os.utime(folder)
+    return found
+
+
+class _CacheWriter:
+    """Split matrices written straight into .npy files; `done` is written last, so a half-made entry is never used."""
+
+    def __init__(self, source: TableSource, key: str, width: int, dtype, sizes: dict):
+        root = _cache_root(source)
+        self.root, self.folder = root, root / f"table-{key}"
+        self.tmp = root / f"table-{key}.tmp{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.width, self.dtype, self.sizes = width, dtype, sizes
+
+    def array(self, name: str) -> np.ndarray:
+        try:
+            return np.lib.format.open_memmap(self.tmp / f"{name}_x.npy", mode="w+", dtype=self.dtype,
+                                             shape=(self.sizes[name], self.width))
+        except OSError as err:
+            raise DlcliError(f"cannot write the streamed table cache in {self.tmp} ({err.strerror or err}): "
+                             f"free some space or set data.stream: false") from None
+
+    def finish(self, out: dict, labels: dict) -> dict:
+        try:
+            for name in SPLIT_NAMES:
+                out[name].flush()
+                np.save(self.tmp / f"{name}_y.npy", labels[name])
+            (self.tmp / "done").write_text("ok\n")
+            shutil.rmtree(self.folder, ignore_errors=True)
+            os.replace(self.tmp, self.folder)
+        except OSError as err:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise DlcliError(f"cannot write the streamed table cache in {self.root} ({err.strerror or err}): "
+                             f"free some space or set data.stream: false") from None
+        old = sorted((p for p in self.root.glob("table-*") if p.is_dir() and ".tmp" not in p.name),
+                     key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for stale in old[CACHED_TABLES:]:
+            shutil.rmtree(stale, ignore_errors=True)
+        return {name: (np.load(self.folder / f"{name}_x.npy", mmap_mode="c"), labels[name]) for name in SPLIT_NAMES}
+
+
+# ---------------------------------------------------------------- predict: rows of a new file
+
+
+def encode_rows(path: str, state: dict, entry) -> tuple[np.ndarray, list[str]]:
+    """(features of every kept row of a CSV/Parquet file, a name per row `file:line`) with a run's stored fit."""
+    encoder = TableEncoder.restored(entry, state)
+    source = TableSource(path, "csv", "input")
+    missing = [c for c in encoder.features if c not in source.columns]
+    if missing:
+        raise DlcliError(f"{path}: no column '{missing[0]}' (the run trained on {', '.join(encoder.features)})")
+    strings = tuple(c for c in encoder.state["categories"] if c in source.columns)
+    blocks, names = [], []
+    for chunk in source.read_all(strings):
+        x, keep = encoder.encode(chunk)
+        blocks.append(x[keep])
+        names += [chunk.row_name(int(i)) for i in np.flatnonzero(keep)]
+    if not blocks:
+        raise DlcliError(f"{path}: no data rows under the header")
+    return np.concatenate(blocks), names

@@ -1,0 +1,126 @@
+"""Image files -> uint8 tensors (C, H, W): the one decoder training, evaluate, predict and serving share.
+
+Preprocessing, in order (C, H, W come from the dataset's config, or the run's data.json):
+  1. decode with PIL (any format it reads; the first frame of animations), EXIF orientation applied;
+     PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) stays in force;
+  2. 16-bit and 32-bit images (I;16, I, F) are scaled to 0-255 (65535 -> 255; float images in 0-1 -> 0-255);
+  3. transparency (RGBA, LA, P or L/RGB with a transparent colour) is composited onto the background the model
+     knows: black, or white with --invert (so transparent pixels end up black after inversion either way);
+  4. C = 1: grayscale (ITU-R 601 luma); C = 3: RGB;
+  5. resized to W x H (stretched, no crop or padding; bilinear with antialiasing; an image already W x H is
+     untouched, so a PNG written from the dataset gives exactly the training tensor);
+  6. with --invert, 255 - value (for dark strokes on a light background: MNIST-style models learnt white on black);
+  7. uint8 0-255, then the run's normalisation, as in training.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+
+IMAGE_EXTENSIONS = frozenset(
+    ".png .jpg .jpeg .jpe .jfif .bmp .dib .gif .webp .tif .tiff .ppm .pgm .pbm .pnm .tga .ico .jp2 .j2k".split()
+)
+
+
+class ImageError(Exception):
+    """One input that cannot become a model input; reported on its own line, the others go on."""
+
+
+def _to_8bit(img):
+    """16/32-bit integer and float images -> mode L, scaled to 0-255 (PIL's own convert('L') would clip)."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        arr = (arr.astype(np.uint32) + 128) // 257
+    elif img.mode == "I":
+        arr = arr.astype(np.int64)
+        arr = (arr.clip(0, 65535) + 128) // 257 if arr.max(initial=0) > 255 else arr.clip(0, 255)
+    else:  # F
+        arr = np.nan_to_num(arr.astype(np.float64))
+        arr = (arr * 255 if arr.max(initial=0) <= 1.0 else arr).round().clip(0, 255)
+    return Image.fromarray(arr.astype(np.uint8), "L")
+
+
+def _has_alpha(img) -> bool:
+    return img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        img.mode in ("P", "L", "RGB") and "transparency" in img.info
+    )
+
+
+def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, warn=None):
+    """One image file -> a uint8 tensor (C, H, W) in the run's input format; ImageError with a one-line reason."""
+    import torch
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    channels, height, width = input_shape
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.format == "JPEG":  # decode big JPEGs at a reduced scale, still at least W x H
+                    img.draft("L" if channels == 1 else "RGB", (width, height))
+                img.load()
+                try:
+                    img = ImageOps.exif_transpose(img)
+                except Exception:  # a malformed EXIF block: keep the image as stored
+                    pass
+                try:
+                    img = _convert(img, channels, invert)
+                except ValueError as err:  # e.g. LAB or HSV, which PIL cannot turn into RGB or grayscale
+                    raise ImageError(f"cannot convert a mode {img.mode} image to "
+                                     f"{'grayscale' if channels == 1 else 'RGB'} ({err})") from None
+        for w in caught:
+            if warn is not None and issubclass(w.category, Image.DecompressionBombWarning):
+                warn(f"{path}: {w.message}")
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"refused: {err}") from None
+    except UnidentifiedImageError:
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        raise ImageError("empty file, not an image" if size == 0 else "not an image PIL can read") from None
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ImageError(f"damaged or truncated image ({reason[:160]})") from None
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if invert:
+        img = ImageOps.invert(img)
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(height, width, channels).permute(2, 0, 1).contiguous()
+
+
+def _convert(img, channels: int, invert: bool):
+    from PIL import Image
+
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _to_8bit(img)
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255) if invert else (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def decode_all(files, shape: tuple[int, int, int], name_error):
+    """Every file as one uint8 tensor (N, C, H, W), written in place (no second copy); `name_error(path, err)` turns
+    a bad file into the exception to raise."""
+    import torch
+
+    out = torch.empty((len(files), *shape), dtype=torch.uint8)
+    for i, path in enumerate(files):
+        try:
+            out[i] = load_image(str(path), shape)
+        except ImageError as err:
+            raise name_error(path, err) from None
+    return out
