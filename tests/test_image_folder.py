@@ -114,3 +114,34 @@ def test_a_bad_file_met_while_streaming_is_one_line(cli, write_config, tmp_path)
     result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "runs")
     assert result.exit_code != 0 and result.stderr.count("\n") == 1, result.output
     assert "3.png" in result.stderr
+
+
+def test_decoded_splits_are_cached_and_a_changed_file_is_decoded_again(tmp_path, monkeypatch):
+    import time
+
+    import torch
+
+    import dlcli.data.stream as stream
+
+    make_folder(tmp_path / "shapes", per_class=12)
+    cfg = validate_config(folder_config(tmp_path / "shapes"))
+    first = load_data(cfg)
+    cached = sorted((tmp_path / "shapes" / ".cache").glob("images-*.pt"))
+    assert len(cached) == 3  # train, val (cut from train) and test
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(stream, "decode_all", no_decoding)
+    second = load_data(cfg)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(first, split).x, getattr(second, split).x)
+    assert first.normalizer.mean == second.normalizer.mean
+
+    victim = next((tmp_path / "shapes" / "test" / "disc").iterdir())
+    time.sleep(0.01)
+    victim.write_bytes(victim.read_bytes())  # same bytes, new modification time: decoded again
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_data(cfg)
+    monkeypatch.undo()
+    assert torch.equal(load_data(validate_config(folder_config(tmp_path / "shapes", cache=False))).test.x, first.test.x)
