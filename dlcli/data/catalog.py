@@ -42,9 +42,9 @@ class DataEntry(Entry):
     def augmentations(self) -> list:
         return []
 
-    def describe(self) -> tuple[tuple[int, ...], list[str], int | None]:
+    def describe(self, seed: int = 0) -> tuple[tuple[int, ...], list[str], int | None]:
         """(input shape without the batch axis, class names, vocabulary size for token data or None)."""
-        bundle = self.read(seed=0)
+        bundle = self.read(seed)
         return bundle.input_shape, bundle.classes, bundle.vocab_size
 
     def read(self, seed: int, preprocessing: dict | None = None):
@@ -88,7 +88,7 @@ class BuiltinImages(ImageEntry):
 
         return load_builtin(self)
 
-    def describe(self):
+    def describe(self, seed: int = 0):
         classes = list(self.classes) if self.classes else [str(i) for i in range(100)]  # CIFAR-100's come with files
         return self.shape, classes, None
 
@@ -158,7 +158,7 @@ class Synthetic(ImageEntry):
 
         return load_synthetic(self, seed)
 
-    def describe(self):
+    def describe(self, seed: int = 0):
         return tuple(self.shape), [f"class_{i}" for i in range(self.num_classes)], None
 
 
@@ -185,7 +185,7 @@ class ImageFolder(ImageEntry):
 
         return load_image_folder(self)
 
-    def describe(self):
+    def describe(self, seed: int = 0):
         from pathlib import Path
 
         from dlcli.data.folders import folder_classes
@@ -209,16 +209,16 @@ class FileEntry(DataEntry):
 
         return read_table(self, seed, preprocessing)
 
+    def describe(self, seed: int = 0):
+        from dlcli.data.tables import read_table
+
+        return read_table(self, seed, encode=False)  # reads and fits, but encodes nothing
+
 
 class TableEntry(FileEntry):
     categorical: Literal["auto"] | list[str] = "auto"  # auto: the columns that are not numbers
     missing: Literal["fill", "drop", "error"] = "fill"
     stream: bool | Literal["auto"] = "auto"  # encode in record batches into a disk cache instead of memory
-
-    def describe(self):
-        from dlcli.data.tables import describe_table
-
-        return describe_table(self, seed=0)
 
 
 @DATASETS.register("csv")
@@ -316,4 +316,4 @@ def data_spec(entry: DataEntry) -> dict:
 
 def describe(cfg) -> tuple[tuple[int, ...], list[str], int | None]:
     """(input shape without the batch axis, class names, vocabulary size or None) of the configured dataset."""
-    return cfg.data.describe()
+    return cfg.data.describe(cfg.seed)

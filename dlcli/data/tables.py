@@ -435,10 +435,6 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
                       {"kind": encoder.kind, **encoder.state}, getattr(encoder, "vocab_size", None))
 
 
-def describe_table(entry, seed: int):
-    return read_table(entry, seed, encode=False)
-
-
 def _streams(entry, source: TableSource) -> bool:
     stream = getattr(entry, "stream", False)
     if isinstance(stream, bool):
@@ -569,8 +565,12 @@ class _CacheWriter:
                 out[name].flush()
                 np.save(self.tmp / f"{name}_y.npy", labels[name])
             (self.tmp / "done").write_text("ok\n")
-            shutil.rmtree(self.folder, ignore_errors=True)
-            os.replace(self.tmp, self.folder)
+            try:
+                os.replace(self.tmp, self.folder)
+            except OSError:  # another process (a DDP rank) installed the same entry first: use that one
+                if not (self.folder / "done").is_file():
+                    raise
+                shutil.rmtree(self.tmp, ignore_errors=True)
         except OSError as err:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise DlcliError(f"cannot write the streamed table cache in {self.root} ({err.strerror or err}): "
