@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +20,7 @@ from dlcli.registry import ItemError, Strict, parse_list
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 100_000
+UNION_MEMBERS = {"int", "str", "float", "bool", "list", "dict", "tuple"}
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -131,7 +133,7 @@ class EarlyStopping(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: PositiveInt = 10
+    epochs: PositiveInt | Literal["auto"] = "auto"  # auto: about 3,000 steps in 10 to 300 epochs (dlcli.train)
     batch_size: PositiveInt = 32  # per device: a step trains devices x batch_size samples
     devices: PositiveInt = 1  # processes, one per GPU (or sharing the CPU), trained with DDP: see dlcli.distributed
     eval_batch_size: PositiveInt = 1024
@@ -146,6 +148,7 @@ class TrainConfig(Strict):
     compile: bool = False
     threads: PositiveInt | None = None
     on_nan: Literal["stop", "skip_batch"] = "stop"  # a non-finite loss: fail the run, or skip that batch's update
+    class_weights: Literal["none", "auto"] | dict[str, PositiveFloat] = "none"  # auto: inverse class frequency
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -310,7 +313,8 @@ def validate_config(data: dict, source: str = "config", legacy: bool = False) ->
 
 
 def format_error(error: dict, data: dict) -> str:
-    loc = list(error["loc"])
+    # A union puts the member it tried into the path (train.epochs.constrained-int): keep only key names.
+    loc = [p for p in error["loc"] if isinstance(p, int) or (re.fullmatch(r"\w+", p) and p not in UNION_MEMBERS)]
     # A discriminated union puts the tag into the path (model.cnn.channels): drop it.
     if len(loc) >= 2 and loc[0] == "model" and loc[1] in MODEL_TYPES:
         del loc[1]

@@ -90,6 +90,27 @@ def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024
     return torch.cat(out).cpu() if out else torch.empty(0)
 
 
+def class_weights(spec, y: torch.Tensor, classes: list[str]) -> torch.Tensor | None:
+    """train.class_weights as a loss weight per class: none; auto, the inverse of each class's share of the training
+    labels (n / (classes x count): 1 for every class when balanced); or {class name: weight}, 1 for classes not
+    named. Unknown class names are an error naming the valid ones."""
+    if spec == "none":
+        return None
+    k = len(classes)
+    if spec == "auto":
+        counts = torch.bincount(y.cpu().long(), minlength=k).double()
+        weights = torch.where(counts > 0, counts.sum() / (k * counts.clamp_min(1)), torch.ones_like(counts))
+        return weights.float()
+    weights = torch.ones(k)
+    for name, value in spec.items():
+        if name not in classes:
+            from dlcli.errors import closest
+
+            raise DlcliError(f"train.class_weights: no class '{name}' in this dataset{closest(name, classes)}")
+        weights[classes.index(name)] = value
+    return weights
+
+
 def score(logits, y) -> dict:
     return {
         "loss": F.cross_entropy(logits, y).item() if len(y) else float("nan"),
@@ -212,6 +233,8 @@ class Trainer:
         self.train_split = data.train.to(device)
         self.val_split = data.val.to(device) if data.val is not None else None
         self.global_batch = tc.batch_size * world.size
+        weights = class_weights(tc.class_weights, data.train.y, data.classes)
+        self.class_weights = weights.to(device) if weights is not None else None
         self.steps_per_epoch = math.ceil(len(self.train_split) / self.global_batch)
         self.optimizer = cfg.optimizer.build(self.model.parameters(), device.type)
         self.scheduler = cfg.scheduler.build(self.optimizer, tc.epochs, self.steps_per_epoch)
@@ -225,11 +248,11 @@ class Trainer:
         self.rank_states: list | None = None  # DDP: every rank's generators and running sums, for checkpoints
 
     def loss_fn(self, logits, y):
-        ls = self.cfg.train.label_smoothing
+        ls, w = self.cfg.train.label_smoothing, self.class_weights
         if self.world.distributed:  # a rank's share of a last batch smaller than the world may be empty: loss 0
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=ls, reduction="sum") / max(len(y), 1)
+            loss = F.cross_entropy(logits.float(), y, w, label_smoothing=ls, reduction="sum") / max(len(y), 1)
         else:
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=ls)
+            loss = F.cross_entropy(logits.float(), y, w, label_smoothing=ls)
         if self.cfg.train.l1:
             loss = loss + self.cfg.train.l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
         return loss

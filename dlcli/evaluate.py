@@ -160,6 +160,8 @@ def classification_report(logits, y, classes: list[str]) -> dict:
         "samples": len(y),
         "loss": F.cross_entropy(logits, y).item(),
         "accuracy": (pred == y).double().mean().item(),
+        # the mean recall over the classes present: chance is 1/k however imbalanced the split
+        "balanced_accuracy": recall[support > 0].mean().item(),
     }
     if k >= 10:
         top5 = logits.topk(5, dim=1).indices
@@ -208,6 +210,7 @@ def render(report: dict, console) -> None:
     overall.add_column("value", justify="right")
     overall.add_row("loss", f"{report['loss']:.4f}")
     overall.add_row("accuracy", f"{report['accuracy']:.4f}")
+    overall.add_row("balanced accuracy", f"{report['balanced_accuracy']:.4f}")
     if "top5_accuracy" in report:
         overall.add_row("top-5 accuracy", f"{report['top5_accuracy']:.4f}")
     for name in ("precision", "recall", "f1"):

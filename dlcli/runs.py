@@ -251,6 +251,7 @@ def overview(run: Path) -> dict:
         "epochs_completed": summary.get("epochs_completed", len(history)),
         "epochs": summary.get("epochs") or section("train").get("epochs"),
         "best_metric": best if isinstance(best, dict) else None,
+        "test_accuracy": test.get("accuracy") if isinstance(test := summary.get("test"), dict) else None,
         "status": summary.get("status", "unknown"),
         "started": started,
     }

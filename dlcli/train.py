@@ -10,6 +10,7 @@ directory and shows progress, and hands the others what they need from it (the r
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from pathlib import Path
@@ -19,29 +20,46 @@ import torch
 from dlcli import __version__, runs
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
-from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, monitor_mode, resolve_device,
-                          seed_everything)
+from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, class_weights, monitor_mode,
+                          resolve_device, seed_everything)
 from dlcli.errors import RUNTIME, DlcliError
 from dlcli.models import build_model, count_parameters
 
 
 class RunRecorder(Callback):
     """metrics.jsonl line, last.pt and (when the monitored metric improves) best.pt after every epoch; last.pt
-    also where a signal stopped the fit. Goes last among the callbacks, so checkpoints hold their epoch-end state."""
+    also where a signal stopped the fit. Goes last among the callbacks, so checkpoints hold their epoch-end state.
+
+    An epoch that ties the best monitored value is better when its twin metric is (the loss for an accuracy
+    monitor, the accuracy for a loss monitor): a small validation split saturates at accuracy 1.0 within a few
+    epochs, and without the tie-break best.pt would stay at the first of them however much the model improves.
+    """
 
     def __init__(self, run: Path, monitor: str):
         self.run, self.monitor, self.mode = run, monitor, monitor_mode(monitor)
-        self.best_value, self.best_epoch = None, None
+        self.twin = monitor.replace("accuracy", "loss") if monitor.endswith("accuracy") else \
+            monitor.replace("loss", "accuracy")
+        self.best_value, self.best_epoch, self.best_twin, self.reason = None, None, None, None
+
+    def _better(self, a, b, mode: str) -> bool:
+        return a > b if mode == "max" else a < b
 
     def on_epoch_end(self, trainer, metrics):
         runs.append_jsonl(self.run / "metrics.jsonl", metrics)
-        value = metrics[self.monitor]
-        better = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
+        value, twin = metrics[self.monitor], metrics.get(self.twin)
+        better = self.best_value is None or self._better(value, self.best_value, self.mode)
+        tie_won = not better and value == self.best_value and twin is not None and self.best_twin is not None \
+            and self._better(twin, self.best_twin, monitor_mode(self.twin))
         if better:
-            self.best_value, self.best_epoch = value, metrics["epoch"]
+            self.reason = f"{'highest' if self.mode == 'max' else 'lowest'} {self.monitor}"
+        elif tie_won:
+            self.reason = (f"{self.monitor} tied at {value:.4f} with epoch {self.best_epoch}, "
+                           f"{'higher' if monitor_mode(self.twin) == 'max' else 'lower'} {self.twin}")
+        if better or tie_won:
+            self.best_value, self.best_epoch, self.best_twin = value, metrics["epoch"], twin
         state = self.checkpoint(trainer)
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", state)
-        if better:
+        if better or tie_won:
             runs.save_checkpoint(self.run / "checkpoints" / "best.pt", state)
 
     def on_interrupt(self, trainer):
@@ -53,10 +71,11 @@ class RunRecorder(Callback):
         return state
 
     def state_dict(self):
-        return {"value": self.best_value, "epoch": self.best_epoch}
+        return {"value": self.best_value, "epoch": self.best_epoch, "twin": self.best_twin, "reason": self.reason}
 
     def load_state_dict(self, state):
         self.best_value, self.best_epoch = state["value"], state["epoch"]
+        self.best_twin, self.reason = state.get("twin"), state.get("reason")
 
 
 class ProgressDisplay(Callback):
@@ -139,9 +158,32 @@ def build(cfg, preprocessing: dict | None = None, world: World = SINGLE):
             data = load_data(cfg, preprocessing)
         model, _ = build_model(cfg.model, data.input_shape, len(data.classes), data.vocab_size)
         _check_augment(cfg, data)
+        class_weights(cfg.train.class_weights, data.train.y, data.classes)  # a bad class name: before any run
     if world.distributed:
         seed_everything(cfg.seed + world.rank)  # the same initial weights, but each rank its own augmentation, dropout
     return device, data, model
+
+
+AUTO_STEPS = 3000  # train.epochs: auto trains about this many steps...
+AUTO_EPOCHS = (10, 300)  # ...in at least 10 and at most 300 epochs
+
+
+def resolve_epochs(cfg, data, world: World = SINGLE) -> str | None:
+    """train.epochs: auto -> a number of epochs for about AUTO_STEPS steps (a few hundred rows get hundreds of
+    epochs, MNIST gets 10), with early stopping on val_loss when there is a validation split and none is set.
+    The resolved config records both, so the run can be repeated and resumed exactly. Returns what was decided."""
+    from dlcli.config import EarlyStopping as EarlyStoppingConfig
+
+    if cfg.train.epochs != "auto":
+        return None
+    steps = math.ceil(len(data.train) / (cfg.train.batch_size * world.size))
+    cfg.train.epochs = min(AUTO_EPOCHS[1], max(AUTO_EPOCHS[0], math.ceil(AUTO_STEPS / steps)))
+    said = f"train.epochs auto: {cfg.train.epochs} epochs of {steps:,} steps"
+    if cfg.train.early_stopping is None and data.val is not None:
+        patience = max(5, cfg.train.epochs // 10)
+        cfg.train.early_stopping = EarlyStoppingConfig(monitor="val_loss", patience=patience)
+        said += f", stopping early after {patience} epochs without a lower val_loss"
+    return said
 
 
 def make_trainer(cfg, run, device, data, model, console, show_progress, world: World = SINGLE):
@@ -159,6 +201,7 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
     started = time.perf_counter()
     cfg.train.devices = world.size  # what this run trains on, whatever asked for it: resume needs as many
     device, data, model = build(cfg, world=world)
+    decided = resolve_epochs(cfg, data, world)
     summary = {}
     with world.together():
         if world.main:
@@ -175,6 +218,8 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
     console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
                   f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {placement(trainer)}, "
                   f"precision {trainer.precision}, {count_parameters(model):,} parameters", soft_wrap=True)
+    for note in ([decided] if decided else []) + data.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
 
 
@@ -241,7 +286,7 @@ def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: Wo
     from dlcli.config import read_yaml, validate_config
 
     run = runs.resolve_run(runs_root, run_id)
-    cfg = validate_config(read_yaml(run / "config.yaml"), source=str(run / "config.yaml"))  # size-limited, safe
+    cfg = validate_config(read_yaml(run / "config.yaml"), source=str(run / "config.yaml"), legacy=True)  # size-limited
     summary = runs.read_json(run / "summary.json")
     if not isinstance(summary, dict):
         raise DlcliError(f"{run / 'summary.json'}: damaged (not a JSON object)", RUNTIME)
@@ -306,6 +351,7 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
         stopped_early=state.epoch < cfg.train.epochs,
         best_epoch=recorder.best_epoch,
         best_metric={"name": recorder.monitor, "value": recorder.best_value},
+        best_reason=recorder.reason,
         test=test,
         parameters=count_parameters(model),
         train_seconds=round(train_seconds, 3),
@@ -325,7 +371,7 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
     except Exception as err:  # a plot must never fail a finished training
         console.print(f"warning: curves.png not written ({err})", soft_wrap=True)
     console.print(f"test accuracy {test['accuracy']:.4f}  test loss {test['loss']:.4f}  (best epoch "
-                  f"{recorder.best_epoch} by {recorder.monitor}; {summary['wall_seconds']:.1f}s)", soft_wrap=True)
+                  f"{recorder.best_epoch}: {recorder.reason}; {summary['wall_seconds']:.1f}s)", soft_wrap=True)
     return run
 
 

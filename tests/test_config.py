@@ -19,7 +19,7 @@ def error_of(cfg: dict) -> str:
 
 def test_defaults_fill_everything_but_dataset_and_model():
     cfg = validate_config({"data": {"dataset": "mnist"}, "model": {"type": "cnn"}})
-    assert cfg.train.epochs == 10 and cfg.train.batch_size == 32 and cfg.seed == 42
+    assert cfg.train.epochs == "auto" and cfg.train.batch_size == 32 and cfg.seed == 42
     assert cfg.optimizer.entry_name == "adam" and cfg.optimizer.lr == 1e-3
     assert cfg.scheduler.entry_name == "none"
     assert cfg.data.val_split == 0.1 and cfg.train.checkpoint_monitor == "val_accuracy"

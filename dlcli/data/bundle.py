@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -64,6 +64,7 @@ class DataBundle:
     normalizer: Normalizer
     preprocessing: dict | None = None  # fitted on train, stored in data.json: CSV categories, fill values, vocab
     vocab_size: int | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should know about the splits
 
 
 def statistics(x: torch.Tensor) -> tuple[list[float], list[float], bool]:
@@ -87,20 +88,48 @@ STATS_SAMPLE = 5000
 STATS_CHUNK_VALUES = 1 << 22
 
 
-class _Splitter:
-    """Seeded index sets: test (when the dataset has none) and val are cut first, the rest is train."""
+class Splitter:
+    """Seeded index sets: test (when the dataset has none) and val are cut first, the rest is train.
 
-    def __init__(self, n: int, seed: int):
-        self.n = n
-        self.order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    stratified (the default): each cut takes its share of every class (at least one sample of a class that has two
+    or more left), drawn in a seeded random order, so a small or imbalanced dataset keeps every class in every
+    split where it can; `notes` says where it cannot. random: a seeded permutation cut without regard to class
+    (how runs of dlcli 0.1 were split, and what their evaluation rebuilds).
+    """
 
-    def cut(self, fraction: float) -> torch.Tensor:
-        k = max(int(round(self.n * fraction)), 1 if fraction else 0)
-        taken, self.order = self.order[:k], self.order[k:]
-        return taken.sort().values
+    def __init__(self, labels: torch.Tensor, seed: int, method: str = "stratified", classes: list[str] | None = None):
+        self.n = len(labels)
+        self.order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
+        self.labels = torch.as_tensor(labels)[self.order] if method == "stratified" else None
+        self.taken = torch.zeros(self.n, dtype=torch.bool)  # by position in `order`
+        self.classes, self.notes = classes, []
+
+    def cut(self, fraction: float, name: str) -> torch.Tensor:
+        if self.labels is None:
+            free = (~self.taken).nonzero().flatten()
+            k = max(int(round(self.n * fraction)), 1 if fraction else 0)
+            chosen = free[:k]
+        else:
+            chosen = []
+            classes, totals = self.labels.unique(return_counts=True)
+            for c, total in zip(classes.tolist(), totals.tolist()):
+                free = ((self.labels == c) & ~self.taken).nonzero().flatten()
+                k = min(int(round(total * fraction)), len(free)) if fraction else 0  # a share of the whole class
+                if fraction and k == 0:
+                    if len(free) >= 2:
+                        k = 1
+                    else:
+                        label = self.classes[c] if self.classes and c < len(self.classes) else c
+                        self.notes.append(f"class '{label}' has {len(free)} sample(s) left for {name}: "
+                                          f"the {name} split has none of it")
+                chosen.append(free[:k])
+            chosen = torch.cat(chosen) if chosen else torch.empty(0, dtype=torch.long)
+        self.taken[chosen] = True
+        return self.order[chosen].sort().values
 
     def train(self, cap: int | None, val_split: float) -> torch.Tensor:
-        idx = self.order if cap is None else self.order[:cap]
+        idx = self.order[~self.taken]
+        idx = idx if cap is None else idx[:cap]
         if len(idx) == 0:
             raise DlcliError(f"data.val_split {val_split} leaves no training samples of {self.n}")
         return idx.sort().values
@@ -119,9 +148,9 @@ def split_raw(raw, entry, seed: int) -> DataBundle:
     each split straight into its own tensor."""
     from dlcli.data.stream import FileList, StreamingSplit
 
-    cut = _Splitter(len(raw.train_y), seed)
-    test_idx = cut.cut(entry.test_split) if raw.test_y is None else None
-    val_idx = cut.cut(entry.val_split) if raw.val_y is None else None
+    cut = Splitter(raw.train_y, seed, entry.split, raw.classes)
+    test_idx = cut.cut(entry.test_split, "test") if raw.test_y is None else None
+    val_idx = cut.cut(entry.val_split, "val") if raw.val_y is None else None
 
     def make(x, y):
         if not isinstance(x, FileList):
@@ -138,4 +167,4 @@ def split_raw(raw, entry, seed: int) -> DataBundle:
     # Streamed images: the statistics of a seeded sample of STATS_SAMPLE training images.
     mean, std, image = statistics(train.sample(STATS_SAMPLE, seed) if isinstance(train, StreamingSplit) else train.x)
     shape = tuple(raw.train_x.shape[1:])
-    return DataBundle(train, val, test, raw.classes, shape, Normalizer(mean, std, image))
+    return DataBundle(train, val, test, raw.classes, shape, Normalizer(mean, std, image), notes=cut.notes)

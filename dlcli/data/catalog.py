@@ -34,6 +34,7 @@ class DataEntry(Entry):
 
     val_split: float = Field(0.1, ge=0.0, lt=1.0, description="seeded slice of train held out for validation")
     max_train_samples: PositiveInt | None = None
+    split: Literal["stratified", "random"] = "stratified"  # how val/test are cut from train (random: dlcli 0.1)
 
     @property
     def dataset(self) -> str:
@@ -294,6 +295,7 @@ def parse_data(value: Any, legacy: bool = False) -> DataEntry:
     if legacy:
         args = {k: v for k, v in args.items() if k in fields or k not in OLD_FLAT_KEYS or
                 (k == "synthetic" and name == "synthetic")}
+        args.setdefault("split", "random")  # runs recorded before stratified splits: rebuild theirs as they were
     try:
         return DATASETS.parse({name: args}, path_has_name=False)
     except ItemError as err:

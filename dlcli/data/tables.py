@@ -397,7 +397,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
         test_y = np.asarray([classes.index(v) for v in test_labels.names], dtype=np.int64)[test_labels.codes]
         test_keep = test_labels.keep
 
-    rows = _Rows(len(y_all), entry, seed, has_test=test_chunks is not None, keep=labels.keep)
+    rows = _Rows(y_all, classes, entry, seed, has_test=test_chunks is not None, keep=labels.keep)
     state = {k: v for k, v in stored.items() if k != "kind"} if stored else None
     if text_column:
         from dlcli.data.text import TextEncoder
@@ -413,6 +413,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
     key = None
     if streamed:
         stamp = {"state": encoder.state, "classes": classes, "seed": seed, "label": entry.label_column,
+                 "split": entry.split,
                  "splits": [entry.val_split, entry.test_split, entry.max_train_samples],
                  "missing": getattr(entry, "missing", None)}
         files = [p.path for p in source.parts] + ([p.path for p in test_source.parts] if test_source else [])
@@ -432,7 +433,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
             mean[i], std[i] = 0.0, 1.0
         normalizer = Normalizer(mean, std, image=False)
     return DataBundle(made["train"], val, made["test"], classes, (encoder.width,), normalizer,
-                      {"kind": encoder.kind, **encoder.state}, getattr(encoder, "vocab_size", None))
+                      {"kind": encoder.kind, **encoder.state}, getattr(encoder, "vocab_size", None), rows.notes)
 
 
 def _streams(entry, source: TableSource) -> bool:
@@ -453,12 +454,16 @@ class _Rows:
     split_of: 0 train, 1 val, 2 test, -1 in none (max_train_samples, or a gap under missing: drop).
     """
 
-    def __init__(self, n: int, entry, seed: int, has_test: bool, keep: np.ndarray | None):
-        from dlcli.data.bundle import _Splitter
+    def __init__(self, y: np.ndarray, classes: list[str], entry, seed: int, has_test: bool, keep: np.ndarray | None):
+        import torch
 
-        cut = _Splitter(n, seed)
-        test = cut.cut(entry.test_split).numpy() if not has_test else np.empty(0, dtype=np.int64)
-        val = cut.cut(entry.val_split).numpy()
+        from dlcli.data.bundle import Splitter
+
+        n = len(y)
+        cut = Splitter(torch.from_numpy(y), seed, entry.split, classes)
+        test = cut.cut(entry.test_split, "test").numpy() if not has_test else np.empty(0, dtype=np.int64)
+        val = cut.cut(entry.val_split, "val").numpy()
+        self.notes = cut.notes
         train = cut.train(entry.max_train_samples, entry.val_split).numpy()
         self.split_of = np.full(n, -1, dtype=np.int8)
         self.position = np.zeros(n, dtype=np.int64)
