@@ -92,14 +92,15 @@ def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024
 
 def class_weights(spec, y: torch.Tensor, classes: list[str]) -> torch.Tensor | None:
     """train.class_weights as a loss weight per class: none; auto, the inverse of each class's share of the training
-    labels (n / (classes x count): 1 for every class when balanced); or {class name: weight}, 1 for classes not
-    named. Unknown class names are an error naming the valid ones."""
+    labels (n / (classes present x count), scikit-learn's "balanced": 1 for every class when balanced); or
+    {class name: weight}, 1 for classes not named. Unknown class names are an error naming the valid ones."""
     if spec == "none":
         return None
     k = len(classes)
     if spec == "auto":
         counts = torch.bincount(y.cpu().long(), minlength=k).double()
-        weights = torch.where(counts > 0, counts.sum() / (k * counts.clamp_min(1)), torch.ones_like(counts))
+        present = int((counts > 0).sum())
+        weights = torch.where(counts > 0, counts.sum() / (present * counts.clamp_min(1)), torch.ones_like(counts))
         return weights.float()
     weights = torch.ones(k)
     for name, value in spec.items():
