@@ -280,7 +280,7 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
 
 @app.command("runs")
 def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
-    """List the runs: id, dataset, model, epochs, best metric, status, date (oldest first)."""
+    """List the runs: id, dataset, model, epochs, best metric, test accuracy, status, date (oldest first)."""
 
     def body():
         import json
@@ -298,8 +298,8 @@ def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
         from rich.table import Table
 
         table = Table(title=f"runs in {root}/")
-        for col in ("id", "dataset", "model", "epochs", "best metric", "status", "date"):
-            table.add_column(col, no_wrap=col == "id", justify="right" if col == "epochs" else "left")
+        for col in ("id", "dataset", "model", "epochs", "best metric", "test acc", "status", "date"):
+            table.add_column(col, no_wrap=col == "id", justify="right" if col in ("epochs", "test acc") else "left")
         colours = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
         for r in rows:
             best = r["best_metric"]
@@ -308,7 +308,8 @@ def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
             colour = colours.get(r["status"], "dim")
             table.add_row(r["id"], r["dataset"] or "?", r["model"] or "?",
                           f"{r['epochs_completed'] if r['epochs_completed'] is not None else '?'}/{r['epochs'] or '?'}",
-                          best_text, f"[{colour}]{r['status']}[/{colour}]", str(r["started"]).replace("T", " ")[:16])
+                          best_text, f"{test:.4f}" if isinstance(test := r["test_accuracy"], (int, float)) else "-",
+                          f"[{colour}]{r['status']}[/{colour}]", str(r["started"]).replace("T", " ")[:16])
         _stdout().print(table)
 
     guarded(body)
@@ -396,6 +397,82 @@ def resume(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix o
         command = ["resume", run_id, *(["--epochs", str(epochs)] if epochs else [])]
         _in_world(command, devices or run_devices(root, run_id), devices, runs_dir, quiet,
                   lambda console, world: resume_run(root, run_id, console, epochs, not quiet, world))
+
+    guarded(body)
+
+
+data_app = typer.Typer(help="Look at a dataset before training on it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(target: Annotated[str, typer.Argument(
+                   help="A YAML config, an image folder (with train/) or a .csv/.parquet table")],
+               set_: SetOpt = None, json_: JsonOpt = False):
+    """Report what in a dataset would hurt a run, before training; exit 1 when something blocks training.
+
+    Class balance, corrupt files, duplicates across splits, image sizes, column types and gaps, text lengths.
+
+    One finding per line: error (blocks training), warning or info. --json prints the report for scripts.
+
+    A path instead of a config is read with its kind's default keys; --set data.label_column=y changes one.
+    """
+
+    def body():
+        import json
+
+        from dlcli import doctor
+
+        if doctor.is_config(target):
+            cfg = _load_config(target, set_)
+            entry, seed = cfg.data, cfg.seed
+        else:
+            entry, seed = doctor.entry_for_path(target, set_), 0
+        report = doctor.check(entry, seed, target)
+        if json_:
+            print(json.dumps(report, indent=2))
+        else:
+            doctor.render(report, _stdout())
+        if not report["ok"]:
+            raise typer.Exit(1)
+
+    guarded(body)
+
+
+@app.command()
+def init(path: Annotated[str, typer.Argument(
+             help="An image folder (PATH/train/<class>/*.png|jpg|...), a .csv or .parquet table, or a directory "
+                  "of table part files")],
+         output: Annotated[Optional[str], typer.Option(
+             "--output", "-o", help="Where to write the config [default: <name>.yaml in this directory]")] = None):
+    """Write a commented starter config for your data that trains as it stands; prints its path.
+
+    Looks at a sample (image headers, the first rows of a table) to choose the dataset kind, channels and image
+    size, or the label and text columns, a model and a schedule. Never overwrites a file.
+    """
+
+    def body():
+        from dlcli.init import write_starter
+
+        target, proposal = write_starter(path, output)
+        for warning in proposal.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{target}: {proposal.what}; next: dlcli data check {target} && dlcli train {target}", file=sys.stderr)
+        print(target)
+
+    guarded(body)
+
+
+@app.command()
+def schema():
+    """Print the config's JSON Schema, for editors: dlcli schema > dlcli.schema.json."""
+
+    def body():
+        import json
+
+        from dlcli.schema import config_schema
+
+        print(json.dumps(config_schema(), indent=2))
 
     guarded(body)
 

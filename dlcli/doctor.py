@@ -1,0 +1,683 @@
+"""`dlcli data check`: one report, before any training, of what in a dataset would hurt a run.
+
+Each finding has a severity: `error` blocks training (a run would fail, or its test score would mean nothing: a
+corrupt file, an empty class, a test class unknown to train, the same sample in train and test), `warning` hurts a
+run without stopping it (imbalance, near-empty classes, gaps, constant columns, duplicates inside a split), `info`
+is worth knowing. The report is a plain dict (the JSON of `--json`); `render` draws it as rich tables.
+
+Data is read with the modules training uses (dlcli.data.images, tables, columns, text), so what this reports is what a
+run meets. torch is imported only where a reader needs it (image decoding, the built-in sets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import statistics
+import struct
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from dlcli.errors import DlcliError
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+SEVERITIES = (ERROR, WARNING, INFO)
+NEAR_EMPTY = 5  # a training class with fewer samples than this (or under NEAR_EMPTY_SHARE of the largest) is a warning
+NEAR_EMPTY_SHARE = 0.01
+IMBALANCE = 10.0  # largest / smallest training class at or above this is a warning
+PER_CHECK = 50  # findings kept per check; the rest are counted in one more line
+CUT_SHARE = 0.1  # text_csv: a warning when more than this share of texts is cut by max_length
+COVERAGE = 0.8  # text_csv: a warning when the train vocabulary covers less of the test tokens than this
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+class Report:
+    """The findings and the sections (classes, images, columns, texts) of one check."""
+
+    def __init__(self, source: str, dataset: str):
+        self.source, self.dataset = source, dataset
+        self.findings: list[dict] = []
+        self.sections: dict = {}
+        self._kept: Counter = Counter()
+        self._dropped: Counter = Counter()
+        self._severity: dict[str, str] = {}
+
+    def add(self, severity: str, check: str, message: str, paths=()) -> None:
+        if self._kept[check] >= PER_CHECK:
+            self._dropped[check] += 1
+            self._severity[check] = min(self._severity.get(check, severity), severity, key=SEVERITIES.index)
+            return
+        self._kept[check] += 1
+        self.findings.append({"severity": severity, "check": check, "message": message,
+                              "paths": [str(p) for p in paths]})
+
+    def more(self, severity: str, check: str, n: int) -> None:
+        """n more findings of a check, counted without being spelt out (found past the ones listed)."""
+        if n > 0:
+            self._dropped[check] += n
+            self._severity[check] = min(self._severity.get(check, severity), severity, key=SEVERITIES.index)
+
+    def to_dict(self) -> dict:
+        findings = self.findings + [
+            {"severity": self._severity[check], "check": check, "message": f"... and {n} more like these", "paths": []}
+            for check, n in self._dropped.items()]
+        findings.sort(key=lambda f: SEVERITIES.index(f["severity"]))  # stable: each check's lines stay in order
+        counts = Counter(f["severity"] for f in self.findings)
+        for check, n in self._dropped.items():
+            counts[self._severity[check]] += n
+        return {"source": self.source, "dataset": self.dataset, "ok": not counts[ERROR],
+                "errors": counts[ERROR], "warnings": counts[WARNING], **self.sections, "findings": findings}
+
+
+# ---------------------------------------------------------------- what to check
+
+
+def is_config(target: str) -> bool:
+    return Path(target).suffix.lower() in CONFIG_SUFFIXES
+
+
+def entry_for_path(target: str, overrides: list[str] | None = None):
+    """The dataset entry for a path given instead of a config: an image folder root (with train/), a .csv/.parquet
+    file or a directory of part files, with the kind's default keys; `overrides` set data keys (label_column=y)."""
+    from dlcli.config import apply_override
+    from dlcli.data.catalog import parse_data
+    from dlcli.data.tables import FORMATS
+
+    path = Path(target)
+    if not path.exists():
+        raise DlcliError(f"{target}: no such file or directory")
+    if path.is_dir():
+        parts = [f for f in path.iterdir() if f.is_file() and f.suffix.lower() in FORMATS]
+        if (path / "train").is_dir():
+            data = {"dataset": "image_folder", "root": str(path)}
+        elif parts:
+            fmt = "parquet" if all(FORMATS[f.suffix.lower()] == "parquet" for f in parts) else "csv"
+            data = {"dataset": fmt, "train_file": str(path)}
+        else:
+            raise DlcliError(f"{target}/: neither an image folder (no train/ in it) nor a directory of .csv/.parquet "
+                             f"part files")
+    elif path.suffix.lower() in FORMATS:
+        data = {"dataset": FORMATS[path.suffix.lower()], "train_file": str(path)}
+    else:
+        raise DlcliError(f"{target}: not a config (.yaml), an image folder (with train/) or a table (.csv, .parquet)")
+    wrapper = {"data": data}
+    for override in overrides or []:
+        apply_override(wrapper, override if override.startswith("data.") else f"data.{override}")
+    try:
+        return parse_data(wrapper["data"])
+    except ValueError as err:
+        message = str(err)
+        raise DlcliError(f"data{message[1:]}" if message.startswith("@") else f"data: {message}") from None
+
+
+def check(entry, seed: int, source: str) -> dict:
+    """The report (a JSON-ready dict) of one dataset entry; report['ok'] is False when something blocks training."""
+    report = Report(source, entry.dataset)
+    if entry.dataset == "image_folder":
+        _check_image_folder(entry, report)
+    elif hasattr(entry, "train_file"):
+        _check_table(entry, report)
+    else:
+        _check_tensors(entry, seed, report)
+    return report.to_dict()
+
+
+# ---------------------------------------------------------------- classes (every kind)
+
+
+def _check_classes(report: Report, counts: dict[str, dict[str, int]], noun: str = "class") -> None:
+    """Per-class counts of each split ({split: {class: n}}, train's classes first): empty, near-empty, seen-once and
+    unknown classes, and the imbalance of train."""
+    train = counts["train"]
+    for split, found in counts.items():
+        for name, n in found.items():
+            if split != "train" and name not in train:
+                report.add(ERROR, "class-not-in-train", f"{noun} '{name}' has {_plural(n, 'sample')} in "
+                           f"{split} but none in train: a model cannot learn it")
+    present = [n for n in train.values() if n]
+    largest = max(present, default=0)
+    for name, n in train.items():
+        if n == 0:
+            report.add(ERROR, "empty-class", f"{noun} '{name}' has no training samples")
+        elif n == 1:
+            report.add(WARNING, "label-seen-once", f"{noun} '{name}' occurs once in train (a typo? it cannot be "
+                       f"learnt, nor land in both train and val)")
+        elif n < NEAR_EMPTY or n < NEAR_EMPTY_SHARE * largest:
+            report.add(WARNING, "near-empty-class", f"{noun} '{name}' has only {n} training samples "
+                       f"({n / largest:.1%} of the largest class)")
+    for split, found in counts.items():
+        if split != "train":
+            for name, n in train.items():
+                if n and not found.get(name):
+                    report.add(WARNING, "class-missing-from-split", f"{noun} '{name}' has no samples in {split}: "
+                               f"its {split} scores will be missing")
+    if len(train) < 2:
+        report.add(ERROR, "too-few-classes", f"train has {len(train)} {noun}{'es' if noun == 'class' else 's'}: "
+                   f"a classifier needs at least two")
+    ratio = largest / min(present) if present else None
+    if ratio is not None and ratio >= IMBALANCE:
+        smallest = min((n, name) for name, n in train.items() if n)[1]
+        biggest = max((n, name) for name, n in train.items())[1]
+        report.add(WARNING, "imbalance", f"classes are imbalanced {ratio:.1f}:1 ('{biggest}' {largest} vs "
+                   f"'{smallest}' {train[smallest]}): consider class weights or resampling")
+    names = list(train) + sorted({n for found in counts.values() for n in found} - set(train))
+    report.sections["classes"] = {"names": names, "counts": counts,
+                                  "imbalance_ratio": round(ratio, 3) if ratio is not None else None}
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _inspect_image(path: Path, shape: tuple[int, int, int]):
+    """(sha1 of the bytes, (width, height), PIL mode, problem or None, warnings) of one image file."""
+    from PIL import Image
+
+    from dlcli.data.images import ImageError, load_image
+
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return None, None, None, f"unreadable ({err.strerror or err})", []
+    if not data:
+        return None, None, None, "zero-byte file", []
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            size, mode = img.size, img.mode
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):  # load_image says why, as training would
+        size = mode = None
+    warnings: list[str] = []
+    try:
+        load_image(str(path), shape, warn=warnings.append)
+    except ImageError as err:
+        return hashlib.sha1(data).hexdigest(), size, mode, str(err), warnings
+    return hashlib.sha1(data).hexdigest(), size, mode, None, warnings
+
+
+def _check_image_folder(entry, report: Report) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from dlcli.data.folders import SPLITS, folder_classes
+    from dlcli.data.images import IMAGE_EXTENSIONS
+
+    root = Path(entry.root)
+    if not root.is_dir():
+        raise DlcliError(f"data.root: {root}/: no such directory")
+    try:
+        classes = folder_classes(root)
+    except DlcliError as err:
+        report.add(ERROR, "layout", str(err))
+        return
+    pil_reads = set(Image.registered_extensions())
+    files: list[tuple[str, str, Path]] = []  # (split, class, path) of every image dlcli would read
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        directory = root / split
+        if not directory.is_dir():
+            if split != "train":
+                share = entry.val_split if split == "val" else entry.test_split
+                report.add(INFO, "layout", f"no {split}/ folder: {share:.0%} of train/ is held out as {split}")
+            continue
+        found = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+        counts[split] = {}
+        for name in classes + [n for n in found if n not in classes]:
+            folder = directory / name
+            listed = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+            images = [p for p in listed if p.suffix.lower() in IMAGE_EXTENSIONS]
+            for p in listed:
+                if p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith("."):
+                    why = ("PIL reads it, dlcli's image_folder does not: convert it" if p.suffix.lower() in pil_reads
+                           else "not an image extension PIL reads")
+                    report.add(WARNING, "ignored-file", f"{p}: skipped ({why})", [p])
+            counts[split][name] = len(images)
+            files += [(split, name, p) for p in images]
+        for p in sorted(directory.iterdir()):
+            if p.is_file() and not p.name.startswith("."):
+                report.add(WARNING, "ignored-file", f"{p}: skipped (not inside a class folder)", [p])
+    _check_classes(report, counts)
+
+    shape = (entry.channels, *entry.size())
+    import torch  # noqa: F401  (load_image's; imported once here rather than racing in the worker threads)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        inspected = list(pool.map(lambda f: _inspect_image(f[2], shape), files))
+
+    by_hash: dict[str, list[tuple[str, str, Path]]] = defaultdict(list)
+    sizes: dict[str, Counter] = defaultdict(Counter)
+    modes: dict[str, Counter] = defaultdict(Counter)
+    for (split, name, path), (digest, size, mode, problem, warnings) in zip(files, inspected):
+        if problem == "zero-byte file":
+            report.add(ERROR, "zero-byte", f"{path}: zero-byte file", [path])
+        elif problem:
+            report.add(ERROR, "unreadable-image", f"{path}: {problem}", [path])
+        for w in warnings:
+            report.add(WARNING, "huge-image", w, [path])
+        if digest is not None:
+            by_hash[digest].append((split, name, path))
+        if size is not None:
+            sizes[split][size] += 1
+            modes[split][mode] += 1
+    _report_image_duplicates(report, by_hash, held_out=not (root / "test").is_dir())
+
+    section = {"decoded_as": list(shape)}
+    for split, found in counts.items():
+        n = sum(found.values())
+        seen = sizes[split]
+        by_area = sorted(seen, key=lambda s: (s[0] * s[1], s))
+        section[split] = {"files": n, "min_size": list(by_area[0]) if seen else None,
+                          "max_size": list(by_area[-1]) if seen else None,
+                          "most_common_size": list(seen.most_common(1)[0][0]) if seen else None,
+                          "modes": dict(modes[split].most_common())}
+    report.sections["images"] = section
+    height, width = shape[1:]
+    small = sum(n for split in sizes for (w, h), n in sizes[split].items() if w < width or h < height)
+    if small:
+        report.add(INFO, "upscaled", f"{small} images are smaller than image_size {width}x{height} and are upscaled")
+    colour = sum(n for split in modes for m, n in modes[split].items() if m not in ("L", "LA", "1", "I", "I;16", "F"))
+    if shape[0] == 1 and colour:
+        report.add(INFO, "grayscale", f"{colour} images have colour; channels: 1 reads them as grayscale")
+
+
+def _report_image_duplicates(report: Report, by_hash: dict, held_out: bool) -> None:
+    for copies in by_hash.values():
+        if len(copies) < 2:
+            continue
+        splits = sorted({s for s, _, _ in copies}, key=("train", "val", "test").index)
+        paths = [p for _, _, p in copies]
+        if len(splits) > 1:
+            first = {s: next(p for t, _, p in copies if t == s) for s in splits}
+            n = len(copies) - len(first)
+            more = f" (+{n} more {'copy' if n == 1 else 'copies'})" if n else ""
+            report.add(ERROR, "leakage", f"the same image is in {' and '.join(splits)}: "
+                       f"{' = '.join(str(p) for p in first.values())}{more}", paths)
+            continue
+        labels = sorted({c for _, c, _ in copies})
+        same = " = ".join(str(p) for p in paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+        if len(labels) > 1:
+            report.add(WARNING, "conflicting-duplicate", f"the same image is labelled {' and '.join(labels)} in "
+                       f"{splits[0]}: {same}", paths)
+        else:
+            cut = " (val/test are cut from train: copies may land on both sides)" if held_out else ""
+            report.add(WARNING, "duplicate", f"the same image {len(paths)} times in {splits[0]}: {same}{cut}", paths)
+
+
+# ---------------------------------------------------------------- built-in and synthetic sets
+
+
+def _check_tensors(entry, seed: int, report: Report) -> None:
+    """mnist, fashion_mnist, kmnist, cifar, synthetic: class counts and duplicate samples by hashing their bytes."""
+    import numpy as np
+
+    raw = entry.read_raw(seed)
+    splits = {"train": (raw.train_x, raw.train_y), "val": (raw.val_x, raw.val_y), "test": (raw.test_x, raw.test_y)}
+    splits = {s: v for s, v in splits.items() if v[1] is not None}
+    counts = {s: dict(zip(raw.classes, np.bincount(y.numpy(), minlength=len(raw.classes)).tolist()))
+              for s, (_, y) in splits.items()}
+    _check_classes(report, counts)
+    first_seen: dict[bytes, tuple[str, int]] = {}
+    duplicates = Counter()
+    for split, (x, _) in splits.items():
+        rows = np.ascontiguousarray(x.reshape(len(x), -1).numpy())
+        for i, row in enumerate(rows):
+            digest = hashlib.sha1(row.tobytes()).digest()
+            seen = first_seen.setdefault(digest, (split, i))
+            if seen == (split, i):
+                continue
+            if seen[0] != split:
+                report.add(ERROR, "leakage", f"{split} sample #{i} is the same as {seen[0]} sample #{seen[1]}")
+            else:
+                duplicates[split] += 1
+    for split, n in duplicates.items():
+        report.add(WARNING, "duplicate", f"{n} samples of {split} repeat an earlier one")
+    report.sections["images"] = {"decoded_as": list(raw.train_x.shape[1:]), "dtype": str(raw.train_x.dtype).replace(
+        "torch.", ""), **{s: {"files": len(y)} for s, (_, y) in splits.items()}}
+
+
+# ---------------------------------------------------------------- tables and texts
+
+
+def _where(chunks, row: int) -> str:
+    """A global row index as a user finds it (file: line N)."""
+    import bisect
+
+    at = bisect.bisect_right([c.start for c in chunks], row) - 1
+    return chunks[at].where(row - chunks[at].start)
+
+
+def _strings(chunks, column: str):
+    """A column of every chunk as one trimmed string ChunkedArray, missing markers as nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dlcli.data.columns import as_strings
+
+    return pa.chunked_array([pc.cast(as_strings(c.table.column(column)), pa.string()) for c in chunks], pa.string())
+
+
+def _row_keys(chunks, columns: list[str]):
+    """One string per row: its cells' text joined (vectorised), so equal rows have equal keys."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dlcli.data.columns import as_strings
+
+    out = []
+    for c in chunks:
+        cells = [pc.fill_null(pc.cast(as_strings(c.table.column(name)), pa.string()), "\x00") for name in columns]
+        out.append(pc.binary_join_element_wise(*cells, "\x1f"))
+    return pa.chunked_array(out, pa.string())
+
+
+def _read(path: str, role: str, default_fmt: str, strings: tuple, report: Report):
+    from dlcli.data.tables import TableSource
+
+    if not Path(path).exists():
+        raise DlcliError(f"data.{role}: {path}: no such file or directory")
+    try:
+        source = TableSource(path, default_fmt, f"data.{role}")
+        chunks = source.read_all(strings)
+    except DlcliError as err:
+        report.add(ERROR, "unreadable-table", str(err), [path])
+        return None
+    if not chunks:
+        report.add(ERROR, "empty-table", f"{path}: no data rows under the header", [path])
+        return None
+    return source, chunks
+
+
+def _check_table(entry, report: Report) -> None:
+    import pyarrow.compute as pc
+
+    from dlcli.data.tables import label_names
+
+    text_column = getattr(entry, "text_column", None)
+    label = entry.label_column
+    default_fmt = "parquet" if entry.dataset == "parquet" else "csv"
+    strings = (label,) + ((text_column,) if text_column else ()) + \
+        (tuple(entry.categorical) if not text_column and entry.categorical != "auto" else ())
+    files = {"train": entry.train_file, **({"test": entry.test_file} if entry.test_file else {})}
+    read = {split: _read(path, f"{split}_file", default_fmt, strings, report) for split, path in files.items()}
+    if read["train"] is None:
+        return
+    source, chunks = read["train"]
+    columns = source.columns
+    missing_label = False
+    for split, found in read.items():
+        if found is None:
+            continue
+        for needed in [label] + ([text_column] if text_column else []):
+            if needed not in found[0].columns:
+                role = "label" if needed == label else "text"
+                report.add(ERROR, f"{role}-column-missing", f"{files[split]}: no {role} column '{needed}' (columns: "
+                           f"{', '.join(found[0].columns)}; set data.{role}_column)", [files[split]])
+                missing_label = True
+        if split == "test":
+            for c in columns:
+                if c not in found[0].columns:
+                    report.add(ERROR, "column-missing", f"{files[split]}: no column '{c}' (the train file has it)",
+                               [files[split]])
+    n_rows = sum(c.table.num_rows for c in chunks)
+    report.sections["rows"] = {split: sum(c.table.num_rows for c in found[1])
+                               for split, found in read.items() if found is not None}
+    _check_columns(entry, report, chunks, columns, n_rows, text_column)
+
+    if not missing_label:
+        counts = {}
+        for split, found in read.items():
+            if found is None:
+                continue
+            values = _strings(found[1], label)
+            gaps = values.null_count
+            if gaps:
+                report.add(ERROR, "missing-label", f"{files[split]}: {gaps} rows have no value in label column "
+                           f"'{label}'", [files[split]])
+            tally = {v["values"].as_py(): v["counts"].as_py() for v in pc.value_counts(values)
+                     if v["values"].as_py() is not None}
+            counts[split] = {k: tally[k] for k in label_names(tally)}
+        if "train" in counts:
+            _check_classes(report, counts, "label")
+
+    usable = {s: f for s, f in read.items() if f is not None}
+    if not missing_label and all(c in f[0].columns for f in usable.values() for c in columns):
+        keyed = [text_column, label] if text_column else columns
+        _check_duplicate_rows(report, usable, keyed, has_test="test" in files)
+    if text_column and not missing_label:
+        _check_texts(entry, report, usable)
+
+
+def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: int, text_column) -> None:
+    """Arrow's types, gaps, distinct values and each column's role (numeric / categorical) under the dataset's rules."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from dlcli.data.columns import as_numbers, missing_mask
+    from dlcli.data.tables import NUMERIC_SHARE
+
+    label = entry.label_column
+    configured = getattr(entry, "categorical", "auto")
+    if configured != "auto":
+        for c in configured:
+            if c not in columns or c == label:
+                report.add(ERROR, "unknown-column", f"data.categorical: '{c}' is not a feature column of "
+                           f"{entry.train_file}")
+    missing_rule = getattr(entry, "missing", "fill")
+    rows = []
+    for c in columns:
+        types = sorted({str(chunk.table.schema.field(c).type) for chunk in chunks})
+        gaps = int(sum(missing_mask(chunk.table.column(c)).sum() for chunk in chunks))
+        distinct = pc.count_distinct(_strings(chunks, c), mode="only_valid").as_py()
+        if c == label:
+            role = "label"
+        elif text_column:
+            role = "text" if c == text_column else "ignored"
+        elif configured != "auto":
+            role = "categorical" if c in configured else "numeric"
+        else:
+            present = numbers = 0
+            for chunk in chunks:
+                values, bad, _ = as_numbers(chunk.table.column(c))
+                present += int((~np.isnan(values) | bad).sum())
+                numbers += int((~np.isnan(values)).sum())
+            role = "numeric" if present and numbers >= NUMERIC_SHARE * present else "categorical"
+        rows.append({"name": c, "arrow_type": " / ".join(types), "missing": gaps, "distinct": distinct, "role": role})
+        if role == "numeric":
+            _first_non_number(report, chunks, c)
+        if role in ("numeric", "categorical"):
+            if distinct == 0:
+                report.add(WARNING, "empty-column", f"column '{c}' has no values at all: drop it")
+            elif distinct == 1:
+                report.add(WARNING, "constant-column", f"column '{c}' holds one value in every row: it carries no "
+                           f"information (drop it)")
+            elif role == "categorical" and distinct == n_rows - gaps and n_rows >= 20:
+                report.add(WARNING, "id-column", f"column '{c}' has a different value in every row (an id?): "
+                           f"one-hot encoding it gives {distinct} slots that tell nothing about unseen rows")
+            if gaps and distinct:
+                what = {"fill": "filled with the training mean" if role == "numeric" else "given the 'missing' slot",
+                        "drop": "those rows are dropped (data.missing: drop)",
+                        "error": "data.missing: error stops training"}[missing_rule]
+                report.add(ERROR if missing_rule == "error" else WARNING, "missing-values",
+                           f"column '{c}': {gaps} of {n_rows} values missing ({gaps / n_rows:.1%}; {what})")
+    report.sections["columns"] = rows
+
+
+def _first_non_number(report: Report, chunks, column: str) -> None:
+    """A numeric column with cells that are not numbers: training stops at the first one; say where."""
+    import numpy as np
+
+    from dlcli.data.columns import as_numbers
+
+    total, first = 0, None
+    for chunk in chunks:
+        _, bad, text = as_numbers(chunk.table.column(column))
+        hits = np.flatnonzero(bad)
+        if len(hits) and first is None:
+            i = int(hits[0])
+            first = (chunk.where(i), text[i].as_py() if text is not None else "inf")
+        total += len(hits)
+    if first:
+        report.add(ERROR, "not-a-number", f"{first[0]}, column '{column}': '{first[1]}' is not a number "
+                   f"({_plural(total, 'such cell')} in a numeric column; fix them, or list '{column}' in "
+                   f"data.categorical)")
+
+
+def _check_duplicate_rows(report: Report, read: dict, columns: list[str], has_test: bool) -> None:
+    """Exact duplicate rows inside train_file, and rows of test_file that are also in train_file (leakage)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    _, chunks = read["train"]
+    keys = _row_keys(chunks, columns)
+    tally = pc.value_counts(keys)
+    repeated = tally.field("values").filter(pc.greater(tally.field("counts"), 1))
+    if len(repeated):
+        rows = np.flatnonzero(pc.is_in(keys, value_set=repeated).to_numpy(zero_copy_only=False))
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, key in zip(rows, keys.take(pa.array(rows)).to_pylist()):
+            groups[key].append(int(i))
+        extra = len(rows) - len(groups)
+        cut = "; the test and val rows cut from it may repeat training rows" if not has_test else ""
+        report.add(WARNING, "duplicate-rows", f"{extra} rows of the train file repeat an earlier row{cut}")
+        for members in list(groups.values())[:PER_CHECK]:
+            report.add(INFO, "duplicate-row", " = ".join(_where(chunks, i) for i in members[:3]) +
+                       (f" (+{len(members) - 3} more)" if len(members) > 3 else ""))
+    if "test" not in read:
+        return
+    _, test_chunks = read["test"]
+    test_keys = _row_keys(test_chunks, columns)
+    leaked = np.flatnonzero(pc.is_in(test_keys, value_set=pc.unique(keys)).to_numpy(zero_copy_only=False))
+    if not len(leaked):
+        return
+    shown = leaked[:PER_CHECK + 1]
+    leaked_keys = test_keys.take(pa.array(shown)).to_pylist()
+    in_train = np.flatnonzero(pc.is_in(keys, value_set=pa.array(leaked_keys, pa.string())).to_numpy(
+        zero_copy_only=False))
+    first = {}
+    for i, key in zip(in_train, keys.take(pa.array(in_train)).to_pylist()):
+        first.setdefault(key, int(i))
+    for i, key in zip(shown, leaked_keys):
+        test_at, train_at = _where(test_chunks, int(i)), _where(chunks, first[key])
+        report.add(ERROR, "leakage", f"{test_at} is also in the train file ({train_at})",
+                   [test_at.split(": ")[0], train_at.split(": ")[0]])
+    report.more(ERROR, "leakage", len(leaked) - len(shown))
+
+
+def _check_texts(entry, report: Report, read: dict) -> None:
+    """text_csv: lengths in tokens, texts cut by max_length, texts without tokens, and how much of the test texts'
+    tokens the train vocabulary (min_freq, max_size) knows."""
+    from dlcli.data.text import tokenize
+
+    tok = entry.tokenizer
+    section, tokens_of = {}, {}
+    for split, (_, chunks) in read.items():
+        texts = _strings(chunks, entry.text_column)
+        if texts.null_count:
+            report.add(ERROR, "empty-text", f"{read[split][0].parts[0].path}: {texts.null_count} rows have no text in "
+                       f"column '{entry.text_column}'")
+        tokens = [tokenize(t, tok.lowercase, tok.pattern) if t is not None else [] for t in texts.to_pylist()]
+        empty = [i for i, t in enumerate(tokens) if not t and texts[i].as_py() is not None]
+        for i in empty:
+            report.add(ERROR, "no-tokens", f"{_where(chunks, i)}, column '{entry.text_column}': no tokens matching "
+                       f"{tok.pattern!r}")
+        lengths = [len(t) for t in tokens]
+        cut = sum(n > entry.max_length for n in lengths) / len(lengths)
+        section[split] = {"texts": len(lengths), "min_tokens": min(lengths),
+                          "median_tokens": statistics.median(lengths), "max_tokens": max(lengths),
+                          "cut_share": round(cut, 4)}
+        if cut > CUT_SHARE:
+            report.add(WARNING, "texts-cut", f"{cut:.0%} of the {split} texts are longer than max_length "
+                       f"{entry.max_length} tokens and are cut (longest {max(lengths)})")
+        tokens_of[split] = tokens
+    counts = Counter(t for tokens in tokens_of["train"] for t in tokens)
+    vocab = sorted((w for w, n in counts.items() if n >= entry.vocab.min_freq), key=lambda w: (-counts[w], w))
+    known = set(vocab[: entry.vocab.max_size])
+    section["vocabulary"] = len(known)
+    if "test" in tokens_of:
+        test = [t for tokens in tokens_of["test"] for t in tokens]
+        covered = sum(t in known for t in test) / len(test) if test else 1.0
+        distinct = set(test)
+        section["test_coverage"] = round(covered, 4)
+        section["test_distinct_coverage"] = round(len(distinct & known) / len(distinct), 4) if distinct else 1.0
+        if covered < COVERAGE:
+            report.add(WARNING, "low-coverage", f"the train vocabulary covers {covered:.0%} of the test tokens: the "
+                       f"rest read as <unk>")
+    report.sections["texts"] = section
+
+
+# ---------------------------------------------------------------- rendering
+
+
+COLOURS = {ERROR: "red", WARNING: "yellow", INFO: "cyan"}
+
+
+def _size(s) -> str:
+    return f"{s[0]}x{s[1]}" if s else "-"
+
+
+def render(report: dict, console) -> None:
+    """The report as rich tables (classes, images or columns, texts), then one line per finding and a verdict."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    console.print(f"data check: {report['source']} ({report['dataset']})", soft_wrap=True)
+    classes = report.get("classes")
+    if classes:
+        table = Table(title="classes")
+        table.add_column("class")
+        splits = list(classes["counts"])
+        for split in splits:
+            table.add_column(split, justify="right")
+        for name in classes["names"]:
+            table.add_row(escape(str(name)), *(f"{classes['counts'][s].get(name, 0):,}" for s in splits))
+        console.print(table)
+        if classes["imbalance_ratio"]:
+            console.print(f"imbalance {classes['imbalance_ratio']:.1f}:1 (largest / smallest training class)")
+    images = report.get("images")
+    if images and any("min_size" in v for v in images.values() if isinstance(v, dict)):
+        table = Table(title=f"images (decoded as {'x'.join(map(str, images['decoded_as']))})")
+        for col in ("split", "files", "min size", "max size", "most common", "modes"):
+            table.add_column(col, justify="right" if col == "files" else "left")
+        for split, v in images.items():
+            if isinstance(v, dict):
+                table.add_row(split, f"{v['files']:,}", _size(v["min_size"]), _size(v["max_size"]),
+                              _size(v["most_common_size"]), ", ".join(f"{m} {n}" for m, n in v["modes"].items()))
+        console.print(table)
+    elif images:
+        sizes = ", ".join(f"{s} {v['files']:,}" for s, v in images.items() if isinstance(v, dict))
+        console.print(f"samples: {sizes} of shape {tuple(images['decoded_as'])} ({images['dtype']})")
+    columns = report.get("columns")
+    if columns:
+        rows = report.get("rows", {})
+        table = Table(title="columns (" + ", ".join(f"{s} {n:,} rows" for s, n in rows.items()) + ")")
+        for col in ("column", "arrow type", "missing", "distinct", "role"):
+            table.add_column(col, justify="right" if col in ("missing", "distinct") else "left")
+        for c in columns:
+            table.add_row(escape(c["name"]), c["arrow_type"], f"{c['missing']:,}", f"{c['distinct']:,}", c["role"])
+        console.print(table)
+    texts = report.get("texts")
+    if texts:
+        table = Table(title=f"texts (train vocabulary {texts['vocabulary']:,} words)")
+        for col in ("split", "texts", "tokens min", "median", "max", "cut", "covered by train vocabulary"):
+            table.add_column(col, justify="left" if col == "split" else "right")
+        for split, v in texts.items():
+            if isinstance(v, dict):
+                coverage = f"{texts['test_coverage']:.1%}" if split == "test" and "test_coverage" in texts else "-"
+                table.add_row(split, f"{v['texts']:,}", str(v["min_tokens"]), f"{v['median_tokens']:g}",
+                              str(v["max_tokens"]), f"{v['cut_share']:.1%}", coverage)
+        console.print(table)
+    for f in report["findings"]:
+        colour = COLOURS[f["severity"]]
+        console.print(f"[{colour}]{f['severity']:<7}[/{colour}] {f['check']}: {escape(f['message'])}", soft_wrap=True)
+    if report["ok"]:
+        note = f" ({_plural(report['warnings'], 'warning')})" if report["warnings"] else ""
+        console.print(f"[green]nothing blocks training[/green]{note}")
+    else:
+        errors = _plural(report["errors"], "error")
+        console.print(f"[red]{errors} block{'s' if report['errors'] == 1 else ''} training[/red] "
+                      f"({_plural(report['warnings'], 'warning')})")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -1,0 +1,513 @@
+"""`dlcli init` and `dlcli schema`: a starter config written from the user's data, and the config's JSON Schema.
+
+`init` looks at an image folder, a table or a text table just enough to choose the settings a first run needs (the
+dataset kind, channels and image size, the label and text columns, a model and a schedule sized to the data), then
+writes a YAML file with a comment on every key, validated before it is written, that trains without edits. It reads
+a sample (image headers, the first block of a table) and counts a CSV's lines, never decoding the whole data set.
+
+`schema` is the config's JSON Schema for editors (the yaml-language-server modeline in configs/): pydantic's schema of
+`Config`, with the registries (dataset kinds, optimizers, schedulers, layers, augmentations) spelt out as the YAML
+writes them. Neither imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlcli.errors import RUNTIME, DlcliError
+
+LABEL_NAMES = ("label", "target", "class", "y", "category")  # label column candidates, by priority (any case)
+TEXT_MIN_WORDS = 4  # a string column whose values average this many words holds texts, not categories
+FEW_VALUES = 50  # a column with at most this many distinct values in the sample could be a label
+IMAGE_SAMPLE = 200  # image headers read to choose channels and size
+MAX_IMAGE_SIZE = 64  # a small CNN's input: larger images are shrunk to this
+GRAY_BANDS = {"1", "L", "I", "F"}  # PIL bands of grayscale modes (L, LA, I, I;16, F, 1), alpha aside
+AUTO_EPOCHS = "auto: about 3,000 steps, stopping early"  # train.epochs: auto, the alternative named in comments
+
+
+# ---------------------------------------------------------------- a config with a comment per key
+
+
+@dataclass
+class Key:
+    """One YAML key: a value written in flow style, or a block section of Keys, and the comment that explains it."""
+
+    name: str
+    value: Any
+    comment: str = ""
+
+
+def _is_section(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(k, Key) for k in value)
+
+
+def _plain(keys: list[Key]) -> dict:
+    return {k.name: _plain(k.value) if _is_section(k.value) else k.value for k in keys}
+
+
+def _flow(value) -> str:
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
+    return text.removesuffix("...").strip()  # a lone scalar ends the document explicitly
+
+
+def render(header: list[str], keys: list[Key]) -> str:
+    """The YAML text: header comment lines, then every key with its comment aligned beside it."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(section: list[Key], depth: int):
+        for k in section:
+            pad = "  " * depth
+            if _is_section(k.value):
+                rows.append((f"{pad}{k.name}:", k.comment))
+                walk(k.value, depth + 1)
+            else:
+                rows.append((f"{pad}{k.name}: {_flow(k.value)}", k.comment))
+
+    walk(keys, 0)
+    column = min(max(len(text) for text, _ in rows) + 2, 36)
+    lines = [f"# {line}" for text in header for line in textwrap.wrap(text, 116)]
+    lines += [f"{text.ljust(column - 1)} # {comment}" if comment else text for text, comment in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- what a look at the data proposes
+
+
+@dataclass
+class Proposal:
+    name: str  # the config's name (and the default file name)
+    what: str  # one line about the data found
+    header: list[str]
+    data: list[Key]
+    model: list[Key]
+    optimizer: list[Key]
+    train: list[Key]
+    warnings: list[str] = field(default_factory=list)
+
+    def keys(self) -> list[Key]:
+        return [
+            Key("name", self.name, "run ids are <name>-<YYYYmmdd-HHMMSS>"),
+            Key("seed", 42, "seeds weights, data order, splits and augmentation"),
+            Key("data", self.data, "what to train on (paths are relative to where you run dlcli)"),
+            Key("model", self.model, "the network; input and output sizes come from the data"),
+            Key("optimizer", self.optimizer, "how weights are updated"),
+            Key("scheduler", [Key("name", "none", "a constant lr; cosine decays it to 0 over the run")],
+                "the learning-rate schedule"),
+            Key("train", self.train, "the training loop"),
+        ]
+
+
+def _name_of(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem if path.is_file() else path.resolve().name)
+    return name.lstrip("._-")[:80] or "run"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}{'es' if word.endswith('s') else 's'}"
+
+
+def _shown(names, limit: int = 8) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _by_size(n: int, steps: list[tuple[int, int]], last: int) -> int:
+    """The value for a data set of n samples: the first (bound, value) with n < bound, else `last`."""
+    return next((value for bound, value in steps if n < bound), last)
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from dlcli.data.images import IMAGE_EXTENSIONS
+
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    """The sub-folders that hold images directly."""
+    if not folder.is_dir():
+        return []
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [p for p in subs if _images_in(p)]
+
+
+def _image_root(path: Path) -> Path | None:
+    """The image_folder root for PATH (PATH itself, or its parent when PATH is a split folder); None when PATH holds
+    no class folders of images; a DlcliError when it holds them without the train/ level."""
+    if (path / "train").is_dir():
+        return path
+    if path.name in ("train", "val", "test") and (path.parent / "train").is_dir() and _class_folders(path):
+        return path.parent
+    classes = _class_folders(path)
+    if len(classes) >= 2:
+        names = " ".join(p.name for p in classes[:4]) + (" ..." if len(classes) > 4 else "")
+        raise DlcliError(f"{path}/ holds class folders ({_shown([p.name for p in classes], 4)}) directly, but "
+                         f"image_folder reads ROOT/train/<class>/: move them into {path}/train/ (cd {path} && mkdir "
+                         f"train && mv {names} train/) and run `dlcli init {path}` again")
+    return None
+
+
+def _sample(files: list[Path], n: int) -> list[Path]:
+    step = max(1, len(files) // n)
+    return files[::step][:n]
+
+
+def _is_gray(img) -> bool:
+    bands = set(img.getbands()) - {"A", "a"}
+    if bands <= GRAY_BANDS:
+        return True
+    if bands == {"P"}:  # a palette: gray when every colour in it is
+        palette = img.getpalette() or []
+        return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+    return False
+
+
+def propose_images(root: Path, given: Path) -> Proposal:
+    from PIL import Image
+
+    train = root / "train"
+    class_dirs = sorted(p for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(class_dirs) < 2:
+        raise DlcliError(f"{train}/ needs at least two class folders (e.g. {train}/cat/, {train}/dog/), "
+                         f"found {len(class_dirs)}")
+    files = {p.name: _images_in(p) for p in class_dirs}
+    empty = [name for name, found in files.items() if not found]
+    if empty:
+        raise DlcliError(f"class folder {train / empty[0]}/ has no images (.png, .jpg, .bmp, .webp, ...)")
+    total = sum(len(found) for found in files.values())
+    per_class = max(1, IMAGE_SAMPLE // len(files))
+    gray, sides, squares, unreadable = True, [], set(), []
+    for path in (p for found in files.values() for p in _sample(found, per_class)):
+        try:
+            with Image.open(path) as img:  # reads the header only
+                gray = gray and _is_gray(img)
+                width, height = img.size
+        except Exception:  # noqa: BLE001 - any file PIL cannot open; `dlcli data check` names each one
+            unreadable.append(path)
+            continue
+        sides.append(min(width, height))
+        squares.add((width, height) if width == height else None)
+    if not sides:
+        raise DlcliError(f"{train}/: none of the sampled images could be read (e.g. {unreadable[0]})")
+    side = int(statistics.median(sides))
+    if len(squares) == 1 and None not in squares and side <= MAX_IMAGE_SIZE:
+        size = side  # every image is already side x side: train on the pixels as they are (28 stays 28)
+    else:
+        size = max(8, min(MAX_IMAGE_SIZE, int(side / 8 + 0.5) * 8))
+    channels = 1 if gray else 3
+    splits = [s for s in ("val", "test") if (root / s).is_dir()]
+    n_sampled = len(sides) + len(unreadable)
+    conv = [32, 64] if size <= 32 else [32, 64, 128]
+    epochs = _by_size(total, [(2_000, 20), (20_000, 10)], 5)
+    batch = 32 if total < 20_000 else 64
+    name = _name_of(root)
+    colour = "grayscale" if gray else "colour"
+    warnings = [(f"{len(unreadable)} of {n_sampled} sampled images could not be read (e.g. {unreadable[0]}): "
+                f"`dlcli data check` lists them")] if unreadable else []
+    data = [
+        Key("dataset", "image_folder", "the dataset kind: ROOT/train/<class>/ images, one folder per class"),
+        Key("root", root.as_posix(), "holds train/" + (f" and {'/, '.join(splits)}/" if splits else
+                                                       " (optional val/ and test/ with the same classes)")),
+        Key("image_size", size, f"every image is resized to {size}x{size} (sampled images: median shorter side "
+                                f"{side})"),
+        Key("channels", channels, f"{channels}: the sampled images are {colour}" +
+            (" (3 would read them as RGB)" if gray else " (1 would read them as grayscale)")),
+        Key("val_split", 0.1, "validation share cut from train/" + (" (unused: val/ exists)" if "val" in splits
+                                                                  else "")),
+        Key("test_split", 0.1, "test share cut from train/" + (" (unused: test/ exists)" if "test" in splits
+                                                             else "")),
+        Key("augment", [] if gray else ["hflip"],
+            "random left-right flips while training; [] where a mirror changes the class" if not gray
+            else "none; [hflip, {random_crop: 2}] suits photos (not digits or text)"),
+    ]
+    model = [
+        Key("type", "cnn", "conv blocks (conv2d, relu, maxpool2d) then dense layers"),
+        Key("channels", conv, "filters per conv block; each block halves the image"),
+        Key("padding", "same", "convolutions keep the size; only the pools shrink it"),
+        Key("hidden", [128], "dense layers between the conv blocks and the classifier"),
+        Key("dropout", 0.2, "share of the dense units dropped while training"),
+    ]
+    optimizer = [Key("name", "adam", "Adam: a robust default"), Key("lr", 0.001, "learning rate")]
+    train_keys = [
+        Key("epochs", epochs, f"passes over the {total:,} images of train/; {AUTO_EPOCHS}"),
+        Key("batch_size", batch, "images per step"),
+    ]
+    header = [
+        (f"Starter config written by `dlcli init {given.as_posix()}`: an image folder with "
+        f"{_plural(len(files), 'class')} ({_shown(files)}) and {_plural(total, 'training image')}."),
+        f"{n_sampled} sampled: {colour}, median shorter side {side} pixels.",
+    ]
+    what = f"image_folder, {_plural(len(files), 'class')}, {_plural(total, 'image')}, {channels}x{size}x{size}"
+    return Proposal(name, what, header, data, model, optimizer, train_keys, warnings)
+
+
+# ---------------------------------------------------------------- tables and texts
+
+
+@dataclass
+class Column:
+    name: str
+    numeric: bool
+    distinct: int
+    words: float  # mean words per present value (string columns)
+
+
+def _table_files(path: Path) -> tuple[Path, Path | None]:
+    """(train_file, test_file or None): a file, a directory of part files, or a directory with train.* / test.*."""
+    from dlcli.data.tables import FORMATS
+
+    if path.is_dir():
+        for suffix in FORMATS:
+            if (path / f"train{suffix}").is_file():
+                test = path / f"test{suffix}"
+                return path / f"train{suffix}", test if test.is_file() else None
+    return path, None
+
+
+def _row_count(source) -> int:
+    """Rows of a table: Parquet's metadata, or the CSV lines (about: a quoted cell may span lines)."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for part in source.parts:
+        if part.fmt == "parquet":
+            rows += pq.ParquetFile(part.path).metadata.num_rows
+            continue
+        lines, last = 0, b"\n"
+        with open(part.path, "rb") as f:
+            while block := f.read(1 << 24):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        rows += lines + (last != b"\n") - 1  # less the header
+    return rows
+
+
+def _columns(chunk) -> list[Column]:
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from dlcli.data.columns import as_numbers, as_strings, is_numeric_type
+    from dlcli.data.tables import NUMERIC_SHARE
+
+    out = []
+    for name in chunk.table.column_names:
+        column = chunk.table.column(name)
+        text = as_strings(column)
+        present = len(text) - text.null_count
+        numeric = is_numeric_type(column.type)
+        words = 0.0
+        if not numeric:
+            values, _, _ = as_numbers(column)
+            numeric = present > 0 and int((~np.isnan(values)).sum()) >= NUMERIC_SHARE * present
+        if not numeric and present:
+            words = float(pc.mean(pc.count_substring_regex(text, r"\S+")).as_py())
+        out.append(Column(name, numeric, len(pc.unique(text).drop_null()), words))
+    return out
+
+
+def _guess_label(columns: list[Column], text: Column | None) -> tuple[Column, str]:
+    """The label column and why it was chosen."""
+    candidates = [c for c in columns if c is not text]
+    by_name = {c.name.lower(): c for c in candidates}
+    for wanted in LABEL_NAMES:
+        if wanted in by_name:
+            return by_name[wanted], f"named '{by_name[wanted].name}'"
+    return candidates[-1], "the last column" + (" besides the texts" if text is columns[-1] else "")
+
+
+def propose_table(path: Path, given: Path) -> Proposal:
+    from dlcli.data.tables import FORMATS, TableSource
+
+    train_file, test_file = _table_files(path)
+    suffixes = [p.suffix.lower() for p in ([train_file] if train_file.is_file() else train_file.iterdir())]
+    fmt = "parquet" if any(FORMATS.get(s) == "parquet" for s in suffixes) and \
+        not any(FORMATS.get(s) == "csv" for s in suffixes) else "csv"
+    source = TableSource(str(train_file), fmt, "dlcli init")
+    if len(source.columns) < 2:
+        raise DlcliError(f"{train_file}: {len(source.columns)} column found; a table needs a header row, a label "
+                         f"column and at least one more (comma-separated CSV or Parquet)")
+    chunk = next(iter(source.stream(None, ())), None)
+    if chunk is None or not chunk.table.num_rows:
+        raise DlcliError(f"{train_file}: no data rows under the header")
+    rows, sampled = _row_count(source), chunk.table.num_rows
+    columns = _columns(chunk)
+    texts = [c for c in columns if not c.numeric and c.words >= TEXT_MIN_WORDS]
+    text = max(texts, key=lambda c: c.words) if texts else None
+    label, why = _guess_label(columns, text)
+    if test_file is not None and label.name not in TableSource(str(test_file), fmt, "dlcli init").columns:
+        test_file = None  # a test file without labels (to predict, not to score)
+    few = min(FEW_VALUES, sampled / 2)  # values that repeat: classes rather than measurements or ids
+    others = [c.name for c in columns if c is not label and c is not text and c.distinct <= few]
+    alternatives = f"; other columns with few values: {_shown(others, 5)}" if others else ""
+    sample_note = "" if sampled >= rows else f" in the first {sampled:,} rows"
+    warnings = []
+    if label.distinct > min(100, max(2, rows // 2)):
+        warnings.append(f"label column '{label.name}' has {label.distinct:,} distinct values{sample_note}: dlcli "
+                        f"classifies, so set data.label_column to the column of classes")
+    elif label.distinct < 2:
+        warnings.append(f"label column '{label.name}' has one value{sample_note}: set data.label_column to the "
+                        f"column of classes")
+    files = [
+        Key("train_file", train_file.as_posix(), "the table: a file, or a directory of part files read as one"),
+        Key("test_file", test_file.as_posix() if test_file else None,
+            "a file with the same columns scored as the test split; null: test_split of the rows is held out"),
+    ]
+    label_key = Key("label_column", label.name, f"the classes ({_plural(label.distinct, 'value')}{sample_note}); "
+                                                f"guessed: {why}{alternatives}")
+    splits = [
+        Key("val_split", 0.1, "seeded share of the rows held out for validation"),
+        Key("test_split", 0.1, "share of the rows held out for the test" + (" (unused: test_file is set)"
+                                                                           if test_file else "")),
+    ]
+    name = _name_of(given)
+    if text is not None:
+        return _propose_text(name, given, rows, files, label_key, splits, text, chunk, columns, label, warnings)
+
+    features = [c for c in columns if c is not label]
+    categorical = [c for c in features if not c.numeric]
+    width = sum(1 if c.numeric else c.distinct + 1 for c in features)
+    hidden = [64, 32] if width <= 64 else [128, 64] if width <= 512 else [256, 128]
+    data = [
+        Key("dataset", fmt, "the dataset kind: a " + ("Parquet table" if fmt == "parquet"
+                                                      else "CSV table with a header row")),
+        *files,
+        label_key,
+        Key("categorical", "auto", "auto: one-hot encode the columns that are not numbers (here: "
+                                   f"{_shown([c.name for c in categorical], 5) if categorical else 'none'}); "
+                                   "or a list of column names"),
+        Key("missing", "fill", "an empty cell: fill (the training mean, or a category of its own) | drop the row "
+                               "| error"),
+        *splits,
+    ]
+    model = [
+        Key("type", "mlp", "dense layers over the standardised and one-hot encoded columns"),
+        Key("hidden", hidden, f"units per hidden layer ({_plural(width, 'input')} after encoding)"),
+        Key("dropout", 0.1, "share of the hidden units dropped while training"),
+    ]
+    optimizer = [Key("name", "adam", "Adam: a robust default"),
+                 Key("lr", 0.003, "learning rate (small networks on tables take a larger one)")]
+    train_keys = [
+        Key("epochs", _by_size(rows, [(1_000, 40), (10_000, 20), (100_000, 10)], 5),
+            f"passes over the {rows:,} rows, more for small tables; {AUTO_EPOCHS}"),
+        Key("batch_size", _by_size(rows, [(10_000, 32), (100_000, 128)], 256), "rows per step"),
+    ]
+    header = [
+        (f"Starter config written by `dlcli init {given.as_posix()}`: a table of {_plural(rows, 'row')} and "
+        f"{_plural(len(columns), 'column')}: {_plural(len(features) - len(categorical), 'numeric feature')}, "
+        f"{_plural(len(categorical), 'categorical feature')}, label '{label.name}'."),
+    ]
+    what = f"{fmt} table, {_plural(rows, 'row')}, label '{label.name}' ({_plural(label.distinct, 'class')})"
+    return Proposal(name, what, header, data, model, optimizer, train_keys, warnings)
+
+
+def _propose_text(name, given, rows, files, label_key, splits, text: Column, chunk, columns, label, warnings):
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from dlcli.data.catalog import Tokenizer
+    from dlcli.data.columns import as_strings
+
+    tokenizer = Tokenizer()
+    values = as_strings(chunk.table.column(text.name)).drop_null()
+    if tokenizer.lowercase:
+        values = pc.utf8_lower(values)
+    tokens = pc.count_substring_regex(values, tokenizer.pattern).to_numpy(zero_copy_only=False)
+    p95 = int(np.percentile(tokens, 95)) if len(tokens) else 1
+    max_length = max(16, min(256, -(-p95 // 8) * 8))
+    ignored = [c.name for c in columns if c is not text and c is not label]
+    data = [
+        Key("dataset", "text_csv", "the dataset kind: texts and their labels in a CSV or Parquet file"),
+        *files,
+        Key("text_column", text.name, f"the texts (about {text.words:.0f} words each)" +
+            (f"; ignored columns: {_shown(ignored, 5)}" if ignored else "")),
+        label_key,
+        Key("tokenizer", [Key("lowercase", tokenizer.lowercase, "compare words regardless of case"),
+                          Key("pattern", tokenizer.pattern, "a regular expression matching one token")],
+            "how texts become tokens"),
+        Key("vocab", [Key("min_freq", 1, "keep words seen at least this often in the training split"),
+                      Key("max_size", 20000, "the most frequent words kept; the rest are <unk>")],
+            "the vocabulary, built on the training split"),
+        Key("max_length", max_length, f"tokens kept per text (95% of the sampled texts have at most {p95})"),
+        *splits,
+    ]
+    model = [
+        Key("type", "lstm", "an embedding, then an LSTM reads the tokens; its last state is classified"),
+        Key("embedding_dim", 64, "size of each token's vector"),
+        Key("hidden_size", 64, "the LSTM's state size"),
+        Key("bidirectional", True, "read the texts both ways"),
+    ]
+    optimizer = [Key("name", "adam", "Adam: a robust default"), Key("lr", 0.003, "learning rate")]
+    train_keys = [
+        Key("epochs", _by_size(rows, [(2_000, 15), (20_000, 8)], 4), f"passes over the {rows:,} texts; "
+                                                                      f"{AUTO_EPOCHS}"),
+        Key("batch_size", 32 if rows < 20_000 else 64, "texts per step"),
+        Key("grad_clip", 1.0, "cap the gradient norm: keeps the LSTM's updates stable"),
+    ]
+    header = [(f"Starter config written by `dlcli init {given.as_posix()}`: {_plural(rows, 'text')} in column "
+              f"'{text.name}', label '{label.name}'.")]
+    what = f"text_csv, {_plural(rows, 'text')}, label '{label.name}' ({_plural(label.distinct, 'class')})"
+    return Proposal(name, what, header, data, model, optimizer, train_keys, warnings)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def propose(path: Path) -> Proposal:
+    from dlcli.data.tables import FORMATS
+
+    if not path.exists():
+        raise DlcliError(f"{path}: no such file or directory")
+    if path.is_dir():
+        root = _image_root(path)
+        if root is not None:
+            return propose_images(root, path)
+        if any(p.suffix.lower() in FORMATS for p in path.iterdir() if p.is_file()):
+            return propose_table(path, path)
+        if _images_in(path):
+            raise DlcliError(f"{path}/ holds images directly: image_folder needs one folder per class, "
+                             f"ROOT/train/<class>/*.png|jpg|...")
+        raise DlcliError(f"{path}/: found neither image class folders ({path}/train/<class>/*.png|jpg|...) nor "
+                         f".csv/.parquet files")
+    return propose_table(path, path)
+
+
+def _exists(target: Path) -> DlcliError:
+    return DlcliError(f"{target} exists; not overwriting it (delete it or choose another file with -o)")
+
+
+def write_starter(path: str, output: str | None = None) -> tuple[Path, Proposal]:
+    """Write the starter config for the data at `path` to `output` (default ./<name>.yaml); never overwrites."""
+    import yaml
+
+    from dlcli.config import validate_config
+
+    if output and Path(output).exists():  # say so before looking at the data
+        raise _exists(Path(output))
+    proposal = propose(Path(path.rstrip("/") or "/"))
+    target = Path(output) if output else Path(f"{proposal.name}.yaml")
+    if not target.parent.is_dir():
+        raise DlcliError(f"{target.parent}/: no such directory for the config")
+    header = [*proposal.header, (f"Check the data with `dlcli data check {target.as_posix()}`, then "
+                                f"`dlcli train {target.as_posix()}`.")]
+    text = render(header, proposal.keys())
+    try:  # what is written must be a config dlcli accepts as it stands: a failure here is dlcli's bug
+        validate_config(yaml.safe_load(text), source=f"dlcli init's config for {path}")
+    except DlcliError as err:
+        raise DlcliError(f"{err} (please report this)", RUNTIME) from None
+    try:
+        with open(target, "x", encoding="utf-8") as f:  # exclusive: refused if the file appeared meanwhile
+            f.write(text)
+    except FileExistsError:
+        raise _exists(target) from None
+    except OSError as err:
+        raise DlcliError(f"{target}: cannot write ({err.strerror or err})", RUNTIME) from None
+    return target, proposal

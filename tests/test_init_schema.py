@@ -1,0 +1,208 @@
+"""`dlcli init` writes a starter config from the user's data that validates and trains as written; `dlcli schema`
+prints the config's JSON Schema, which the committed dlcli.schema.json and every file in configs/ agree with."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from dlcli.config import load_config
+from tests.test_image_folder import make_folder
+from tests.test_tables import write_table, write_texts
+
+ROOT = Path(__file__).parent.parent
+CONFIGS = ROOT / "configs"
+
+
+def init(cli, *args):
+    result = cli("init", *args)
+    assert result.exit_code == 0, result.output
+    path = Path(result.stdout.strip().splitlines()[-1])
+    return path, yaml.safe_load(path.read_text())
+
+
+def train(cli, config, tmp_path, epochs):
+    result = cli("train", config, "--runs-dir", tmp_path / "runs", "--quiet", "--set", f"train.epochs={epochs}")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / result.stdout.strip().splitlines()[-1]
+    return json.loads((run / "summary.json").read_text())["test"]["accuracy"]
+
+
+def every_key_commented(text: str) -> bool:
+    keys = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return all(" # " in line for line in keys)
+
+
+# ---------------------------------------------------------------- init
+
+
+def test_init_image_folder_trains_above_chance(cli, tmp_path):
+    make_folder(tmp_path / "shapes")
+    path, cfg = init(cli, tmp_path / "shapes")
+    assert path == Path("shapes.yaml") and (tmp_path / "shapes.yaml").is_file()  # in the current directory
+    data = cfg["data"]
+    assert data["dataset"] == "image_folder" and data["root"] == str(tmp_path / "shapes")
+    assert data["channels"] == 3 and data["image_size"] == 40  # RGB among the modes; sizes 24, 40, 64
+    assert cfg["model"]["type"] == "cnn" and cfg["optimizer"] == {"name": "adam", "lr": 0.001}
+    assert every_key_commented(path.read_text())
+    load_config(path)
+    assert train(cli, path, tmp_path, 10) > 0.6  # chance is 1/3
+
+
+def test_init_grayscale_digits_keep_their_size(cli, tmp_path):
+    for name in ("zero", "one"):
+        folder = tmp_path / "digits" / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (28, 28), i * 40).save(folder / f"{i}.png")
+    _, cfg = init(cli, tmp_path / "digits" / "train")  # a split folder: the root is its parent
+    assert cfg["data"]["root"] == str(tmp_path / "digits")
+    assert (cfg["data"]["channels"], cfg["data"]["image_size"], cfg["data"]["augment"]) == (1, 28, [])
+    assert cfg["name"] == "digits"
+
+
+def test_init_class_folders_without_train_say_so(cli, tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "pets" / name / "a.png")
+    result = cli("init", tmp_path / "pets")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert f"{tmp_path / 'pets'}/train/" in result.stderr and "mv cat dog train/" in result.stderr
+    assert not list(tmp_path.glob("*.yaml"))
+
+
+def test_init_table_trains_above_chance(cli, tmp_path):
+    table = write_table(tmp_path / "table.csv")
+    path, cfg = init(cli, table, "-o", tmp_path / "starter.yaml")
+    assert path == tmp_path / "starter.yaml"
+    data = cfg["data"]
+    assert (data["dataset"], data["train_file"], data["label_column"]) == ("csv", str(table), "label")
+    assert cfg["model"] == {"type": "mlp", "hidden": [64, 32], "dropout": 0.1}
+    assert cfg["optimizer"]["lr"] == 0.003 and cfg["train"]["epochs"] >= 20  # 300 rows: many epochs
+    text = path.read_text()
+    assert every_key_commented(text) and "guessed: named 'label'" in text and "color" in text
+    assert train(cli, path, tmp_path, 15) > 0.85  # chance is about 0.5
+
+
+def test_init_guesses_the_label_column_and_names_it(cli, tmp_path):
+    rows = {"Target": ["a", "b"] * 20, "size": [float(i) for i in range(40)], "kind": ["x", "y", "z", "w"] * 10}
+    pq.write_table(pa.table(rows), tmp_path / "named.parquet")
+    path, cfg = init(cli, tmp_path / "named.parquet")
+    assert (cfg["data"]["dataset"], cfg["data"]["label_column"]) == ("parquet", "Target")  # any case
+    assert "other columns with few values: kind" in path.read_text()  # size has no repeats
+
+    (tmp_path / "last.csv").write_text("height,weight,species\n1.0,2.0,cat\n1.5,2.5,dog\n0.9,2.1,cat\n")
+    path, cfg = init(cli, tmp_path / "last.csv")
+    assert cfg["data"]["label_column"] == "species" and "guessed: the last column" in path.read_text()
+    load_config(path)
+
+
+def test_init_text_csv_trains_above_chance(cli, tmp_path):
+    texts = write_texts(tmp_path / "reviews.csv")
+    path, cfg = init(cli, texts)
+    data = cfg["data"]
+    assert (data["dataset"], data["text_column"], data["label_column"]) == ("text_csv", "text", "label")
+    assert data["max_length"] >= 14 and cfg["model"]["type"] == "lstm"  # texts of up to 14 words
+    assert every_key_commented(path.read_text())
+    assert train(cli, path, tmp_path, 5) > 0.6  # chance is 1/3
+
+
+def test_init_refuses_to_overwrite(cli, tmp_path):
+    table = write_table(tmp_path / "table.csv", n=40)
+    (tmp_path / "table.yaml").write_text("mine\n")
+    result = cli("init", table)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "error: table.yaml exists; not overwriting it (delete it or choose another file with -o)"]
+    assert (tmp_path / "table.yaml").read_text() == "mine\n"
+    missing = cli("init", tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "no such file or directory" in missing.stderr
+
+
+def test_init_and_schema_do_not_import_torch(tmp_path):
+    write_table(tmp_path / "t.csv", n=20)
+    probe = ("import sys\nfrom dlcli.cli import app\n"
+             "try:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
+    for args in (["init", str(tmp_path / "t.csv"), "-o", str(tmp_path / "t.yaml")], ["schema"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=ROOT,
+                             check=False)
+        assert out.returncode == 0 and out.stdout.strip().endswith("NO-TORCH"), (args, out.stderr[-300:])
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_committed_schema_is_current(cli):
+    result = cli("schema")
+    assert result.exit_code == 0, result.output
+    committed = (ROOT / "dlcli.schema.json").read_text()
+    assert result.stdout == committed, "dlcli.schema.json is stale: run `dlcli schema > dlcli.schema.json`"
+
+
+def test_schema_spells_out_the_registries(cli):
+    from dlcli.data.catalog import DATASETS
+    from dlcli.models.layers import LAYERS
+    from dlcli.optim import OPTIMIZERS
+
+    schema = json.loads(cli("schema").stdout)
+    assert schema["$schema"].endswith("2020-12/schema") and schema["required"] == ["data", "model"]
+    defs = schema["$defs"]
+
+    def resolve(ref):
+        return defs[ref["$ref"].rsplit("/", 1)[-1]]
+
+    kinds = {resolve(r)["properties"]["dataset"]["const"] for r in schema["properties"]["data"]["oneOf"]}
+    assert kinds == set(DATASETS.entries)
+    for ref in schema["properties"]["data"]["oneOf"]:
+        kind = resolve(ref)
+        assert kind["additionalProperties"] is False and "dataset" in kind["required"]
+    csv = next(resolve(r) for r in schema["properties"]["data"]["oneOf"]
+               if resolve(r)["properties"]["dataset"]["const"] == "csv")
+    assert "train_file" in csv["required"] and "label_column" in csv["properties"]
+    optimizers = schema["properties"]["optimizer"]["oneOf"]
+    assert optimizers[0]["enum"] == sorted(OPTIMIZERS.entries)  # `optimizer: adam`
+    assert {resolve(r)["properties"]["name"]["const"] for r in optimizers[1:]} == set(OPTIMIZERS.entries)
+    layer = defs["SequentialModel"]["properties"]["layers"]["items"]["anyOf"]
+    assert layer[0]["enum"] == sorted(LAYERS.entries) and set(layer[1]["properties"]) == set(LAYERS.entries)
+
+
+def configs_and_starters(tmp_path, cli):
+    make_folder(tmp_path / "shapes", per_class=4, splits=("train",))
+    paths = sorted(CONFIGS.glob("*.yaml"))
+    paths.append(init(cli, tmp_path / "shapes")[0])
+    paths.append(init(cli, write_table(tmp_path / "table.csv", n=40))[0])
+    paths.append(init(cli, write_texts(tmp_path / "texts.csv", n=40))[0])
+    return paths
+
+
+def test_every_config_validates_against_the_schema(cli, tmp_path):
+    schema = json.loads((ROOT / "dlcli.schema.json").read_text())
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        first = path.read_text().splitlines()[0]
+        assert first == "# yaml-language-server: $schema=../dlcli.schema.json", path
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed: the structure test stands")
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.check_schema(schema)
+    for path in configs_and_starters(tmp_path, cli):
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message[:200]}"
+                  for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path, errors)
+    for wrong in ({"data": {"dataset": "mnist", "train_file": "x.csv"}, "model": {"type": "mlp"}},
+                  {"data": {"dataset": "mnist"}, "model": {"type": "sequential", "layers": [{"dense": {"unit": 3}}]}},
+                  {"data": {"dataset": "mnist"}, "model": {"type": "mlp"}, "optimizer": {"name": "adam", "rho": 1}}):
+        assert not validator.is_valid(wrong), wrong
+
+
+# ---------------------------------------------------------------- seed 002
+
+
+def test_seed_002_has_keras_parameter_count(cli):
+    result = cli("summary", CONFIGS / "mnist_small_cnn.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["parameters"] == 34_826
