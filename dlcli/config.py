@@ -20,7 +20,8 @@ from dlcli.registry import ItemError, Strict, parse_list
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 100_000
-UNION_MEMBERS = {"int", "str", "float", "bool", "list", "dict", "tuple"}
+UNION_MEMBERS = {"int", "str", "float", "bool", "list", "dict", "tuple"}  # pydantic's names of union members
+UNION_TAG = re.compile(r"constrained-\w+|\w+(-\w+)?\[.*\]")  # constrained-int, literal['auto'], function-after[..]
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -314,7 +315,7 @@ def validate_config(data: dict, source: str = "config", legacy: bool = False) ->
 
 def format_error(error: dict, data: dict) -> str:
     # A union puts the member it tried into the path (train.epochs.constrained-int): keep only key names.
-    loc = [p for p in error["loc"] if isinstance(p, int) or (re.fullmatch(r"\w+", p) and p not in UNION_MEMBERS)]
+    loc = [p for p in error["loc"] if isinstance(p, int) or not (p in UNION_MEMBERS or UNION_TAG.fullmatch(p))]
     # A discriminated union puts the tag into the path (model.cnn.channels): drop it.
     if len(loc) >= 2 and loc[0] == "model" and loc[1] in MODEL_TYPES:
         del loc[1]

@@ -70,11 +70,11 @@ def test_an_unknown_class_weight_is_refused_before_any_run(cli, write_config, tm
 
 
 def test_epochs_auto_gives_small_data_enough_steps_and_records_what_it_chose(cli, write_config, tmp_path):
-    cfg = tiny_config(train={"batch_size": 32})  # 240 samples: 192 train, 6 steps an epoch
-    cfg["data"]["train_samples"] = 240
+    cfg = tiny_config(train={"batch_size": 32})  # 400 samples: 320 train, 10 steps an epoch
+    cfg["data"].update(train_samples=400, noise=4.0)  # noisy: val_loss soon stops falling
     result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
-    assert "note: train.epochs auto: 300 epochs of 6 steps, stopping early after 30 epochs without a lower " \
+    assert "note: train.epochs auto: 300 epochs of 10 steps, stopping early after 30 epochs without a lower " \
            "val_loss" in result.stderr
     run = tmp_path / "runs" / result.stdout.strip().splitlines()[-1]
     recorded = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
@@ -82,7 +82,8 @@ def test_epochs_auto_gives_small_data_enough_steps_and_records_what_it_chose(cli
     assert recorded["train"]["early_stopping"] == {"monitor": "val_loss", "mode": "auto", "patience": 30,
                                                    "min_delta": 0.0}
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == 300 and summary["epochs_completed"] >= 30 and summary["test"]["accuracy"] > 0.9
+    assert summary["epochs"] == 300 and 30 < summary["epochs_completed"] < 300 and summary["stopped_early"]
+    assert summary["test"]["accuracy"] > 0.6  # 3 classes: chance is 1/3
 
 
 def test_a_tie_on_a_saturated_validation_split_goes_to_the_lower_loss(cli, write_config, tmp_path):

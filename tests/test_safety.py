@@ -421,7 +421,8 @@ def test_mutated_configs_validate_or_raise_dlcli_error(cfg):
     params = [torch.nn.Parameter(torch.zeros(2))]
     try:  # the optimizer and scheduler a valid config names can be built
         optimizer = config.optimizer.build(params, "cpu")
-        config.scheduler.build(optimizer, config.train.epochs, 3)
+        epochs = config.train.epochs if config.train.epochs != "auto" else 10  # auto is resolved by `train`
+        config.scheduler.build(optimizer, epochs, 3)
     except DlcliError:
         pass
 
