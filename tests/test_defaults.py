@@ -117,3 +117,11 @@ def test_evaluate_reports_balanced_accuracy_and_the_runs_table_the_test_figure(c
     assert "test acc" in table.stdout and f"{summary['test']['accuracy']:.4f}" in table.stdout
     listed = json.loads(cli("runs", "--runs-dir", tmp_path / "runs", "--json").stdout)
     assert listed[0]["test_accuracy"] == summary["test"]["accuracy"]
+
+
+def test_a_feature_constant_in_training_is_centred_not_blown_up():
+    from dlcli.data.bundle import statistics
+
+    x = torch.tensor([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])
+    mean, std, _ = statistics(x)
+    assert mean == pytest.approx([2.0, 5.0]) and std == pytest.approx([(2 / 3) ** 0.5, 1.0])

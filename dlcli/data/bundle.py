@@ -80,7 +80,10 @@ def statistics(x: torch.Tensor) -> tuple[list[float], list[float], bool]:
         total_sq = total_sq + (c * c).sum(dims)
         count += c.numel() // c.shape[1 if image else -1]
     mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6)
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    # A feature constant in the training split is centred, not scaled: dividing by its ~0 spread would blow any other
+    # value it takes in validation, test or predict rows up by a million (scikit-learn's StandardScaler does the same).
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
     return mean.tolist(), std.tolist(), image
 
 
