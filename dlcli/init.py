@@ -396,8 +396,8 @@ def propose_table(path: Path, given: Path) -> Proposal:
     optimizer = [Key("name", "adam", "Adam: a robust default"),
                  Key("lr", 0.003, "learning rate (small networks on tables take a larger one)")]
     train_keys = [
-        Key("epochs", _by_size(rows, [(1_000, 40), (10_000, 20), (100_000, 10)], 5),
-            f"passes over the {rows:,} rows, more for small tables; {AUTO_EPOCHS}"),
+        Key("epochs", "auto", "about 3,000 steps in 10 to 300 epochs, stopping early when val_loss stops falling "
+            "(on small tables it beats a fixed count: benchmarks/small_tables.py)"),
         Key("batch_size", _by_size(rows, [(10_000, 32), (100_000, 128)], 256), "rows per step"),
     ]
     header = [
