@@ -78,10 +78,15 @@ def prepare_batch(x, normalizer, channels_last: bool):
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
+EVAL_VALUES = 1 << 20  # input values per evaluation batch at most: 1,024 MNIST digits, 85 RGB images of 64x64
+
+
 @torch.inference_mode()
 def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024, channels_last=False):
-    """Logits (float32, on the CPU) for every row of x, in large batches."""
+    """Logits (float32, on the CPU) for every row of x, in large batches: at most `batch_size` rows and EVAL_VALUES
+    input values (a conv layer's activations for 1,024 images of 64x64 would take half a GB)."""
     model.eval()
+    batch_size = max(1, min(batch_size, EVAL_VALUES // max(1, math.prod(x.shape[1:]))))
     out = []
     for start in range(0, len(x), batch_size):
         xb = prepare_batch(x[start : start + batch_size].to(device, non_blocking=True), normalizer, channels_last)

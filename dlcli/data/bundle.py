@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dlcli.data.stats import statistics  # noqa: F401 (dlcli.data.statistics)
 from dlcli.errors import DlcliError
 
 
@@ -67,28 +68,7 @@ class DataBundle:
     notes: list[str] = field(default_factory=list)  # what the user should know about the splits
 
 
-def statistics(x: torch.Tensor) -> tuple[list[float], list[float], bool]:
-    """Per-channel mean and std of images (N, C, H, W), per-feature otherwise; accumulated in float64 chunks."""
-    image = x.dim() == 4
-    dims = (0, 2, 3) if image else tuple(range(x.dim() - 1))
-    total = total_sq = 0
-    count = 0
-    rows = max(1, STATS_CHUNK_VALUES // max(1, x[0].numel()))  # bounded float64 temporaries, whatever the sample size
-    for chunk in x.split(rows):
-        c = chunk.double()
-        total = total + c.sum(dims)
-        total_sq = total_sq + (c * c).sum(dims)
-        count += c.numel() // c.shape[1 if image else -1]
-    mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
-    # A feature constant in the training split is centred, not scaled: dividing by its ~0 spread would blow any other
-    # value it takes in validation, test or predict rows up by a million (scikit-learn's StandardScaler does the same).
-    std = torch.where(std < 1e-6, torch.ones_like(std), std)
-    return mean.tolist(), std.tolist(), image
-
-
-STATS_SAMPLE = 5000
-STATS_CHUNK_VALUES = 1 << 22
+STATS_SAMPLE = 5000  # streamed images: the statistics come from this many, a seeded sample
 
 
 class Splitter:
@@ -155,19 +135,27 @@ def split_raw(raw, entry, seed: int) -> DataBundle:
     test_idx = cut.cut(entry.test_split, "test") if raw.test_y is None else None
     val_idx = cut.cut(entry.val_split, "val") if raw.val_y is None else None
 
-    def make(x, y):
+    known = {}  # a cached split's statistics, stored beside its pixels
+
+    def make(x, y, name=""):
         if not isinstance(x, FileList):
             return Split(x, y)
-        return StreamingSplit(x, y) if x.stream else Split(x.decoded(), y)
+        if x.stream:
+            return StreamingSplit(x, y)
+        pixels, known[name] = x.decoded()
+        return Split(pixels, y)
 
-    pick = lambda idx: make(raw.train_x[idx], raw.train_y[idx])  # noqa: E731
-    train = pick(cut.train(entry.max_train_samples, entry.val_split))
+    pick = lambda idx, name="": make(raw.train_x[idx], raw.train_y[idx], name)  # noqa: E731
+    train = pick(cut.train(entry.max_train_samples, entry.val_split), "train")
     test = pick(test_idx) if test_idx is not None else make(raw.test_x, raw.test_y)
     if val_idx is not None:
         val = pick(val_idx) if len(val_idx) else None
     else:
         val = make(raw.val_x, raw.val_y)
     # Streamed images: the statistics of a seeded sample of STATS_SAMPLE training images.
-    mean, std, image = statistics(train.sample(STATS_SAMPLE, seed) if isinstance(train, StreamingSplit) else train.x)
+    if known.get("train"):
+        mean, std, image = known["train"]
+    else:
+        mean, std, image = statistics(train.sample(STATS_SAMPLE, seed) if isinstance(train, StreamingSplit) else train.x)
     shape = tuple(raw.train_x.shape[1:])
     return DataBundle(train, val, test, raw.classes, shape, Normalizer(mean, std, image), notes=cut.notes)

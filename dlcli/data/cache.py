@@ -17,7 +17,7 @@ def file_stamp(paths, extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for p in paths:
         st = os.stat(p)
-        h.update(f"|{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"|{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}".encode())  # abspath: resolve() is 20x slower
     return h.hexdigest()[:16]
 
 

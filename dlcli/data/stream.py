@@ -60,16 +60,24 @@ class FileList:
         """Decode these files here, in this process (evaluation walks a streamed split in slices this way)."""
         return decode_all(self.files, self.image_shape, _named).to(device)
 
-    def decoded(self) -> torch.Tensor:
-        """All of these files as one tensor, from the cache when the same files were decoded at this size before
-        (memory-mapped: a second run starts at once)."""
+    def decoded(self) -> tuple[torch.Tensor, tuple | None]:
+        """(all of these files as one tensor, their per-channel (mean, std, image) or None when not cached), from
+        the cache when the same files were decoded at this size before (memory-mapped: a second run starts at once,
+        without reading every pixel again for the statistics)."""
         if self.cache_dir is None or not self.files:
-            return decode_all(self.files, self.image_shape, _named)
+            return decode_all(self.files, self.image_shape, _named), None
+        from dlcli.data.stats import statistics
         from dlcli.data.cache import cached_tensors, file_stamp
 
+        def make():
+            x = decode_all(self.files, self.image_shape, _named)
+            mean, std, _ = statistics(x)
+            return {"x": x, "mean": torch.tensor(mean, dtype=torch.float64), "std": torch.tensor(std, dtype=torch.float64)}
+
         key = file_stamp(self.files, extra=f"decoded {self.image_shape}")
-        make = lambda: {"x": decode_all(self.files, self.image_shape, _named)}  # noqa: E731
-        return cached_tensors(self.cache_dir / f"images-{key}.pt", make, mmap=True, keep=CACHED_SPLITS)["x"]
+        found = cached_tensors(self.cache_dir / f"images-{key}.pt", make, mmap=True, keep=CACHED_SPLITS)
+        stats = (found["mean"].tolist(), found["std"].tolist(), True) if "mean" in found else None
+        return found["x"], stats
 
 
 class _Decode(Dataset):
