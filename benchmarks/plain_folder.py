@@ -5,6 +5,7 @@
 torchvision.datasets.ImageFolder with ToTensor + Normalize (the usual ImageNet mean/std), a seeded random_split
 (--val-share and --test-share held out, the rest trains), DataLoader(batch_size=64, shuffle=True, num_workers=2),
 the CNN of dlcli's `{type: cnn, channels: [32, 64], padding: same, hidden: [128]}` preset, Adam 1e-3, one epoch,
+a pass over the validation share after each epoch (when there is a test share too: dlcli makes the same pass),
 then accuracy on the held-out test share (the validation share, when there is no test share). Prints one JSON line.
 """
 
@@ -14,10 +15,10 @@ import time
 
 started = time.perf_counter()
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, random_split  # noqa: E402
-from torchvision import datasets, transforms  # noqa: E402
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, random_split
+from torchvision import datasets, transforms
 
 
 def make_model(channels: int, size: int, classes: int) -> nn.Module:
@@ -50,13 +51,23 @@ def main():
     n_test, n_val = round(n * args.test_share), round(n * args.val_share)
     train_set, val_set, test_set = random_split(dataset, [n - n_val - n_test, n_val, n_test],
                                                 generator=torch.Generator().manual_seed(args.seed))
-    held_out = test_set if n_test else val_set
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
-    test_loader = DataLoader(held_out, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+    val_loader = DataLoader(val_set, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
+    test_loader = DataLoader(test_set if n_test else val_set, batch_size=args.batch_size, shuffle=False,
+                             num_workers=args.workers)
 
     model = make_model(3, args.image_size, len(dataset.classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
+
+    def accuracy(loader):
+        model.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in loader:
+                correct += (model(x).argmax(1) == y).sum().item()
+                total += len(y)
+        return correct / total, total
 
     train_started = time.perf_counter()
     for _ in range(args.epochs):
@@ -66,16 +77,14 @@ def main():
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
+        if n_test and n_val:  # the validation pass after each epoch, as dlcli makes one
+            val_accuracy, _ = accuracy(val_loader)
     train_seconds = time.perf_counter() - train_started
 
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in test_loader:
-            correct += (model(x).argmax(1) == y).sum().item()
-            total += len(y)
+    test_accuracy, total = accuracy(test_loader)
     print(json.dumps({
-        "test_accuracy": correct / total,
+        "test_accuracy": test_accuracy,
+        "val_accuracy": val_accuracy if n_test and n_val else test_accuracy,
         "test_samples": total,
         "train_samples": len(train_set),
         "parameters": sum(p.numel() for p in model.parameters()),
