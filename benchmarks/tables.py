@@ -22,12 +22,19 @@ Targets: dlcli's wall time at most 1.3x the plain script's, its peak memory at m
 --stream: dlcli encodes the table in record batches into memory-mapped files in data/.cache/; that folder is
 deleted before each first (cold) run, and a second run (warm) reuses the cache. The plain script still loads
 everything into memory.
+
+On a shared machine: the CPU time the machine spent busy during a run, less the run's own (/proc/stat and
+getrusage), tells how many cores other processes took meanwhile; a run disturbed by more than --max-others cores
+(default 0.25) is measured again, up to --retries times (default 2), and --wait-idle SECONDS waits for an idle
+machine before each run. The JSON output lists those cores per run (other_processes_cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import sys
@@ -91,14 +98,65 @@ def generate(work: Path, rows: int, log) -> dict[str, Path]:
     return paths
 
 
+# ---------------------------------------------------------------- measuring on a shared machine
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine (all cores, every process) has spent busy since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children and their waited-for descendants (the measured runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class Meter:
+    """compare.py's `measured`, plus a check that nothing else used the machine meanwhile: the CPU seconds the
+    machine spent busy during a run, less the run's own, over its wall time, are the cores other processes took.
+    A run that others disturbed by more than --max-others cores is measured again (--retries times at most);
+    --wait-idle first waits for the machine to be idle."""
+
+    def __init__(self, args, log):
+        self.args, self.log = args, log
+
+    def settle(self) -> None:
+        deadline = time.monotonic() + self.args.wait_idle
+        while time.monotonic() < deadline:
+            busy0 = machine_busy_seconds()
+            time.sleep(1.0)
+            if machine_busy_seconds() - busy0 <= 0.1:  # under a tenth of a core for a second
+                return
+
+    def run(self, cmd: list[str], label: str, before=None) -> tuple[float, float, str, float]:
+        for attempt in range(self.args.retries + 1):
+            if self.args.wait_idle:
+                self.settle()
+            if before is not None:
+                before()
+            busy0, own0 = machine_busy_seconds(), own_cpu_seconds()
+            wall, rss, out = measured(cmd)
+            others = max(0.0, (machine_busy_seconds() - busy0) - (own_cpu_seconds() - own0)) / wall
+            if others <= self.args.max_others or attempt == self.args.retries:
+                return wall, rss, out, others
+            self.log(f"  ({label}: other processes took {others:.2f} cores during the run ({wall:.1f} s); "
+                     "measuring again)")
+        raise AssertionError("unreachable")
+
+
 # ---------------------------------------------------------------- the two sides
 
 
-def plain_run(path: Path) -> dict:
-    wall, rss, out = measured([sys.executable, str(HERE / "plain_table.py"), str(path), "--epochs", "1",
-                               "--batch-size", "512", "--lr", "0.001", "--hidden", "64,32", "--seed", "0"])
+def plain_run(meter: Meter, path: Path) -> dict:
+    wall, rss, out, others = meter.run(
+        [sys.executable, str(HERE / "plain_table.py"), str(path), "--epochs", "1", "--batch-size", "512",
+         "--lr", "0.001", "--hidden", "64,32", "--seed", "0"], f"plain {path.suffix[1:]}")
     r = json.loads(out.strip().splitlines()[-1])
-    return {"wall": wall, "rss": rss, "test_accuracy": r["test_accuracy"], "val_accuracy": r["val_accuracy"]}
+    return {"wall": wall, "rss": rss, "others": others, "test_accuracy": r["test_accuracy"],
+            "val_accuracy": r["val_accuracy"]}
 
 
 def write_config(work: Path, fmt: str, path: Path, stream: bool) -> Path:
@@ -115,14 +173,16 @@ def write_config(work: Path, fmt: str, path: Path, stream: bool) -> Path:
     return config
 
 
-def dlcli_run(config: Path, runs_dir: Path) -> dict:
-    wall, rss, out = measured([sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", str(runs_dir),
-                               "--quiet"])
+def dlcli_run(meter: Meter, config: Path, runs_dir: Path, before=None) -> dict:
+    wall, rss, out, others = meter.run(
+        [sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", str(runs_dir), "--quiet"],
+        f"dlcli {config.stem.removeprefix('table_bench-')}", before)
     run_id = out.strip().splitlines()[-1]
     summary = json.loads((runs_dir / run_id / "summary.json").read_text())
     if summary.get("status") != "completed":
         sys.exit(f"dlcli run {run_id} ended {summary.get('status')}: {summary.get('error')}")
-    return {"wall": wall, "rss": rss, "test_accuracy": summary["test"]["accuracy"], "run_id": run_id}
+    return {"wall": wall, "rss": rss, "others": others, "test_accuracy": summary["test"]["accuracy"],
+            "val_accuracy": summary.get("best_metric", {}).get("value"), "run_id": run_id}
 
 
 def med(runs: list[dict], key: str) -> float:
@@ -132,16 +192,16 @@ def med(runs: list[dict], key: str) -> float:
 # ---------------------------------------------------------------- the modes
 
 
-def in_memory(args, paths, work, runs_dir, log) -> list[dict]:
+def in_memory(meter, paths, work, runs_dir) -> list[dict]:
     rows = []
-    for fmt in args.formats:
+    for fmt in meter.args.formats:
         config = write_config(work, fmt, paths[fmt], stream=False)
         plain, ours = [], []
-        for i in range(args.repeats):  # alternate, so drift of the machine hits both alike
-            plain.append(plain_run(paths[fmt]))
-            ours.append(dlcli_run(config, runs_dir))
-            log(f"  {fmt} repeat {i + 1}: plain {plain[-1]['wall']:.2f} s {plain[-1]['rss']:.0f} MiB | "
-                f"dlcli {ours[-1]['wall']:.2f} s {ours[-1]['rss']:.0f} MiB")
+        for i in range(meter.args.repeats):  # alternate, so drift of the machine hits both alike
+            plain.append(plain_run(meter, paths[fmt]))
+            ours.append(dlcli_run(meter, config, runs_dir))
+            meter.log(f"  {fmt} repeat {i + 1}: plain {plain[-1]['wall']:.2f} s {plain[-1]['rss']:.0f} MiB | "
+                      f"dlcli {ours[-1]['wall']:.2f} s {ours[-1]['rss']:.0f} MiB")
         row = {
             "format": fmt,
             "plain_wall_seconds": round(med(plain, "wall"), 2),
@@ -152,6 +212,9 @@ def in_memory(args, paths, work, runs_dir, log) -> list[dict]:
             "dlcli_test_accuracy": round(med(ours, "test_accuracy"), 4),
             "plain_walls": [round(r["wall"], 2) for r in plain],
             "dlcli_walls": [round(r["wall"], 2) for r in ours],
+            "plain_rss": [round(r["rss"]) for r in plain],
+            "dlcli_rss": [round(r["rss"]) for r in ours],
+            "other_processes_cores": [round(r["others"], 2) for r in plain + ours],
         }
         row["wall_ratio"] = round(row["dlcli_wall_seconds"] / row["plain_wall_seconds"], 3)
         row["rss_ratio"] = round(row["dlcli_peak_rss_mib"] / row["plain_peak_rss_mib"], 3)
@@ -161,20 +224,20 @@ def in_memory(args, paths, work, runs_dir, log) -> list[dict]:
     return rows
 
 
-def streamed(args, paths, work, runs_dir, log) -> list[dict]:
+def streamed(meter, paths, work, runs_dir) -> list[dict]:
     rows = []
-    cache = paths["csv"].parent / ".cache"
-    for fmt in args.formats:
+    cache = paths["csv"].parent / ".cache"  # where dlcli caches a streamed table: beside the data
+    for fmt in meter.args.formats:
         config = write_config(work, fmt, paths[fmt], stream=True)
         plain, cold, warm = [], [], []
-        for i in range(args.repeats):
-            plain.append(plain_run(paths[fmt]))
-            shutil.rmtree(cache, ignore_errors=True)  # the first streamed run is really cold
-            cold.append(dlcli_run(config, runs_dir))
-            warm.append(dlcli_run(config, runs_dir))
-            log(f"  {fmt} repeat {i + 1}: plain {plain[-1]['wall']:.2f} s {plain[-1]['rss']:.0f} MiB | dlcli streamed "
-                f"first {cold[-1]['wall']:.2f} s {cold[-1]['rss']:.0f} MiB, second {warm[-1]['wall']:.2f} s "
-                f"{warm[-1]['rss']:.0f} MiB")
+        for i in range(meter.args.repeats):
+            plain.append(plain_run(meter, paths[fmt]))
+            # the first streamed run is really cold: no cache (deleted again before a run that is measured again)
+            cold.append(dlcli_run(meter, config, runs_dir, before=lambda: shutil.rmtree(cache, ignore_errors=True)))
+            warm.append(dlcli_run(meter, config, runs_dir))
+            meter.log(f"  {fmt} repeat {i + 1}: plain {plain[-1]['wall']:.2f} s {plain[-1]['rss']:.0f} MiB | "
+                      f"dlcli streamed first {cold[-1]['wall']:.2f} s {cold[-1]['rss']:.0f} MiB, second "
+                      f"{warm[-1]['wall']:.2f} s {warm[-1]['rss']:.0f} MiB")
         cache_mib = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20 if cache.is_dir() else 0
         row = {
             "format": fmt,
@@ -187,6 +250,7 @@ def streamed(args, paths, work, runs_dir, log) -> list[dict]:
             "dlcli_second_peak_rss_mib": round(med(warm, "rss")),
             "dlcli_test_accuracy": round(med(warm, "test_accuracy"), 4),
             "dlcli_cache_mib": round(cache_mib),
+            "other_processes_cores": [round(r["others"], 2) for r in plain + cold + warm],
         }
         for run in ("first", "second"):
             row[f"{run}_wall_ratio"] = round(row[f"dlcli_{run}_wall_seconds"] / row["plain_wall_seconds"], 3)
@@ -227,6 +291,11 @@ def main():
     parser.add_argument("--formats", default="csv,parquet", help="comma-separated: csv, parquet")
     parser.add_argument("--stream", action="store_true", help="dlcli with data.stream: true, first and second run")
     parser.add_argument("--work", default="/tmp/dlcli-bench-tables", help="data, configs and runs (data is kept)")
+    parser.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                        help="before each run, wait up to SECONDS for the machine to be idle (a shared machine)")
+    parser.add_argument("--max-others", type=float, default=0.25, metavar="CORES",
+                        help="measure a run again when other processes took more than CORES cores during it")
+    parser.add_argument("--retries", type=int, default=2, help="how many times a disturbed run is measured again")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args()
     args.formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -244,7 +313,7 @@ def main():
                "repeats": args.repeats, "mode": "stream" if args.stream else "memory",
                "targets": {"wall_ratio": TARGET_WALL, "rss_ratio": TARGET_RSS},
                "files_mib": {k: round(p.stat().st_size / 2**20) for k, p in paths.items()}}
-    results["rows_by_format"] = (streamed if args.stream else in_memory)(args, paths, work, runs_dir, log)
+    results["rows_by_format"] = (streamed if args.stream else in_memory)(Meter(args, log), paths, work, runs_dir)
     if args.json:
         print(json.dumps(results, indent=2))
         return
