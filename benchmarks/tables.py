@@ -44,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from compare import machine, measured  # noqa: E402
+from compare import machine, measured
 
 FEATURES = 20
 CLASSES = 4
@@ -156,7 +156,7 @@ def plain_run(meter: Meter, path: Path) -> dict:
          "--lr", "0.001", "--hidden", "64,32", "--seed", "0"], f"plain {path.suffix[1:]}")
     r = json.loads(out.strip().splitlines()[-1])
     return {"wall": wall, "rss": rss, "others": others, "test_accuracy": r["test_accuracy"],
-            "val_accuracy": r["val_accuracy"]}
+            "val_accuracy": r["val_accuracy"], "load": r["load_seconds"], "train": r["train_seconds"]}
 
 
 def write_config(work: Path, fmt: str, path: Path, stream: bool) -> Path:
@@ -182,7 +182,8 @@ def dlcli_run(meter: Meter, config: Path, runs_dir: Path, before=None) -> dict:
     if summary.get("status") != "completed":
         sys.exit(f"dlcli run {run_id} ended {summary.get('status')}: {summary.get('error')}")
     return {"wall": wall, "rss": rss, "others": others, "test_accuracy": summary["test"]["accuracy"],
-            "val_accuracy": summary.get("best_metric", {}).get("value"), "run_id": run_id}
+            "val_accuracy": summary.get("best_metric", {}).get("value"), "train": summary["train_seconds"],
+            "run_id": run_id}
 
 
 def med(runs: list[dict], key: str) -> float:
@@ -210,6 +211,9 @@ def in_memory(meter, paths, work, runs_dir) -> list[dict]:
             "dlcli_peak_rss_mib": round(med(ours, "rss")),
             "plain_test_accuracy": round(med(plain, "test_accuracy"), 4),
             "dlcli_test_accuracy": round(med(ours, "test_accuracy"), 4),
+            "plain_load_seconds": round(med(plain, "load"), 2),
+            "plain_train_seconds": round(med(plain, "train"), 2),
+            "dlcli_train_seconds": round(med(ours, "train"), 2),
             "plain_walls": [round(r["wall"], 2) for r in plain],
             "dlcli_walls": [round(r["wall"], 2) for r in ours],
             "plain_rss": [round(r["rss"]) for r in plain],
@@ -250,6 +254,10 @@ def streamed(meter, paths, work, runs_dir) -> list[dict]:
             "dlcli_second_peak_rss_mib": round(med(warm, "rss")),
             "dlcli_test_accuracy": round(med(warm, "test_accuracy"), 4),
             "dlcli_cache_mib": round(cache_mib),
+            "plain_load_seconds": round(med(plain, "load"), 2),
+            "plain_train_seconds": round(med(plain, "train"), 2),
+            "dlcli_first_train_seconds": round(med(cold, "train"), 2),
+            "dlcli_second_train_seconds": round(med(warm, "train"), 2),
             "other_processes_cores": [round(r["others"], 2) for r in plain + cold + warm],
         }
         for run in ("first", "second"):
@@ -261,26 +269,30 @@ def streamed(meter, paths, work, runs_dir) -> list[dict]:
 
 def print_memory(rows):
     print(f"| format | plain wall s | dlcli wall s | wall ratio (<= {TARGET_WALL}) | plain peak MiB | dlcli peak MiB | "
-          f"memory ratio (<= {TARGET_RSS}) | plain test acc | dlcli test acc |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"memory ratio (<= {TARGET_RSS}) | plain load s | train s plain / dlcli | plain test acc | dlcli test acc |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        mark = lambda ok: "" if ok else " MISSED"  # noqa: E731
+        mark = lambda ok: "" if ok else " MISSED"
         print(f"| {r['format']} | {r['plain_wall_seconds']:.2f} | {r['dlcli_wall_seconds']:.2f} | "
               f"**{r['wall_ratio']:.3f}**{mark(r['wall_target_met'])} | {r['plain_peak_rss_mib']:,} | "
               f"{r['dlcli_peak_rss_mib']:,} | **{r['rss_ratio']:.3f}**{mark(r['rss_target_met'])} | "
+              f"{r['plain_load_seconds']:.2f} | {r['plain_train_seconds']:.2f} / {r['dlcli_train_seconds']:.2f} | "
               f"{r['plain_test_accuracy']:.4f} | {r['dlcli_test_accuracy']:.4f} |")
 
 
 def print_streamed(rows):
     print("| format | plain wall s | plain peak MiB | dlcli 1st wall s | 1st peak MiB | dlcli 2nd wall s | "
-          "2nd peak MiB | wall ratio 1st / 2nd | memory ratio 1st / 2nd | plain acc | dlcli acc |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "2nd peak MiB | wall ratio 1st / 2nd | memory ratio 1st / 2nd | plain load s | train s plain / 1st / 2nd | "
+          "plain acc | dlcli acc |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['format']} | {r['plain_wall_seconds']:.2f} | {r['plain_peak_rss_mib']:,} | "
               f"{r['dlcli_first_wall_seconds']:.2f} | {r['dlcli_first_peak_rss_mib']:,} | "
               f"{r['dlcli_second_wall_seconds']:.2f} | {r['dlcli_second_peak_rss_mib']:,} | "
               f"{r['first_wall_ratio']:.3f} / {r['second_wall_ratio']:.3f} | "
-              f"{r['first_rss_ratio']:.3f} / {r['second_rss_ratio']:.3f} | {r['plain_test_accuracy']:.4f} | "
+              f"{r['first_rss_ratio']:.3f} / {r['second_rss_ratio']:.3f} | {r['plain_load_seconds']:.2f} | "
+              f"{r['plain_train_seconds']:.2f} / {r['dlcli_first_train_seconds']:.2f} / "
+              f"{r['dlcli_second_train_seconds']:.2f} | {r['plain_test_accuracy']:.4f} | "
               f"{r['dlcli_test_accuracy']:.4f} |")
 
 
@@ -320,6 +332,9 @@ def main():
     print(f"\n{args.rows:,} rows x {FEATURES} features, {CLASSES} classes, 1 epoch, batch 512, medians of "
           f"{args.repeats}; {results['machine']}")
     (print_streamed if args.stream else print_memory)(results["rows_by_format"])
+    worst = max(c for r in results["rows_by_format"] for c in r["other_processes_cores"])
+    print(f"Other processes took at most {worst:.2f} cores during a kept run"
+          + (" (disturbed: rerun, or pass --wait-idle)" if worst > args.max_others else "") + ".")
 
 
 if __name__ == "__main__":
