@@ -279,7 +279,11 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
 
 
 @app.command("runs")
-def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
+def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False,
+              clean: Annotated[bool, typer.Option("--clean", help="Remove the runs that never saved a checkpoint "
+                                                  "(killed, failed or interrupted in their first epoch), after "
+                                                  "asking")] = False,
+              yes: Annotated[bool, typer.Option("--yes", "-y", help="With --clean: do not ask")] = False):
     """List the runs: id, dataset, model, epochs, best metric, test accuracy, status, date (oldest first)."""
 
     def body():
@@ -288,6 +292,8 @@ def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
         from dlcli import runs
 
         root = runs.runs_dir(runs_dir)
+        if clean:
+            return _clean_runs(root, yes)
         rows = [runs.overview(p) for p in runs.list_runs(root)]
         if json_:
             print(json.dumps(rows, indent=2))
@@ -300,7 +306,8 @@ def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
         table = Table(title=f"runs in {root}/")
         for col in ("id", "dataset", "model", "epochs", "best metric", "test acc", "status", "date"):
             table.add_column(col, no_wrap=col == "id", justify="right" if col in ("epochs", "test acc") else "left")
-        colours = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red"}
+        colours = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
+                   "killed": "red"}
         for r in rows:
             best = r["best_metric"]
             best_text = f"{str(best.get('name')).replace('accuracy', 'acc')} {best['value']:.4f}" if best and \
@@ -309,10 +316,36 @@ def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
             table.add_row(r["id"], r["dataset"] or "?", r["model"] or "?",
                           f"{r['epochs_completed'] if r['epochs_completed'] is not None else '?'}/{r['epochs'] or '?'}",
                           best_text, f"{test:.4f}" if isinstance(test := r["test_accuracy"], (int, float)) else "-",
-                          f"[{colour}]{r['status']}[/{colour}]", str(r["started"]).replace("T", " ")[:16])
+                          f"[{colour}]{_status_text(r)}[/{colour}]", str(r["started"]).replace("T", " ")[:16])
         _stdout().print(table)
 
     guarded(body)
+
+
+def _status_text(row: dict) -> str:
+    """`killed (checkpoint: epoch 3)`: a run that did not finish says how far a resume starts."""
+    if row["status"] in ("completed", "running"):
+        return row["status"]
+    last = row.get("last_checkpoint")
+    return f"{row['status']} ({'no checkpoint' if last is None else f'checkpoint: epoch {last}'})"
+
+
+def _clean_runs(root, yes: bool) -> None:
+    import shutil
+
+    from dlcli import runs
+
+    found = runs.never_checkpointed(root)
+    if not found:
+        print(f"nothing to clean in {root}/: every run has a checkpoint or is being trained", file=sys.stderr)
+        return
+    for run, why in found:
+        print(f"{run.name}: {why}")
+    if not yes and not typer.confirm(f"remove these {len(found)} run directories?", default=False):
+        raise typer.Exit(1)
+    for run, _ in found:
+        shutil.rmtree(run)
+    print(f"removed {len(found)} run directories from {root}/", file=sys.stderr)
 
 
 @app.command()
@@ -337,6 +370,13 @@ def show(run_id: RunIdArg, runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
             summary = runs.read_json(run / "summary.json")
         except DlcliError as err:  # still show the config and files of a run whose summary is missing or damaged
             summary = {"error": str(err)}
+        if isinstance(summary, dict) and (now := runs.status(run, summary)) != summary.get("status"):
+            last = runs.last_checkpoint(run, summary, runs.read_metrics(run))
+            summary = {**summary, "status": now, "recorded_status": summary.get("status"),
+                       "last_checkpoint": last,
+                       "note": "its process ended without recording how: " + (
+                           f"`dlcli resume {run.name}` continues from epoch {last}" if last is not None else
+                           "no checkpoint was saved, train it again (`dlcli runs --clean` removes it)")}
         plots = [str(p) for p in plot_files(run)]
         reports = [str(p) for p in sorted(run.glob("eval-*.json"))]
         if json_:

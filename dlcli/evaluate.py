@@ -8,6 +8,7 @@ so both feed the model exactly the same way.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class LoadedRun:
     channels_last: bool
     checkpoint: Path
     epoch: int | None
+    notice: str | None = None  # the other checkpoint was used: the one asked for is missing or damaged
 
     def logits(self, x, batch_size: int | None = None):
         """float32 logits on the CPU for raw inputs x (uint8 images as the dataset stores them, not normalised)."""
@@ -93,8 +95,9 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     cfg = read_run_config(run)
     info = info or read_data_info(run)
     dev = resolve_device(device)
-    ckpt_path = run / "checkpoints" / f"{checkpoint}.pt"
-    state = runs.load_checkpoint(ckpt_path)
+    state, ckpt_path, notice = runs.load_either_checkpoint(run, checkpoint)
+    if notice:
+        print(f"notice: {notice}", file=sys.stderr)
     vocab = (info.get("preprocessing") or {}).get("vocab")
     model, _ = build_model(cfg.model, info["input_shape"], len(info["classes"]), len(vocab) if vocab else None)
     weights = {k.removeprefix("_orig_mod."): v for k, v in state["model"].items()}  # a torch.compile'd model's keys
@@ -115,7 +118,8 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     norm = info["normalization"]
     epoch = state.get("epoch")
     return LoadedRun(run, cfg, info["classes"], info["input_shape"], Normalizer(**norm),
-                     model, dev, precision, channels_last, ckpt_path, int(epoch) if isinstance(epoch, int) else None)
+                     model, dev, precision, channels_last, ckpt_path, int(epoch) if isinstance(epoch, int) else None,
+                     notice)
 
 
 def rebuild_split(loaded: LoadedRun, split: str):

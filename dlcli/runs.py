@@ -28,6 +28,27 @@ def runs_dir(option: str | None) -> Path:
     return Path(option or os.environ.get("DLCLI_RUNS_DIR") or "runs")
 
 
+def check_writable(root: Path) -> None:
+    """One clear line before any training when runs cannot be written under `root` (read-only, not a directory,
+    no permission), instead of a failure after the first epoch. Creates nothing: a run that fails to start
+    leaves no runs directory behind."""
+    import tempfile
+
+    fix = "pass --runs-dir (or set DLCLI_RUNS_DIR) to a directory you can write"
+    where = Path(os.path.abspath(root))
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    if not where.is_dir():
+        raise DlcliError(f"cannot create the runs directory {root}: {where} is not a directory; {fix}", RUNTIME)
+    try:
+        with tempfile.TemporaryFile(dir=where, prefix=".dlcli-probe"):
+            pass
+    except OSError as err:
+        what = f"write in the runs directory {root}" if where == Path(os.path.abspath(root)) else \
+            f"create the runs directory {root} in {where}"
+        raise DlcliError(f"cannot {what}: {os.strerror(err.errno).lower()}; {fix}", RUNTIME) from None
+
+
 def create_run(root: Path, name: str) -> Path:
     """A new, empty run directory `<name>-<YYYYmmdd-HHMMSS>[-N]`; mkdir's atomicity keeps concurrent ids distinct."""
     root.mkdir(parents=True, exist_ok=True)
@@ -43,22 +64,100 @@ def create_run(root: Path, name: str) -> Path:
     raise DlcliError(f"cannot create a run directory under {root}", RUNTIME)
 
 
-def atomic_write(path: Path, write) -> None:
+class _Counting:
+    """A file wrapper that counts the bytes written and keeps the OSError of a failed write: torch's zip writer
+    turns it into `[enforce fail at inline_container.cc] unexpected pos ...`, which tells a user nothing."""
+
+    def __init__(self, raw):
+        self.raw, self.written, self.error = raw, 0, None
+
+    def write(self, data) -> int:
+        try:
+            n = self.raw.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+        self.written += n if isinstance(n, int) else 0
+        return n
+
+    def __getattr__(self, name):  # flush, tell, seek, ... as the real file has them
+        return getattr(self.raw, name)
+
+
+def atomic_write(path: Path, write, needed: int | None = None) -> None:
     """Write through a temporary file, flush it to disk, then rename it over `path`: readers see old or new.
 
     A failure (full disk, an exception, a signal) removes the temporary file and leaves `path` as it was; a kill
-    leaves at most a stale `.NAME.tmpPID` beside it, which `remove_stale_temps` clears."""
+    leaves at most a stale `.NAME.tmpPID` beside it, which `remove_stale_temps` clears. A failed write is raised as a
+    DlcliError naming the path, the error in words, the space the file needs (`needed`, bytes) and what is free."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    counted = None
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(tmp, "wb") as raw:
+            counted = _Counting(raw)
+            write(counted)
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        cause = err if isinstance(err, OSError) else getattr(counted, "error", None)
+        if isinstance(cause, OSError) or (isinstance(err, RuntimeError) and "inline_container" in str(err)):
+            written = counted.written if counted else 0
+            raise storage_error(path, cause if isinstance(cause, OSError) else None, max(needed or 0, written),
+                                exact=needed is not None) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} TB"
+
+
+def _mount_point(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def storage_error(path: Path, err: OSError | None, needed: int = 0, exact: bool = True) -> DlcliError:
+    """One line for a failed write: what, where, the error in words, and (for a full disk) the space in question."""
+    import errno as errnos
+    import shutil
+
+    code = getattr(err, "errno", None)
+    words = os.strerror(code).lower() if code else "the write failed"
+    name = f" ({errnos.errorcode[code]})" if code in errnos.errorcode else ""
+    previous = f"the previous {path.name} is intact" if path.exists() else f"there was no {path.name} before"
+    message = f"could not write {path}: {words}{name}"
+    if code in (None, errnos.ENOSPC, errnos.EDQUOT, errnos.EFBIG):
+        try:
+            free = shutil.disk_usage(path.parent).free
+            space = f"{_size(free)} free on {_mount_point(path.parent)}"
+        except OSError:
+            free, space = None, "free space unknown"
+        if code is None and free is not None and needed and free >= needed:
+            return DlcliError(f"could not write {path}: the write failed; {previous}", RUNTIME)
+        if needed:
+            message += f"; it needs {'' if exact else 'more than '}{_size(needed)}, {space}"
+        else:
+            message += f"; {space}"
+        if code is None:
+            message = message.replace("the write failed", "no space left on device, it seems")
+    fix = {errnos.ENOSPC: "free some space or pass --runs-dir on another disk",
+           errnos.EDQUOT: "free some of your quota or pass --runs-dir elsewhere",
+           errnos.EROFS: "pass --runs-dir (or set DLCLI_RUNS_DIR) to a writable directory",
+           errnos.EACCES: "pass --runs-dir (or set DLCLI_RUNS_DIR) to a directory you can write",
+           errnos.EFBIG: "raise the file size limit (ulimit -f) or write elsewhere"}.get(code)
+    return DlcliError(f"{message}; {previous}{'; ' + fix if fix else ''}", RUNTIME)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -89,11 +188,18 @@ def write_yaml(path: Path, obj) -> None:
 
 
 def append_jsonl(path: Path, obj) -> None:
+    """One line at the end of a JSON-lines file; a line torn by an earlier failure is ended first."""
+    line = (json.dumps(obj) + "\n").encode()
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(obj) + "\n")
+        with open(path, "a+b") as f:
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+            f.write(line)
+            f.flush()
     except OSError as err:
-        raise DlcliError(f"could not append to {path} ({err.strerror or err})", RUNTIME) from None
+        raise storage_error(path, err, len(line)) from None
 
 
 def read_json(path: Path):
@@ -125,14 +231,23 @@ def keep_metrics_until(run: Path, epoch: int) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(path, lambda f: _torch_save(state, f), needed=_tensor_bytes(state) + 64 * 1024)
+
+
+def _torch_save(state, f) -> None:
     import torch
 
-    previous = "the previous one is intact" if path.is_file() else "there was none before"
-    try:
-        atomic_write(path, lambda f: torch.save(state, f))
-    except (OSError, RuntimeError) as err:  # torch's zip writer reports a failed write as RuntimeError
-        reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:160]
-        raise DlcliError(f"could not write checkpoint {path} ({reason}); {previous}", RUNTIME) from None
+    torch.save(state, f)
+
+
+def _tensor_bytes(obj) -> int:
+    """About what torch.save writes for `obj`: its tensors' bytes (the pickled rest is small)."""
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    nbytes = getattr(obj, "nbytes", None)
+    return nbytes if isinstance(nbytes, int) else 0
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -161,26 +276,218 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
+RESUME_KEYS = {"optimizer", "epoch", "step", "rng", "callbacks", "progress"}
+
+
+def load_either_checkpoint(run: Path, which: str, map_location="cpu", resumable: bool = False):
+    """checkpoints/<which>.pt, or, where that one is missing or damaged, the other (last <-> best): both hold the
+    same model (and, for resume, the whole training state of their epoch). Returns (state, path, notice or None);
+    raises the first file's error when neither can be read."""
+    wanted = run / "checkpoints" / f"{which}.pt"
+
+    def read(path: Path) -> dict:
+        state = load_checkpoint(path, map_location)
+        if resumable and not RESUME_KEYS <= state.keys():
+            raise DlcliError(f"{path}: holds weights only, not the state a resume needs", RUNTIME)
+        return state
+
+    try:
+        return read(wanted), wanted, None
+    except DlcliError as err:
+        other = wanted.with_name(("last" if which == "best" else "best") + ".pt")
+        if not other.is_file():
+            raise
+        try:
+            state = read(other)
+        except DlcliError:
+            raise err from None
+        epoch = state.get("epoch")
+        return state, other, f"{err}; using {other.name} (epoch {epoch}) instead"
+
+
 def owner() -> dict:
-    """Who is training a run, so that a second process does not resume it at the same time."""
+    """Who is training a run, recorded in summary.json and in the run's lock."""
     import platform
 
     return {"pid": os.getpid(), "host": platform.node()}
 
 
-def check_not_running(run: Path, summary: dict) -> None:
+LOCK = ".lock"
+HEARTBEAT = 30.0  # seconds between touches of a held lock...
+STALE = 5 * HEARTBEAT  # ...and the silence after which a run on another machine counts as gone
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held by the process training it for as long as it trains.
+
+    The kernel drops a flock when its process dies however it dies (SIGKILL, the OOM killer, a power cut of an SSH
+    session), so a free lock on a run whose summary still says `running` means the run was killed. On a shared
+    file system where another machine's locks may be invisible, a thread also touches the lock file every
+    HEARTBEAT seconds: a run trained elsewhere is only called killed once its lock is free *and* silent."""
+
+    def __init__(self, run: Path):
+        self.run, self.fd, self._stop = run, None, None
+
+    def acquire(self, attempts: int = 20) -> "RunLock":
+        import fcntl
+        import threading
+
+        path = self.run / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise storage_error(path, err) from None
+        for attempt in range(attempts):  # a `dlcli runs` testing the lock holds it for an instant
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == attempts - 1:
+                    os.close(fd)
+                    who = read_lock_owner(self.run)
+                    by = f" by process {who.get('pid')} on {who.get('host')}" if who else ""
+                    raise DlcliError(f"run {self.run.name} is being trained{by}; stop it first (Ctrl-C or SIGTERM "
+                                     "saves a checkpoint)", RUNTIME) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps({**owner(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n").encode())
+        self.fd, self._stop = fd, threading.Event()
+        threading.Thread(target=self._beat, args=(path, self._stop), daemon=True, name="dlcli-heartbeat").start()
+        return self
+
+    @staticmethod
+    def _beat(path: Path, stop) -> None:
+        while not stop.wait(HEARTBEAT):
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        import fcntl
+
+        if self.fd is None:
+            return
+        self._stop.set()
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def read_lock_owner(run: Path) -> dict:
+    try:
+        found = json.loads((run / LOCK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def lock_held(run: Path) -> bool | None:
+    """Is someone holding the run's lock? None where the run has no lock file (made before locks, or killed
+    while its directory was being made)."""
+    import fcntl
+
+    try:
+        fd = os.open(run / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None  # a file system without locks: say nothing
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_alive(run: Path, summary: dict) -> bool:
+    """Whether the process training a `running` run still exists, told from its lock (see RunLock); for a run
+    without a lock file, from its recorded pid where it ran on this machine."""
+    here = owner()["host"]
+    host = summary.get("host") or read_lock_owner(run).get("host")
+    held = lock_held(run)
+    if held:
+        return True
+    if held is False:
+        if host in (None, here):
+            return False
+        try:
+            silent = time.time() - (run / LOCK).stat().st_mtime
+        except OSError:
+            return False
+        return silent < STALE
     pid = summary.get("pid")
-    if summary.get("status") != "running" or summary.get("host") != owner()["host"] or not isinstance(pid, int):
-        return
+    if host != here or not isinstance(pid, int):
+        return True  # nothing to tell by: trust the summary
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return  # it crashed or was killed: resuming is what it needs
-    except (PermissionError, OSError):
+        return False
+    except OSError:
         pass
-    if pid != os.getpid():
-        raise DlcliError(f"run {run.name} is still being trained by process {pid}; stop it first (Ctrl-C or "
-                         "SIGTERM saves a checkpoint)", RUNTIME)
+    return True
+
+
+def status(run: Path, summary: dict) -> str:
+    """The run's status as it is, not as last written: `running` becomes `killed` once its process is gone."""
+    said = summary.get("status", "unknown")
+    if said == "running" and not is_alive(run, summary):
+        return "killed"
+    return said
+
+
+def check_not_running(run: Path, summary: dict) -> None:
+    if summary.get("status") == "running" and is_alive(run, summary) and not _mine(run):
+        who = read_lock_owner(run) or summary
+        raise DlcliError(f"run {run.name} is still being trained by process {who.get('pid')} on "
+                         f"{who.get('host')}; stop it first (Ctrl-C or SIGTERM saves a checkpoint)", RUNTIME)
+
+
+def _mine(run: Path) -> bool:
+    who = read_lock_owner(run)
+    return who.get("pid") == os.getpid() and who.get("host") == owner()["host"]
+
+
+HALF_MADE_AGE = 60.0  # seconds: a run directory still without config.yaml after this was left by a kill
+
+
+def never_checkpointed(root: Path) -> list[tuple[Path, str]]:
+    """(run, why) for runs that cannot be resumed and are not being trained: those that were killed, failed or
+    interrupted before their first checkpoint, and directories a kill left half-made while a run was created."""
+    found = []
+    for run in list_runs(root):
+        if lock_held(run) or any((run / "checkpoints" / f"{n}.pt").is_file() for n in ("last", "best")):
+            continue
+        try:
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = None
+        said = status(run, summary) if isinstance(summary, dict) else "unknown"
+        if said not in ("running", "completed"):
+            found.append((run, f"{said} before its first checkpoint"))
+    for run in sorted(root.iterdir()) if root.is_dir() else []:
+        if run.is_symlink() or not run.is_dir() or (run / "config.yaml").exists() or not STAMP.search(run.name):
+            continue
+        try:
+            contents = {p.name for p in run.iterdir()}
+            young = time.time() - run.stat().st_mtime < HALF_MADE_AGE
+        except OSError:
+            continue
+        extra = {n for n in contents - {"checkpoints", LOCK} if not n.startswith(".")}
+        if extra or young or lock_held(run) or any((run / "checkpoints").glob("*.pt")):
+            continue
+        found.append((run, "half-made (killed while its directory was being created)"))
+    return found
 
 
 def list_runs(root: Path) -> list[Path]:
@@ -252,6 +559,50 @@ def overview(run: Path) -> dict:
         "epochs": summary.get("epochs") or section("train").get("epochs"),
         "best_metric": best if isinstance(best, dict) else None,
         "test_accuracy": test.get("accuracy") if isinstance(test := summary.get("test"), dict) else None,
-        "status": summary.get("status", "unknown"),
+        "test_loss": test.get("loss") if isinstance(test, dict) else None,
+        "status": status(run, summary) if summary else "unknown",
+        "last_checkpoint": last_checkpoint(run, summary, history),
         "started": started,
+        "tags": read_tags(run),
     }
+
+
+def last_checkpoint(run: Path, summary: dict, history: list[dict] | None = None) -> int | None:
+    """The epoch of the run's last.pt (as summary.json recorded it), or None where it has none."""
+    if not (run / "checkpoints" / "last.pt").is_file():
+        return None
+    recorded = summary.get("checkpoints")
+    if isinstance(recorded, dict) and isinstance(recorded.get("last"), int):
+        return recorded["last"]
+    epochs = [m["epoch"] for m in history or [] if isinstance(m.get("epoch"), int)]
+    return max(epochs, default=0)
+
+
+TAGS = "tags.json"  # what a run belongs to, written when it is created: {"sweep": name, "trial": 3}, {"repeat": ...}
+
+
+def read_tags(run: Path) -> dict:
+    try:
+        found = json.loads((run / TAGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def flatten(data, prefix: str = "") -> dict:
+    """A resolved config as {dotted key: value}, the keys `--set` takes: nested sections and lists of sections
+    (layers) are walked (`model.layers.0.conv2d.filters`); a list of plain values is one value (`model.hidden`)."""
+    out = {}
+    if isinstance(data, dict):
+        items = [(str(k), v) for k, v in data.items()]
+    elif isinstance(data, list) and any(isinstance(v, (dict, list)) for v in data):
+        items = [(str(i), v) for i, v in enumerate(data)]
+    else:
+        return {prefix: data}
+    for key, value in items:
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, (dict, list)) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out

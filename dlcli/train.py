@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from dlcli import __version__, runs
+from dlcli import __version__, runs, track
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
 from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, class_weights, monitor_mode,
@@ -35,8 +35,9 @@ class RunRecorder(Callback):
     epochs, and without the tie-break best.pt would stay at the first of them however much the model improves.
     """
 
-    def __init__(self, run: Path, monitor: str):
+    def __init__(self, run: Path, monitor: str, summary: dict | None = None):
         self.run, self.monitor, self.mode = run, monitor, monitor_mode(monitor)
+        self.summary = summary  # summary.json of a running run: updated with the checkpoints as they land
         self.twin = monitor.replace("accuracy", "loss") if monitor.endswith("accuracy") else \
             monitor.replace("loss", "accuracy")
         self.best_value, self.best_epoch, self.best_twin, self.reason = None, None, None, None
@@ -61,9 +62,15 @@ class RunRecorder(Callback):
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", state)
         if better or tie_won:
             runs.save_checkpoint(self.run / "checkpoints" / "best.pt", state)
+        if self.summary is not None:  # what a killed run reached, for `runs`, `show` and `resume` to say
+            self.summary.update(epochs_completed=metrics["epoch"],
+                                checkpoints={"last": metrics["epoch"], "best": self.best_epoch})
+            runs.write_json(self.run / "summary.json", self.summary)
 
     def on_interrupt(self, trainer):
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", self.checkpoint(trainer))
+        if self.summary is not None:
+            self.summary.setdefault("checkpoints", {})["last"] = trainer.state.epoch
 
     def checkpoint(self, trainer) -> dict:
         state = trainer.checkpoint_state()
@@ -145,6 +152,7 @@ def versions() -> dict:
 
 def build(cfg, preprocessing: dict | None = None, world: World = SINGLE):
     """Seeds, device, data and model for a config: everything that can fail on bad input, before any run exists."""
+    track.require(cfg.track)  # a missing logger extra: one line, before any run exists
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -186,41 +194,54 @@ def resolve_epochs(cfg, data, world: World = SINGLE) -> str | None:
     return said
 
 
-def make_trainer(cfg, run, device, data, model, console, show_progress, world: World = SINGLE):
-    recorder = RunRecorder(run, cfg.train.checkpoint_monitor) if world.main else None
+def make_trainer(cfg, run, device, data, model, console, show_progress, world: World = SINGLE,
+                 summary: dict | None = None, extra: tuple = ()):
+    """extra: callbacks of the caller's (a sweep's trial reporter), placed before the checkpointing recorder."""
+    recorder = RunRecorder(run, cfg.train.checkpoint_monitor, summary) if world.main else None
     callbacks: list[Callback] = []
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
         callbacks.append(EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
     if show_progress and world.main:
         callbacks.append(ProgressDisplay(console, cfg.train.epochs))
+    if world.main:  # loggers (dlcli.track) on rank 0 alone
+        callbacks += track.attach(cfg.track, run)
+    callbacks += extra
     return Trainer(cfg, data, model, device, [*callbacks, *([recorder] if recorder else [])], world), recorder
 
 
 def train(cfg, runs_root: Path, console, show_progress: bool = True, world: World = SINGLE) -> Path:
     started = time.perf_counter()
     cfg.train.devices = world.size  # what this run trains on, whatever asked for it: resume needs as many
-    device, data, model = build(cfg, world=world)
-    decided = resolve_epochs(cfg, data, world)
-    summary = {}
     with world.together():
         if world.main:
-            run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no directory
-            runs.write_yaml(run / "config.yaml", cfg.resolved())
-            runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
-                                                "normalization": data.normalizer.to_dict(),
-                                                "preprocessing": data.preprocessing})
-            summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                       **runs.owner()}
-            runs.write_json(run / "summary.json", summary)
-    run = runs_root / world.broadcast(run.name if world.main else None)
-    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world)
-    console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
-                  f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {placement(trainer)}, "
-                  f"precision {trainer.precision}, {count_parameters(model):,} parameters", soft_wrap=True)
-    for note in ([decided] if decided else []) + data.notes:
-        console.print(f"note: {note}", soft_wrap=True)
-    return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+            runs.check_writable(runs_root)  # before the data is read and the model built, not after an epoch
+    device, data, model = build(cfg, world=world)
+    decided = resolve_epochs(cfg, data, world)
+    summary, lock = {}, None
+    try:
+        with world.together():
+            if world.main:
+                run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no run
+                lock = runs.RunLock(run).acquire()  # held while this process trains: tells a killed run apart
+                runs.write_yaml(run / "config.yaml", cfg.resolved())
+                runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
+                                                    "normalization": data.normalizer.to_dict(),
+                                                    "preprocessing": data.preprocessing})
+                summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           **runs.owner()}
+                runs.write_json(run / "summary.json", summary)
+        run = runs_root / world.broadcast(run.name if world.main else None)
+        trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, summary)
+        console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
+                      f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {placement(trainer)}, "
+                      f"precision {trainer.precision}, {count_parameters(model):,} parameters", soft_wrap=True)
+        for note in ([decided] if decided else []) + data.notes:
+            console.print(f"note: {note}", soft_wrap=True)
+        return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def placement(trainer) -> str:
@@ -245,68 +266,90 @@ def run_devices(runs_root: Path, run_id: str) -> int:
 
 def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, show_progress: bool = True,
            world: World = SINGLE) -> Path:
-    """Continue a run from checkpoints/last.pt; `epochs` sets a new total (and config.yaml says so)."""
+    """Continue a run from checkpoints/last.pt (best.pt where last.pt is damaged); `epochs` sets a new total (and
+    config.yaml says so)."""
     from dlcli.config import validate_config
 
     started = time.perf_counter()
-    summary = {}
-    with world.together():
-        if world.main:
-            run, cfg, summary, ckpt, preprocessing = _open_for_resume(runs_root, run_id, epochs, world)
-    if world.distributed:  # rank 0 hands the others the run id, config and checkpoint
-        shared = (run.name, cfg.resolved(), ckpt, preprocessing) if world.main else None
-        name, resolved, ckpt, preprocessing = world.broadcast(shared)
-        run, cfg = runs_root / name, validate_config(resolved)
-    device, data, model = build(cfg, preprocessing, world)
-    trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world)
-    ckpt_path = run / "checkpoints" / "last.pt"
+    summary, lock, notices = {}, None, []
     try:
-        trainer.restore(ckpt)
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise DlcliError(f"{ckpt_path}: does not fit this run's model and optimizer ({first})", RUNTIME,
-                         shared=True) from None
-    done = ckpt["epoch"]
-    if world.main:
-        runs.remove_stale_temps(run)
-        runs.write_yaml(run / "config.yaml", cfg.resolved())
-        runs.keep_metrics_until(run, done)
-        summary = {k: summary[k] for k in ("run_id", "started", "resumed") if k in summary}
-        resumed = [*summary.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
-        summary.update(status="running", **runs.owner(), resumed=resumed)
-        runs.write_json(run / "summary.json", summary)
-    where = f"epoch {done + 1}, batch {ckpt['progress']['batch'] + 1}" if ckpt["progress"] else f"epoch {done + 1}"
-    console.print(f"run {run.name}: resuming at {where} (step {ckpt['step']}) of {cfg.train.epochs} epochs "
-                  f"on {placement(trainer)}", soft_wrap=True)
-    return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
+        with world.together():
+            if world.main:
+                run, cfg, summary, ckpt, preprocessing, notices = _open_for_resume(runs_root, run_id, epochs, world)
+                lock = runs.RunLock(run).acquire()
+        for notice in notices:
+            console.print(f"notice: {notice}", soft_wrap=True)
+        if world.distributed:  # rank 0 hands the others the run id, config and checkpoint
+            shared = (run.name, cfg.resolved(), ckpt, preprocessing) if world.main else None
+            name, resolved, ckpt, preprocessing = world.broadcast(shared)
+            run, cfg = runs_root / name, validate_config(resolved)
+        device, data, model = build(cfg, preprocessing, world)
+        record: dict = {}  # the new summary.json, filled once the checkpoint is restored
+        trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, record)
+        try:
+            trainer.restore(ckpt)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise DlcliError(f"{run / 'checkpoints'}: the checkpoint does not fit this run's model and optimizer "
+                             f"({first})", RUNTIME, shared=True) from None
+        done = ckpt["epoch"]
+        if world.main:
+            runs.remove_stale_temps(run)
+            runs.write_yaml(run / "config.yaml", cfg.resolved())
+            runs.keep_metrics_until(run, done)
+            record.update({k: summary[k] for k in ("run_id", "started", "resumed") if k in summary})
+            resumed = [*record.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
+            record.update(status="running", **runs.owner(), resumed=resumed, epochs_completed=done)
+            runs.write_json(run / "summary.json", record)
+        where = f"epoch {done + 1}, batch {ckpt['progress']['batch'] + 1}" if ckpt["progress"] else \
+            f"epoch {done + 1}"
+        console.print(f"run {run.name}: resuming at {where} (step {ckpt['step']}) of {cfg.train.epochs} epochs "
+                      f"on {placement(trainer)}", soft_wrap=True)
+        return fit_and_test(run, cfg, trainer, recorder, record, console, started)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: World):
-    """Read and check what a resume needs: the run, its config (with a new epoch total), summary and checkpoint."""
+    """Read and check what a resume needs: the run, its config (with a new epoch total), summary and checkpoint.
+    Writes nothing: a refused resume leaves the run as it was."""
     from dlcli.config import read_yaml, validate_config
 
     run = runs.resolve_run(runs_root, run_id)
     cfg = validate_config(read_yaml(run / "config.yaml"), source=str(run / "config.yaml"), legacy=True)  # size-limited
-    summary = runs.read_json(run / "summary.json")
-    if not isinstance(summary, dict):
-        raise DlcliError(f"{run / 'summary.json'}: damaged (not a JSON object)", RUNTIME)
-    ckpt_path = run / "checkpoints" / "last.pt"
-    ckpt = runs.load_checkpoint(ckpt_path)
-    if not {"optimizer", "epoch", "step", "rng", "callbacks", "progress"} <= ckpt.keys():
-        raise DlcliError(f"{ckpt_path}: holds weights only, not the state a resume needs", RUNTIME)
+    notices = []
+    try:
+        summary = runs.read_json(run / "summary.json")
+        if not isinstance(summary, dict):
+            raise DlcliError(f"{run / 'summary.json'}: damaged (not a JSON object)", RUNTIME)
+    except DlcliError as err:  # the checkpoint holds all a resume needs; the summary is written anew
+        summary = {}
+        notices.append(f"{err}; it is written anew")
     runs.check_not_running(run, summary)
+    if not any((run / "checkpoints" / f"{name}.pt").is_file() for name in ("last", "best")):
+        how = {"killed": "was killed", "failed": "failed", "interrupted": "was interrupted"}.get(
+            runs.status(run, summary), "stopped")
+        raise DlcliError(f"run {run.name} {how} before its first checkpoint: there is nothing to resume; train it "
+                         f"again with `dlcli train {run / 'config.yaml'}` (and remove it with `dlcli runs --clean`)",
+                         RUNTIME)
+    ckpt, _, fallback = runs.load_either_checkpoint(run, "last", resumable=True)
+    if fallback:
+        notices.append(fallback)
     done = ckpt["epoch"]
     if epochs is not None and epochs <= done:
         raise DlcliError(f"--epochs {epochs}: run {run.name} has trained {done} epochs already; give a larger total")
     if epochs is None and summary.get("status") == "completed":
-        raise DlcliError(f"run {run.name} has completed ({done} epochs): pass --epochs N, N > {done}, to train on")
+        trained = summary.get("epochs_completed", done)
+        raise DlcliError(f"run {run.name} has completed ({trained} epochs): pass --epochs N, N > {trained}, "
+                         "to train on")
     if cfg.train.devices != world.size:
         raise DlcliError(f"run {run.name} trained on {cfg.train.devices} device(s), batch {cfg.train.batch_size} "
                          f"each: resume it with --devices {cfg.train.devices} (another count changes every batch)")
     if epochs is not None:
         cfg.train.epochs = epochs
     info = runs.read_json(run / "data.json")
-    return run, cfg, summary, ckpt, info.get("preprocessing") if isinstance(info, dict) else None
+    return run, cfg, summary, ckpt, info.get("preprocessing") if isinstance(info, dict) else None, notices
 
 
 def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path:
@@ -331,14 +374,17 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
         try:
             if world.main:
                 runs.write_json(run / "summary.json", summary)
-        except OSError:
+        except (OSError, DlcliError):
             pass  # the disk may be why we are here: the error itself matters more
         raise err from None
 
     best = None  # rank 0 reads the best weights and sends them to the others: each scores its share of the test
     if world.main:
         where = "cpu" if world.distributed else device
-        best = runs.load_checkpoint(run / "checkpoints" / "best.pt", map_location=where)["model"]
+        best, _, fallback = runs.load_either_checkpoint(run, "best", map_location=where)
+        best = best["model"]
+        if fallback:
+            console.print(f"notice: {fallback}", soft_wrap=True)
     model.load_state_dict(world.broadcast(best))
     test = trainer.evaluate(data.test.to(device))
     if not world.main:

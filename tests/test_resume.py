@@ -224,11 +224,17 @@ def test_resume_after_a_crash_drops_metrics_the_checkpoint_lacks(cli, write_conf
 
 def test_resume_refuses_a_run_another_process_is_training(cli, write_config, tmp_path):
     run = train(cli, write_config, tiny_config(train={"epochs": 1}), tmp_path)
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = ("import sys, time; from pathlib import Path; from dlcli.runs import RunLock; "
+              "RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)")
+    alive = subprocess.Popen([sys.executable, "-c", holder, str(run)], stdout=subprocess.PIPE, text=True)
     try:
+        assert alive.stdout.readline().strip() == "locked"
         runs.write_json(run / "summary.json", {**summary(run), "status": "running", "pid": alive.pid})
+        before = (run / "summary.json").read_bytes()
         result = cli("resume", run.name, "--runs-dir", tmp_path)
         assert result.exit_code == 1 and f"process {alive.pid}" in one_error_line(result)
+        assert (run / "summary.json").read_bytes() == before
+        assert runs.overview(run)["status"] == "running"
     finally:
         alive.kill()
         alive.wait()
@@ -246,9 +252,13 @@ def test_resume_refusals_are_one_line(cli, write_config, tmp_path):
         result = cli("resume", *args, "--runs-dir", tmp_path)
         assert result.exit_code == code, (args, result.output)
         assert text in one_error_line(result)
+    (run / "checkpoints" / "best.pt").unlink()
     (run / "checkpoints" / "last.pt").unlink()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     result = cli("resume", run.name, "--epochs", "3", "--runs-dir", tmp_path)
-    assert result.exit_code == 1 and "no checkpoint at" in one_error_line(result)
+    assert result.exit_code == 1 and "before its first checkpoint: there is nothing to resume" in \
+        one_error_line(result)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # refused: nothing touched
     torch.save({"model": {}}, run / "checkpoints" / "last.pt")  # weights only, as an older tool might write
     result = cli("resume", run.name, "--epochs", "3", "--runs-dir", tmp_path)
     assert result.exit_code == 1 and "not the state a resume needs" in one_error_line(result)

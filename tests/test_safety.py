@@ -66,7 +66,8 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", failing_save())
     with pytest.raises(DlcliError) as err:
         runs.save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 2})
-    assert "No space left on device" in str(err.value) and "the previous one is intact" in str(err.value)
+    assert "no space left on device (ENOSPC)" in str(err.value)
+    assert "the previous last.pt is intact" in str(err.value)
     monkeypatch.undo()
     assert runs.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
@@ -74,7 +75,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_a_failed_first_write_does_not_claim_a_previous_one(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", failing_save())
-    with pytest.raises(DlcliError, match="there was none before"):
+    with pytest.raises(DlcliError, match="there was no last.pt before"):
         runs.save_checkpoint(tmp_path / "last.pt", {"model": {}})
     assert not list(tmp_path.iterdir())
 
@@ -92,7 +93,8 @@ def test_disk_full_during_training_fails_the_run_and_keeps_the_last_checkpoint(c
     monkeypatch.setattr(torch, "save", save)
     result = train(cli, write_config, tiny_config(train={"epochs": 2}), tmp_path, code=1)
     line = one_error_line(result)
-    assert "could not write checkpoint" in line and "last.pt" in line and "the previous one is intact" in line
+    assert "could not write" in line and "last.pt: no space left on device" in line
+    assert "the previous last.pt is intact" in line
     run = only_run(tmp_path)
     assert runs.load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
@@ -175,8 +177,21 @@ def test_resume_with_a_corrupt_checkpoint_is_one_line(cli, write_config, tmp_pat
     train(cli, write_config, tiny_config(train={"epochs": 1}), tmp_path)
     run = only_run(tmp_path)
     (run / "checkpoints" / "last.pt").write_bytes(os.urandom(2000))
+    (run / "checkpoints" / "best.pt").write_bytes(b"")
     result = cli("resume", run.name, "--epochs", "2", "--runs-dir", tmp_path)
-    assert result.exit_code == 1 and "not a readable dlcli checkpoint" in one_error_line(result)
+    assert result.exit_code == 1 and "last.pt: not a readable dlcli checkpoint" in one_error_line(result)
+
+
+def test_resume_falls_back_to_best_when_last_is_damaged(cli, write_config, tmp_path):
+    train(cli, write_config, tiny_config(train={"epochs": 2}), tmp_path)
+    run = only_run(tmp_path)
+    best_epoch = runs.load_checkpoint(run / "checkpoints" / "best.pt")["epoch"]
+    (run / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04" + os.urandom(500))
+    result = cli("resume", run.name, "--epochs", "3", "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert f"using best.pt (epoch {best_epoch}) instead" in result.output
+    assert runs.load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 3
+    assert [m["epoch"] for m in runs.read_metrics(run)] == [1, 2, 3]
 
 
 def test_a_checkpoint_of_another_model_is_one_line(cli, write_config, tmp_path):
