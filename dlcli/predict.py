@@ -91,14 +91,20 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
         if not tensors:
             continue
         probs = torch.softmax(loaded.logits(torch.stack(tensors), batch_size), dim=1)
-        values, indices = probs.topk(k, dim=1)
-        for name, vals, idxs in zip(names, values.tolist(), indices.tolist()):
-            pred = Prediction(name, [{"index": i, "label": loaded.classes[i], "probability": p}
-                                     for i, p in zip(idxs, vals)])
+        for name, top in zip(names, ranked(probs, loaded.classes, k)):
+            pred = Prediction(name, top)
             results.append(pred)
             if on_result is not None:
                 on_result(pred)
     return results, failed
+
+
+def ranked(probs, classes: list[str], top_k: int) -> list[list[dict]]:
+    """Each row of probabilities as its top-k [{index, label, probability}], best first: predict's (and serve's)
+    answer."""
+    values, indices = probs.topk(min(top_k, len(classes)), dim=1)
+    return [[{"index": i, "label": classes[i], "probability": p} for i, p in zip(idxs, vals)]
+            for vals, idxs in zip(values.tolist(), indices.tolist())]
 
 
 def render(pred: Prediction, console) -> None:
@@ -153,6 +159,4 @@ def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: st
             names += row_names
         x = torch.cat(blocks)
     probs = torch.softmax(loaded.logits(x), dim=1)
-    values, indices = probs.topk(min(top_k, len(loaded.classes)), dim=1)
-    return [Prediction(name, [{"index": i, "label": loaded.classes[i], "probability": p} for i, p in zip(ii, vv)])
-            for name, vv, ii in zip(names, values.tolist(), indices.tolist())]
+    return [Prediction(name, top) for name, top in zip(names, ranked(probs, loaded.classes, top_k))]

@@ -1,0 +1,265 @@
+"""`dlcli serve`: predict over HTTP for each data kind (the same answers as `dlcli predict --json`), limits and errors
+as 4xx JSON after which the server goes on, batching of concurrent requests, and the page driven in a real browser."""
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.test_export import cli, predict_json, train_runs
+
+pytest.importorskip("fastapi", reason='the serve extra is not installed: pip install -e ".[dev]"')
+from fastapi.testclient import TestClient  # noqa: E402
+
+from dlcli.serve.app import Batcher, Limits, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_runs(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def image_client(trained):
+    app = create_app(trained["image"], limits=Limits(max_bytes=200_000, max_pixels=64 * 64, max_items=4))
+    with TestClient(app) as client:
+        yield client
+
+
+def shape_files(run, n):
+    return sorted((run.parent.parent / "shapes" / "test").glob("*/*"))[:n]
+
+
+def upload(files):
+    return [("files", (f.name, f.read_bytes(), "application/octet-stream")) for f in files]
+
+
+def close_to(answer, expected):
+    """The same JSON as predict's, probabilities to float precision (batches differ in size)."""
+    assert len(answer) == len(expected)
+    for a, e in zip(answer, expected):
+        assert [t["label"] for t in a["top"]] == [t["label"] for t in e["top"]]
+        assert [t["index"] for t in a["top"]] == [t["index"] for t in e["top"]]
+        assert all(abs(x["probability"] - y["probability"]) < 1e-6 for x, y in zip(a["top"], e["top"]))
+
+
+def test_images_one_or_many_answer_as_predict(trained, image_client):
+    run = trained["image"]
+    files = shape_files(run, 3)
+    expected = predict_json(run, *files)
+    for e in expected:
+        e["image"] = Path(e["image"]).name
+        e["top"] = e["top"][:2]
+    answer = image_client.post("/predict?top_k=2", files=upload(files))
+    assert answer.status_code == 200, answer.text
+    assert [a["image"] for a in answer.json()] == [f.name for f in files]
+    close_to(answer.json(), expected)
+    one = image_client.post("/predict?top_k=2", content=files[0].read_bytes(), headers={"Content-Type": "image/png"})
+    close_to(one.json(), expected[:1])
+    assert one.json()[0]["image"] == "body"
+
+
+def test_health_info_and_page(trained, image_client):
+    assert image_client.get("/health").json() == {"status": "ok", "run_id": trained["image"].name}
+    info = image_client.get("/info").json()
+    assert info["run_id"] == trained["image"].name and info["data_kind"] == "image"
+    assert info["classes"] == ["cross", "disc", "square"]
+    assert info["input"]["channels"] == 3 and info["input"]["height"] == 16
+    assert info["metrics"]["test"]["accuracy"] > 0 and info["limits"]["max_items"] == 4
+    page = image_client.get("/")
+    assert page.status_code == 200 and 'id="file"' in page.text and page.headers["content-type"].startswith("text/html")
+
+
+def make_png(size):
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 10, 10)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("request_, status, fragment", [
+    (dict(files=[("files", ("notes.txt", b"hello", "text/plain"))]), 422, "notes.txt: not an image PIL can read"),
+    (dict(files=[("files", ("empty.png", b"", "image/png"))]), 422, "empty.png: empty file"),
+    (dict(files=[("files", ("cut.png", make_png((30, 30))[:70], "image/png"))]), 422, "cut.png: damaged or truncated"),
+    (dict(files=[("files", ("big.png", make_png((65, 64)), "image/png"))]), 413,
+     "big.png: 65 x 64 = 4,160 pixels, over this server's limit of 4,096"),
+    (dict(files=[("files", (f"{i}.png", make_png((8, 8)), "image/png")) for i in range(5)]), 413,
+     "more than 4 images"),
+    (dict(content=b"x" * 200_001, headers={"Content-Type": "image/png"}), 413, "over this server's limit of 200,000"),
+    (dict(content=(b"x" * 50_000 for _ in range(5)), headers={"Content-Type": "image/png"}), 413,
+     "over this server's limit of 200,000 bytes"),  # chunked: no Content-Length, counted as it arrives
+    (dict(json={"texts": ["a"]}), 415, "this run takes images"),
+    (dict(files=[("field", (None, "value"))]), 400, "no image files"),
+])
+def test_bad_requests_are_4xx_json_and_the_server_goes_on(trained, image_client, request_, status, fragment):
+    answer = image_client.post("/predict", **request_)
+    assert answer.status_code == status, answer.text
+    assert fragment in answer.json()["error"]
+    good = image_client.post("/predict", files=upload(shape_files(trained["image"], 1)))
+    assert good.status_code == 200 and image_client.get("/health").status_code == 200
+
+
+def test_query_and_route_errors(image_client):
+    assert image_client.post("/predict?top_k=0").json() == {"error": "top_k must be at least 1, not 0"}
+    assert image_client.post("/predict?top_k=x").status_code == 400
+    assert image_client.get("/nowhere").status_code == 404 and "error" in image_client.get("/nowhere").json()
+    assert image_client.get("/predict").status_code == 405
+
+
+def test_table_rows_as_csv_or_json(trained, tmp_path):
+    run = trained["table"]
+    rows = tmp_path / "rows.csv"
+    rows.write_text("x1,x2,color\n3.0,3.0,red\n-3.0,-3.0,blue\n0.1,,green\n")
+    expected = predict_json(run, rows)
+    with TestClient(create_app(run, top_k=10)) as client:
+        answer = client.post("/predict", content=rows.read_bytes(), headers={"Content-Type": "text/csv"}).json()
+        assert [a["row"] for a in answer] == ["line 2", "line 3", "line 4"]
+        close_to(answer, expected)
+        as_json = client.post("/predict", json={"rows": [{"x1": 3.0, "x2": 3.0, "color": "red"},
+                                                         {"x1": -3, "x2": -3, "color": "blue"},
+                                                         {"x1": 0.1, "x2": None, "color": "green"}]}).json()
+        assert [a["row"] for a in as_json] == ["row 1", "row 2", "row 3"]
+        close_to(as_json, expected)
+        bad = client.post("/predict", content=b"x1,x2,color\noops,1,red\n", headers={"Content-Type": "text/csv"})
+        assert bad.status_code == 422 and bad.json()["error"] == "body: line 2, column 'x1': 'oops' is not a number"
+        assert client.post("/predict", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+        many = client.post("/predict", json={"rows": [{"x1": 1}] * 65})
+        assert many.status_code == 413 and "65 rows" in many.json()["error"]
+        assert client.get("/info").json()["input"]["categorical"] == {"color": ["blue", "green", "red"]}
+
+
+def test_texts_as_json_or_lines(trained):
+    run = trained["text"]
+    texts = ["Pizza and bread soup taste", "Robot code and chip data", "Match goal team score"]
+    expected = predict_json(run, *texts)
+    with TestClient(create_app(run, top_k=10)) as client:
+        answer = client.post("/predict", json={"texts": texts}).json()
+        assert [a["text"] for a in answer] == texts
+        close_to(answer, expected)
+        lines = client.post("/predict", content="\n".join(texts).encode(), headers={"Content-Type": "text/plain"})
+        close_to(lines.json(), expected)
+        empty = client.post("/predict", json={"texts": ["...", "ok"]})
+        assert empty.status_code == 422 and empty.json()["error"].startswith("text 1 is empty")
+        assert client.post("/predict", json={"texts": [1, 2]}).status_code == 400
+
+
+def test_concurrent_requests_share_forward_passes():
+    import torch
+
+    sizes, entered, gate = [], threading.Event(), threading.Event()
+
+    def model(x):
+        entered.set()
+        gate.wait(5)  # the first request holds the model while the others queue up
+        sizes.append(len(x))
+        return x * 2
+
+    batcher = Batcher(model, max_batch=6)
+    counts = [1, 2, 1, 3, 1, 1]
+    futures = [batcher.submit(torch.full((counts[0], 2), 0.0))]
+    assert entered.wait(5)
+    futures += [batcher.submit(torch.full((n, 2), float(i))) for i, n in enumerate(counts[1:], 1)]
+    gate.set()
+    results = [f.result(5) for f in futures]
+    batcher.close()
+    assert sizes == [1, 6, 2]  # the first alone, then the waiting requests, up to 6 samples a pass, in order
+    for i, (n, r) in enumerate(zip(counts, results)):
+        assert r.shape == (n, 2) and (r == 2 * i).all()
+
+
+def test_a_failing_batch_fails_its_requests_only():
+    import torch
+
+    def model(x):
+        if (x < 0).any():
+            raise ValueError("negative")
+        return x
+
+    batcher = Batcher(model, max_batch=1)
+    bad, good = batcher.submit(torch.tensor([[-1.0]])), batcher.submit(torch.tensor([[1.0]]))
+    with pytest.raises(ValueError):
+        bad.result(5)
+    assert good.result(5).item() == 1.0
+    batcher.close()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium (.ci/run does)")
+def test_the_page_in_a_browser_shows_the_class_of_a_chosen_image(trained, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    run = trained["image"]
+    # an image whose folder is its class and which the model gets right, as predict says
+    answers = predict_json(run, *shape_files(run, 9))
+    chosen = next(a for a in answers if a["top"][0]["label"] == Path(a["image"]).parent.name)
+    server = subprocess.Popen([sys.executable, "-m", "dlcli", "serve", run.name, "--runs-dir", run.parent,
+                               "--port", "0"], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = server.stderr.readline()  # "serving run ... at http://127.0.0.1:PORT/ ..."
+        assert "serving run" in line, line + server.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+            assert run.name in page.inner_text("h1")
+            page.set_input_files("#file", chosen["image"])
+            page.wait_for_selector(".result .label", timeout=10_000)
+            labels = page.locator(".result .label").all_inner_texts()
+            shown = page.locator(".result .prob").first.inner_text()
+            name = page.inner_text(".result .name")
+            browser.close()
+        assert labels[0] == chosen["top"][0]["label"] == Path(chosen["image"]).parent.name
+        assert shown == f"{chosen['top'][0]['probability'] * 100:.1f}%" and name == Path(chosen["image"]).name
+        assert len(labels) == 3  # top 3 of 3 classes, as bars
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert server.returncode == 0
+
+
+def test_serve_errors_are_one_line(trained, tmp_path):
+    result = cli("serve", "nope", "--runs-dir", trained["image"].parent)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "nope" in result.stderr
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = cli("serve", trained["table"].name, "--runs-dir", trained["table"].parent, "--port", port)
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_serve_prints_where_it_listens(trained):
+    """`dlcli serve` as typed: the first line names the address; SIGTERM stops it cleanly."""
+    server = subprocess.Popen([sys.executable, "-m", "dlcli", "serve", trained["text"].name, "--runs-dir",
+                               trained["text"].parent, "--port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()
+        assert "serving run" in line and "(text, 3 classes) at http://127.0.0.1:" in line, line
+        import urllib.request
+
+        url = line.split(" at ")[1].split()[0]
+        request = urllib.request.Request(url + "predict?top_k=1", data=json.dumps({"texts": ["goal team"]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())[0]["top"][0]["label"] == "sport"
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert server.returncode == 0
