@@ -7,19 +7,32 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from dlcli.registry import Entry, Registry
+from dlcli.registry import Entry, Registry, Strict
 
 OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
 
 
+class ParamGroup(Strict):
+    """Parameters trained with their own learning rate or weight decay; the others keep the optimizer's."""
+
+    layers: list[int | str] = Field(min_length=1, description="layer indices or names (dense_2, or a kind: "
+                                    "backbone), or parameter-name patterns (backbone_1.net.layer4.*)")
+    lr: PositiveFloat | None = None
+    weight_decay: NonNegativeFloat | None = None
+
+
 class Optimizer(Entry):
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
+    groups: list[ParamGroup] = []  # the first group that selects a parameter takes it
 
     def build(self, params, device_type: str):
+        """params: the model (its parameters split into `groups`) or an iterable of parameters."""
         import torch
 
+        if isinstance(params, torch.nn.Module):
+            params = self.param_groups(params)
         cls, kwargs = self.torch_class(torch.optim), self.kwargs()
         # Fused kernels do the whole update in one pass; fall back where this torch or device lacks them.
         if device_type in ("cpu", "cuda") and "fused" in cls.__init__.__code__.co_varnames:
@@ -30,7 +43,23 @@ class Optimizer(Entry):
         return cls(params, **kwargs)
 
     def kwargs(self) -> dict:
-        return self.model_dump()
+        return self.model_dump(exclude={"groups"})
+
+    def param_groups(self, model) -> list[dict]:
+        """The model's parameters in torch's param groups: first those in no group (the optimizer's own settings,
+        whose lr the epoch lines report), then each group's."""
+        from dlcli.finetune import select
+
+        named = dict(model.named_parameters())
+        taken: set[str] = set()
+        groups = []
+        for i, group in enumerate(self.groups):
+            names = [n for n in select(model, group.layers, f"optimizer.groups[{i}].layers")[0] if n not in taken]
+            taken.update(names)
+            settings = {k: v for k, v in (("lr", group.lr), ("weight_decay", group.weight_decay)) if v is not None}
+            groups.append({"params": [named[n] for n in names], **settings})
+        rest = [p for n, p in named.items() if n not in taken]
+        return [{"params": rest}, *groups] if rest or not groups else groups
 
 
 @OPTIMIZERS.register("sgd")
@@ -45,7 +74,7 @@ class SGD(Optimizer):
     def kwargs(self):
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs a momentum above 0")
-        return self.model_dump()
+        return self.model_dump(exclude={"groups"})
 
 
 @OPTIMIZERS.register("adam")
@@ -177,7 +206,11 @@ class OneCycle(Scheduler):
     def build(self, optimizer, epochs, steps_per_epoch):
         from torch.optim import lr_scheduler
 
-        max_lr = self.max_lr or optimizer.param_groups[0]["lr"]
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        if len(lrs) == 1:
+            max_lr = self.max_lr or lrs[0]
+        else:  # parameter groups keep the ratios of their learning rates to the optimizer's
+            max_lr = [lr * self.max_lr / optimizer.defaults["lr"] for lr in lrs] if self.max_lr else lrs
         return lr_scheduler.OneCycleLR(
             optimizer, max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=self.pct_start
         )

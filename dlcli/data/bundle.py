@@ -31,13 +31,17 @@ class Split:
 class Normalizer:
     """(x - mean) / std per channel (images) or per feature, with statistics of the training split.
 
-    Token ids (text) pass through unchanged: `tokens` marks that identity.
+    Token ids (text) pass through unchanged: `tokens` marks that identity. Images for a pretrained backbone are first
+    resized to `size` [height, width] (bilinear, antialiased) and grayscale ones repeated to `channels` (3), and the
+    statistics are those the backbone's weights were trained with (dlcli.finetune).
     """
 
     mean: list[float]
     std: list[float]
     image: bool
     tokens: bool = False
+    channels: int | None = None
+    size: list[int] | None = None
 
     def __post_init__(self):
         shape = (1, -1, 1, 1) if self.image else (1, -1)
@@ -49,10 +53,26 @@ class Normalizer:
             return x
         if self._mean.device != x.device:
             self._mean, self._inv_std = self._mean.to(x.device), self._inv_std.to(x.device)
-        return (x.float() - self._mean) * self._inv_std
+        x = x.float()
+        if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
+            x = torch.nn.functional.interpolate(x, size=tuple(self.size), mode="bilinear", antialias=True)
+        if self.channels is not None and x.shape[1] != self.channels:
+            x = x.expand(-1, self.channels, -1, -1)
+        return (x - self._mean) * self._inv_std
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape (without the batch axis) of what the model receives for inputs of `shape`."""
+        return adapted_shape(shape, self.channels, self.size)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "image": self.image, "tokens": self.tokens}
+        out = {"mean": self.mean, "std": self.std, "image": self.image, "tokens": self.tokens}
+        return out | {k: v for k, v in (("channels", self.channels), ("size", self.size)) if v is not None}
+
+
+def adapted_shape(shape: tuple[int, ...], channels: int | None, size: list[int] | None) -> tuple[int, ...]:
+    if len(shape) != 3:
+        return tuple(shape)
+    return (channels or shape[0], *(size or shape[1:]))
 
 
 @dataclass

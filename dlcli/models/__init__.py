@@ -18,10 +18,12 @@ class Row:
 SEQUENCE_READERS = {"lstm", "global_avg_pool1d"}  # the layers that take an embedding's (vectors, lengths)
 
 
-def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None = None):
+def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None = None, pretrained: bool = True):
     """(nn.Sequential, summary rows). The output is logits; a softmax on the last layer is left to the loss.
 
     vocab_size: for token inputs (text_csv); presets then start with an embedding.
+    pretrained: load a backbone's weights; False where a checkpoint replaces them anyway (evaluate, predict, resume)
+    or none are needed (summary).
     """
     from torch import nn
 
@@ -37,7 +39,10 @@ def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None
         if masked and layer.entry_name not in SEQUENCE_READERS:
             raise DlcliError(f"{where}[{i}] ({layer.entry_name}): after an embedding comes lstm or global_avg_pool1d")
         try:
-            module, shape = layer.build(shape, vocab_size) if layer.needs_vocab else layer.build(shape)
+            if layer.needs_vocab:
+                module, shape = layer.build(shape, vocab_size)
+            else:
+                module, shape = layer.build(shape, pretrained) if layer.loads_weights else layer.build(shape)
         except ShapeError as err:
             raise DlcliError(f"{where}[{i}]: {err}") from None
         counts[layer.entry_name] = counts.get(layer.entry_name, 0) + 1

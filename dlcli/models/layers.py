@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from dlcli.registry import Entry, Registry
 
@@ -65,6 +65,7 @@ def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
 class Layer(Entry):
     activation: Activation | None = None
     needs_vocab: ClassVar[bool] = False  # build(shape, vocab_size) for layers that look up token ids
+    loads_weights: ClassVar[bool] = False  # build(shape, pretrained) for layers that can start from trained weights
 
     def build(self, shape: tuple[int, ...]):
         """(module or None, output shape); the builder appends `activation`."""
@@ -264,3 +265,37 @@ class GlobalAvgPool1D(Layer):
         if len(shape) != 2:
             raise ShapeError(f"global_avg_pool1d needs a sequence (steps, features), got shape {tuple(shape)}")
         return SequenceMean(), (shape[1],)
+
+
+@LAYERS.register("backbone", positional="arch")
+class Backbone(Layer):
+    """A torchvision (or timm) classification network without its classification layer (dlcli.models.backbones).
+
+    output: `features`, the last feature map (C, H, W) before the network's own pooling (a ViT's tokens (T, D)), for
+    `global_avg_pool2d`, `dropout`, `dense: N` to follow; or `pooled`, the vector the network's classifier took.
+    """
+
+    arch: str = Field(min_length=1, description="architecture name: `dlcli backbones` lists them")
+    weights: str = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a file's path")
+    source: Literal["torchvision", "timm"] = "torchvision"
+    output: Literal["features", "pooled"] = "features"
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="the size the network sees; default: the weights' own (224 for most), or the data's")
+    loads_weights: ClassVar[bool] = True  # build(shape, pretrained): evaluate, predict and resume skip the weights
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _none(cls, v):
+        return "none" if v is None else v
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.lower() != "none"
+
+    def build(self, shape, pretrained: bool = True):
+        from dlcli.models import backbones
+
+        try:
+            return backbones.build_backbone(self, shape, pretrained)
+        except backbones.ShapeError as err:
+            raise ShapeError(str(err)) from None
