@@ -2,6 +2,7 @@
 
     python benchmarks/compare.py                       # 1 epoch, batch 32/128/512, 3 repeats, CPU
     python benchmarks/compare.py --epochs 5 --batch-sizes 512 --device cuda
+    python benchmarks/compare.py --precisions 32,bf16  # float32 and bf16 autocast side by side (CPU: AVX512-BF16/AMX)
 
 Both train seed 000's CNN on Fashion-MNIST (no validation split) with the same batch size and epochs and report
 test accuracy. Wall time is the whole process: interpreter start, imports, data loading, training, test scoring.
@@ -53,15 +54,15 @@ def measured(cmd: list[str]) -> tuple[float, int, str]:
     return result["wall"], result["rss_mib"], result["out"]
 
 
-def plain_cmd(args, batch):
+def plain_cmd(args, batch, precision="32"):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_loop.py"), "--epochs", str(args.epochs),
-           "--batch-size", str(batch), "--device", args.device]
+           "--batch-size", str(batch), "--device", args.device, "--precision", precision]
     return cmd + (["--max-train-samples", str(args.max_train_samples)] if args.max_train_samples else [])
 
 
-def dlcli_cmd(args, batch, runs_dir, data_root):
+def dlcli_cmd(args, batch, runs_dir, data_root, precision="32"):
     sets = [f"train.epochs={args.epochs}", f"train.batch_size={batch}", "data.val_split=0",
-            f"data.root={data_root}", f"train.device={args.device}"]
+            f"data.root={data_root}", f"train.device={args.device}", f"train.precision={precision}"]
     if args.max_train_samples:
         sets.append(f"data.max_train_samples={args.max_train_samples}")
     cmd = [sys.executable, "-m", "dlcli", "train", str(CONFIG), "--quiet", "--runs-dir", str(runs_dir)]
@@ -82,6 +83,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", default="32", help="comma-separated: 32, bf16")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     args = parser.parse_args()
 
@@ -94,15 +96,17 @@ def main():
     help_times = [measured([sys.executable, "-m", "dlcli", "--help"])[0] for _ in range(5)]
     results["dlcli_help_seconds"] = round(statistics.median(help_times), 3)
 
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+    cases = [(int(b), p) for b in args.batch_sizes.split(",") for p in args.precisions.split(",")]
+    for batch, precision in cases:
         plain, ours = [], []
         for _ in range(args.repeats):  # alternate, so drift of the machine hits both alike
-            wall, rss, out = measured(plain_cmd(args, batch))
+            wall, rss, out = measured(plain_cmd(args, batch, precision))
             plain.append((wall, rss, json.loads(out.strip().splitlines()[-1])))
-            wall, rss, out = measured(dlcli_cmd(args, batch, runs_dir, data_root))
+            wall, rss, out = measured(dlcli_cmd(args, batch, runs_dir, data_root, precision))
             ours.append((wall, rss, dlcli_summary(runs_dir, out)))
         row = {
             "batch_size": batch,
+            "precision": precision,
             "plain_wall_seconds": round(statistics.median(w for w, _, _ in plain), 2),
             "dlcli_wall_seconds": round(statistics.median(w for w, _, _ in ours), 2),
             "plain_images_per_second": round(statistics.median(r["images_per_second"] for _, _, r in plain)),
@@ -124,7 +128,7 @@ def main():
 
 
 def print_row(r):
-    print(f"batch {r['batch_size']:>4}: wall {r['dlcli_wall_seconds']:6.2f} s dlcli vs {r['plain_wall_seconds']:6.2f} s "
+    print(f"batch {r['batch_size']:>4} {r['precision']:>4}: wall {r['dlcli_wall_seconds']:6.2f} s dlcli vs {r['plain_wall_seconds']:6.2f} s "
           f"plain = {r['wall_ratio_dlcli_over_plain']:.3f}x | images/s {r['dlcli_images_per_second']:>6} vs "
           f"{r['plain_images_per_second']:>6} | test acc {r['dlcli_test_accuracy']:.4f} vs {r['plain_test_accuracy']:.4f}"
           f" | peak RSS {r['dlcli_peak_rss_mib']} vs {r['plain_peak_rss_mib']} MiB", flush=True)

@@ -28,6 +28,7 @@ def main():
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", default=FASHION)
+    parser.add_argument("--precision", choices=["32", "bf16"], default="32", help="bf16: autocast, as dlcli does")
     args = parser.parse_args()
     torch.manual_seed(42)
     device = torch.device(args.device)
@@ -57,7 +58,9 @@ def main():
         order = torch.randperm(len(y), device=device)
         for i in range(0, len(y), args.batch_size):
             idx = order[i : i + args.batch_size]
-            loss = loss_fn(model(x[idx]), y[idx])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                logits = model(x[idx])
+            loss = loss_fn(logits.float(), y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -69,7 +72,8 @@ def main():
     correct = 0
     with torch.no_grad():
         for i in range(0, len(ty), 1024):
-            correct += (model(tx[i : i + 1024]).argmax(1) == ty[i : i + 1024]).sum().item()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                correct += (model(tx[i : i + 1024]).argmax(1) == ty[i : i + 1024]).sum().item()
     print(json.dumps({"train_seconds": train_seconds, "images_per_second": len(y) * args.epochs / train_seconds,
                       "test_accuracy": correct / len(ty)}))
 

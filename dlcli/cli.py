@@ -102,7 +102,8 @@ def _in_world(command: list[str], n: int, devices: int | None, runs_dir: str | N
         console.quiet = quiet or not world.main
         run = work(console, world)
         if world.main:
-            print(run.name)
+            for one in run if isinstance(run, list) else [run]:  # train --repeat: every run's id
+                print(one.name)
 
 
 def _load_config(config: str, overrides):
@@ -120,7 +121,9 @@ def _load_config(config: str, overrides):
 
 @app.command()
 def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
-          devices: DevicesOpt = None):
+          devices: DevicesOpt = None,
+          repeat: Annotated[int, typer.Option("--repeat", min=1, help="Train N runs with seeds seed, seed+1, ... "
+                                              "and report the mean +- std of their test figures")] = 1):
     """Train the model a config declares; prints the run id at the end."""
 
     def body():
@@ -128,9 +131,16 @@ def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None, q
         from dlcli import runs
         from dlcli.train import train as run_training
 
-        command = ["train", config, *(f"--set={s}" for s in set_ or [])]
-        _in_world(command, devices or cfg.train.devices, devices, runs_dir, quiet,
-                  lambda console, world: run_training(cfg, runs.runs_dir(runs_dir), console, not quiet, world))
+        command = ["train", config, *(f"--set={s}" for s in set_ or []), *(["--repeat", str(repeat)] if repeat > 1
+                                                                          else [])]
+        if repeat > 1:
+            from dlcli.sweep import repeat as repeat_training
+
+            work = lambda console, world: repeat_training(cfg, runs.runs_dir(runs_dir), console, not quiet,  # noqa
+                                                          world, repeat)
+        else:
+            work = lambda console, world: run_training(cfg, runs.runs_dir(runs_dir), console, not quiet, world)  # noqa
+        _in_world(command, devices or cfg.train.devices, devices, runs_dir, quiet, work)
 
     guarded(body)
 
@@ -155,17 +165,23 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         import json
 
         from dlcli.data.catalog import describe
+        from dlcli.finetune import freeze_at_start, frozen_note, model_input_shape, resolve_image_size
         from dlcli.models import build_model
 
         cfg = _load_config(config, set_)
+        resolve_image_size(cfg)
         shape, classes, vocab_size = describe(cfg)
-        model, rows = build_model(cfg.model, shape, len(classes), vocab_size)
+        shape = model_input_shape(cfg, shape)  # what a pretrained backbone takes: RGB, at its image size
+        model, rows = build_model(cfg.model, shape, len(classes), vocab_size, pretrained=False)
+        freeze_at_start(cfg, model)
         total = sum(r.parameters for r in rows)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        learning = {name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in model.named_children()}
         if json_:
-            layers = [{"name": r.name, "output_shape": list(r.output_shape), "parameters": r.parameters} for r in rows]
-            print(json.dumps({"parameters": total, "trainable": trainable, "input_shape": list(shape),
-                              "layers": layers}, indent=2))
+            layers = [{"name": r.name, "output_shape": list(r.output_shape), "parameters": r.parameters,
+                       "trainable": learning[r.name]} for r in rows]
+            print(json.dumps({"parameters": total, "trainable": trainable, "frozen": total - trainable,
+                              "input_shape": list(shape), "layers": layers}, indent=2))
             return
         from rich.console import Console
         from rich.table import Table
@@ -174,11 +190,53 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         table.add_column("layer")
         table.add_column("output shape")
         table.add_column("parameters", justify="right")
+        if trainable < total:
+            table.add_column("trainable", justify="right")
         for r in rows:
-            table.add_row(r.name, str((None, *r.output_shape)), f"{r.parameters:,}")
+            table.add_row(r.name, str((None, *r.output_shape)), f"{r.parameters:,}",
+                          *([f"{learning[r.name]:,}"] if trainable < total else []))
         console = Console()
         console.print(table)
-        console.print(f"total parameters: {total:,} (trainable {trainable:,})")
+        console.print(f"total parameters: {total:,} ({frozen_note(cfg, model) or f'trainable {trainable:,}'})",
+                      soft_wrap=True)
+
+    guarded(body)
+
+
+@app.command()
+def backbones(pattern: Annotated[Optional[str], typer.Argument(
+                  help="A part of the name, or a glob: resnet, 'efficientnet_b*'")] = None,
+              source: Annotated[Literal["torchvision", "timm"], typer.Option(
+                  "--source", help="torchvision's networks, or timm's (pip install \"dlcli[timm]\")")] = "torchvision",
+              json_: JsonOpt = False):
+    """List the pretrained backbones for `model: {type: backbone, arch: ...}`: parameters (without the classifier),
+    the image size of their default weights, the weights, and which are already in the local cache."""
+
+    def body():
+        import json
+
+        from dlcli.models.backbones import cache_dir, list_backbones
+
+        rows = list_backbones(pattern, source)
+        if json_:
+            print(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            print(f"no {source} architecture matches '{pattern}'", file=sys.stderr)
+            raise typer.Exit(1)
+        from rich.table import Table
+
+        table = Table(title=f"{source} backbones" + (f" matching '{pattern}'" if pattern else ""))
+        for col in ("arch", "parameters", "image size", "weights", "cached"):
+            table.add_column(col, justify="right" if col in ("parameters", "image size") else "left")
+        for r in rows:
+            names = [f"{r['default']} (DEFAULT)", *[w for w in r["weights"] if w != r["default"]]] if r["default"] \
+                else []
+            table.add_row(r["arch"], f"{r['parameters']:,}" if r["parameters"] is not None else "?",
+                          str(r["image_size"] or "-"), ", ".join(names) or "-", ", ".join(r["cached"]) or "-")
+        console = _stdout()
+        console.print(table)
+        console.print(f"{len(rows)} architectures; weights are cached in {cache_dir(source)}", soft_wrap=True)
 
     guarded(body)
 
@@ -278,23 +336,109 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
     guarded(body)
 
 
-@app.command("runs")
-def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False,
+@app.command()
+def export(run_id: RunIdArg,
+           format_: Annotated[Literal["onnx", "torchscript"], typer.Option("--format", "-f",
+                              help="onnx (run with onnxruntime) or torchscript (torch.jit.load, LibTorch)")] = "onnx",
+           checkpoint: CheckpointOpt = "best",
+           output: Annotated[Optional[str], typer.Option("--output", "-o", help="The file to write "
+                             "(default: RUN/export/model.onnx, or model.pt)")] = None,
+           layout: Annotated[Literal["nhwc", "nchw"], typer.Option("--layout", help="Image runs: the input is uint8 "
+                             "N x H x W x C (nhwc, as PIL and NumPy give) or N x C x H x W (nchw)")] = "nhwc",
+           tolerance: Annotated[float, typer.Option("--tolerance", help="Largest difference in probability from "
+                                "the PyTorch model allowed on the run's test samples")] = 1e-4,
+           runs_dir: RunsDirOpt = None):
+    """Write a run's model as one ONNX or TorchScript file that takes raw inputs and returns class probabilities.
+
+    The run's normalisation is inside; class names, input layout and run id are in the file's metadata. The file is
+    checked on the run's own test samples before it is kept. Prints the path.
+    """
+
+    def body():
+        from dlcli import runs
+        from dlcli.export import export_run
+
+        run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        result = export_run(run, format_, checkpoint, output, layout, tolerance,
+                            say=lambda line: print(line, file=sys.stderr))
+        meta = result.metadata
+        shape = " x ".join("N" if d == -1 else str(d) for d in meta["input_shape"])
+        extra = f"; preprocessing in {result.sidecar}" if result.sidecar else ""
+        print(f"{result.format}: input '{meta['input_name']}' {meta['input_dtype']} {shape} ({meta['input_layout']}), "
+              f"output '{meta['output_name']}' N x {len(meta['classes'])}{extra}", file=sys.stderr)
+        print(f"checked on {result.checked_on}: max |difference| from PyTorch {result.max_difference:.2e} "
+              f"(tolerance {tolerance:g})", file=sys.stderr)
+        print(result.path)
+
+    guarded(body)
+
+
+@app.command()
+def serve(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or `latest`")] = "latest",
+          host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface)")]
+          = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+          checkpoint: CheckpointOpt = "best", runs_dir: RunsDirOpt = None,
+          device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu",
+          top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per answer unless a request asks "
+                                             "(?top_k=)")] = 5,
+          max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Samples of concurrent requests run "
+                                                 "through the model together at most (1: one request at a time)")]
+          = 32,
+          max_bytes: Annotated[int, typer.Option("--max-bytes", min=1, help="Largest request body")]
+          = 16 * 1024 * 1024,
+          max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest image (width x height)")]
+          = 25_000_000,
+          max_items: Annotated[int, typer.Option("--max-items", min=1, help="Most images, rows or texts per "
+                                                 "request")] = 64):
+    """Serve a run over HTTP: POST /predict (images, CSV rows or texts), GET /health, GET /info, and a page at /.
+
+    The model is loaded once; concurrent requests are batched. Answers are `dlcli predict --json`'s.
+    """
+
+    def body():
+        from dlcli import runs
+        from dlcli.serve.app import Limits, run_server
+
+        run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        run_server(run, host, port, checkpoint=checkpoint, device=device, top_k=top_k, max_batch=max_batch,
+                   limits=Limits(max_bytes, max_pixels, max_items),
+                   say=lambda line: print(line, file=sys.stderr, flush=True))
+
+    guarded(body)
+
+
+runs_app = typer.Typer(help="List the runs: id, dataset, model, epochs, best metric, test accuracy, status, date "
+                       "(oldest first); --where and --sort filter and order them; `runs compare` shows what differs.")
+app.add_typer(runs_app, name="runs")
+WhereOpt = Annotated[Optional[list[str]], typer.Option(
+    "--where", "-w", help="Keep runs where KEY=VALUE (also !=, <, <=, >, >=; * and ? in values): a column "
+    "(dataset, status, test_accuracy), a tag (sweep, repeat, seed) or a config key (optimizer.lr); repeatable")]
+
+
+@runs_app.callback(invoke_without_command=True)
+def list_runs(ctx: typer.Context, runs_dir: RunsDirOpt = None, json_: JsonOpt = False,
               clean: Annotated[bool, typer.Option("--clean", help="Remove the runs that never saved a checkpoint "
                                                   "(killed, failed or interrupted in their first epoch), after "
                                                   "asking")] = False,
-              yes: Annotated[bool, typer.Option("--yes", "-y", help="With --clean: do not ask")] = False):
+              yes: Annotated[bool, typer.Option("--yes", "-y", help="With --clean: do not ask")] = False,
+              where: WhereOpt = None,
+              sort: Annotated[Optional[str], typer.Option("--sort", help="Order by a key as --where names them; "
+                                                          "--sort=-KEY for descending")] = None):
     """List the runs: id, dataset, model, epochs, best metric, test accuracy, status, date (oldest first)."""
+    if ctx.invoked_subcommand:
+        return
 
     def body():
         import json
 
         from dlcli import runs
+        from dlcli.compare import repeat_groups, select
 
         root = runs.runs_dir(runs_dir)
         if clean:
             return _clean_runs(root, yes)
-        rows = [runs.overview(p) for p in runs.list_runs(root)]
+        rows = [row for _, row in select([(p, runs.overview(p)) for p in runs.list_runs(root)], where, sort)]
         if json_:
             print(json.dumps(rows, indent=2))
             return
@@ -304,10 +448,15 @@ def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False,
         from rich.table import Table
 
         table = Table(title=f"runs in {root}/")
-        for col in ("id", "dataset", "model", "epochs", "best metric", "test acc", "status", "date"):
+        tagged = any(r.get("tags") for r in rows)
+        for col in ("id", "dataset", "model", "epochs", "best metric", "test acc", "status", "date",
+                    *(["group"] if tagged else [])):
             table.add_column(col, no_wrap=col == "id", justify="right" if col in ("epochs", "test acc") else "left")
         colours = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
-                   "killed": "red"}
+                   "killed": "red", "pruned": "magenta"}
+        groups, last_of = repeat_groups(rows), {}
+        for r in rows:
+            last_of[r.get("tags", {}).get("repeat")] = r["id"]
         for r in rows:
             best = r["best_metric"]
             best_text = f"{str(best.get('name')).replace('accuracy', 'acc')} {best['value']:.4f}" if best and \
@@ -316,10 +465,63 @@ def list_runs(runs_dir: RunsDirOpt = None, json_: JsonOpt = False,
             table.add_row(r["id"], r["dataset"] or "?", r["model"] or "?",
                           f"{r['epochs_completed'] if r['epochs_completed'] is not None else '?'}/{r['epochs'] or '?'}",
                           best_text, f"{test:.4f}" if isinstance(test := r["test_accuracy"], (int, float)) else "-",
-                          f"[{colour}]{_status_text(r)}[/{colour}]", str(r["started"]).replace("T", " ")[:16])
+                          f"[{colour}]{_status_text(r)}[/{colour}]", str(r["started"]).replace("T", " ")[:16],
+                          *([_group_text(r.get("tags") or {})] if tagged else []))
+            group = r.get("tags", {}).get("repeat")
+            if group in groups and last_of.get(group) == r["id"] and len(groups[group]["runs"]) > 1:
+                acc = groups[group]["test_accuracy"]
+                table.add_row(f"  mean +- std of {len(groups[group]['runs'])} runs", "", "", "", "",
+                              f"{acc[0]:.4f} +- {acc[1]:.4f}" if acc else "-", "", "",
+                              *([f"repeat {group}"] if tagged else []), style="bold")
         _stdout().print(table)
 
     guarded(body)
+
+
+@runs_app.command("compare")
+def compare_runs(run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids (or unique prefixes, "
+                                                              "or `latest`)")],
+                 runs_dir: RunsDirOpt = None, json_: JsonOpt = False,
+                 plot: Annotated[bool, typer.Option("--plot", help="Also draw their curves overlaid in one PNG")]
+                 = False,
+                 output: Annotated[str, typer.Option("--output", "-o", help="The PNG --plot writes")]
+                 = "compare.png"):
+    """Show only the config keys that differ between runs, then their metrics side by side."""
+
+    def body():
+        import json
+
+        from dlcli import runs
+        from dlcli.compare import compare, render
+        from dlcli.compare import plot as plot_runs
+        from dlcli.errors import DlcliError
+
+        root = runs.runs_dir(runs_dir)
+        found = [runs.resolve_run(root, r) for r in run_ids]
+        if len({p.name for p in found}) < 2:
+            raise DlcliError("runs compare needs two or more different runs")
+        report = compare(found)
+        if plot:
+            from pathlib import Path
+
+            report["plot"] = str(plot_runs(found, Path(output)))
+        if json_:
+            print(json.dumps(report, indent=2))
+            return
+        render(report, _stdout())
+        if plot:
+            print(report["plot"])
+
+    guarded(body)
+
+
+def _group_text(tags: dict) -> str:
+    """What a run belongs to, from its tags.json: `sweep NAME #3`, `repeat 2/5 (seed 43)`."""
+    if "sweep" in tags:
+        return f"sweep {tags['sweep']} #{tags.get('trial', '?')}"
+    if "repeat" in tags:
+        return f"repeat {tags.get('index', '?')}/{tags.get('of', '?')} (seed {tags.get('seed', '?')})"
+    return " ".join(f"{k}={v}" for k, v in tags.items())
 
 
 def _status_text(row: dict) -> str:
@@ -370,7 +572,8 @@ def show(run_id: RunIdArg, runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
             summary = runs.read_json(run / "summary.json")
         except DlcliError as err:  # still show the config and files of a run whose summary is missing or damaged
             summary = {"error": str(err)}
-        if isinstance(summary, dict) and (now := runs.status(run, summary)) != summary.get("status"):
+        now = runs.status(run, None if "error" in summary else summary)
+        if now != summary.get("status"):
             last = runs.last_checkpoint(run, summary, runs.read_metrics(run))
             summary = {**summary, "status": now, "recorded_status": summary.get("status"),
                        "last_checkpoint": last,
@@ -437,6 +640,64 @@ def resume(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix o
         command = ["resume", run_id, *(["--epochs", str(epochs)] if epochs else [])]
         _in_world(command, devices or run_devices(root, run_id), devices, runs_dir, quiet,
                   lambda console, world: resume_run(root, run_id, console, epochs, not quiet, world))
+
+    guarded(body)
+
+
+@app.command()
+def sweep(config: ConfigArg, set_: SetOpt = None,
+          space: Annotated[Optional[str], typer.Option("--space", help="A YAML file with the search space (or a "
+                                                       "whole sweep section) instead of the config's `sweep:`")] = None,
+          trials: Annotated[Optional[int], typer.Option("--trials", "-n", min=1, help="Trials in the study in all, "
+                                                        "counting those run before [default: sweep.trials]")] = None,
+          timeout: Annotated[Optional[float], typer.Option("--timeout", min=0, help="Start no trial after this "
+                                                           "many seconds")] = None,
+          jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Trials at a time, each in its own process "
+                                            "with an equal share of the CPU cores")] = 1,
+          storage: Annotated[Optional[str], typer.Option("--storage", help="The Optuna storage URL to share a study "
+                                                         "between processes and machines, e.g. postgresql://... "
+                                                         "[default: sqlite in <runs>/sweeps/NAME/study.db]")] = None,
+          name: Annotated[Optional[str], typer.Option("--name", help="The sweep (and study) name; the same name "
+                                                      "continues it [default: the config's name]")] = None,
+          runs_dir: RunsDirOpt = None,
+          worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
+          threads: Annotated[Optional[int], typer.Option("--threads", hidden=True)] = None,
+          worker_index: Annotated[int, typer.Option("--worker-index", hidden=True)] = 0):
+    """Search hyperparameters with Optuna: each trial is a run; prints a ranked table and writes the best config.
+
+    The search space is the config's `sweep:` section (or --space FILE): dotted config keys, each with a loguniform,
+    uniform, int or choice distribution (see README, Experiments). Ctrl-C, then the same command again, continues
+    the sweep. Prints the path of the best config (YAML for dlcli train) last.
+    """
+
+    def body():
+        from dlcli import runs
+        from dlcli.sweep import make_plan, optuna_module, run_sweep, work
+
+        optuna_module()  # a missing extra: one line, first
+        root = runs.runs_dir(runs_dir)
+        plan = make_plan(config, set_, space, trials, name, storage, root)
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+        if worker:  # one of --jobs' processes: its trial lines only; an interruption is reported by the first
+            from dlcli.errors import DlcliError
+
+            try:
+                work(plan, lambda line: console.print(line, soft_wrap=True, highlight=False), timeout, worker_index,
+                     threads)
+            except DlcliError as err:
+                if err.exit_code not in (130, 143):
+                    raise
+                raise typer.Exit(err.exit_code) from None
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+            return
+        argv = ["sweep", config, *(f"--set={s}" for s in set_ or []), *(["--space", space] if space else []),
+                "--trials", str(plan.trials), "--name", plan.name, "--storage", plan.storage, "--runs-dir", str(root)]
+        result = run_sweep(plan, console, jobs, timeout, [*(["--debug"] if state["debug"] else []), *argv])
+        if result.get("best"):
+            print(result["best"]["config"])
 
     guarded(body)
 

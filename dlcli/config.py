@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, NonNegativeFloat, PositiveFloat, PositiveInt, PrivateAttr, ValidationError
+from pydantic import BaseModel, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr
+from pydantic import ValidationError
 from pydantic import ValidationInfo, field_validator, model_validator
 
 from dlcli.data.catalog import NOTICES, DataEntry, data_spec, parse_data
@@ -17,6 +18,8 @@ from dlcli.errors import DlcliError, closest
 from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation
 from dlcli.optim import OPTIMIZERS, SCHEDULERS
 from dlcli.registry import ItemError, Strict, parse_list
+from dlcli.space import parse_space, space_schema
+from dlcli.track import TRACKERS, items_schema
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 100_000
@@ -41,9 +44,15 @@ def _parse_named(registry, v, section):
         raise ValueError(f"@{err.where or '.name'}: {err.what}") from None
 
 
+# model.init: start from another run's weights (every tensor whose name and shape match; dlcli.finetune)
+InitFrom = Annotated[str | None, Field(None, min_length=1, description="a run id (its best.pt) or a checkpoint file: "
+                                       "loads every tensor whose name and shape match")]
+
+
 class SequentialModel(Strict):
     type: Literal["sequential"]
     layers: list[Any] = Field(min_length=1)
+    init: InitFrom = None
 
     @field_validator("layers")
     @classmethod
@@ -72,6 +81,7 @@ class MLPModel(Strict):
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batchnorm: bool = False
+    init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
         return [LAYERS.parse("flatten")] + _head(self.hidden, self.activation, self.dropout, self.batchnorm, num_classes)
@@ -87,6 +97,7 @@ class CNNModel(Strict):
     batchnorm: bool = False
     hidden: list[PositiveInt] = [128]
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
         layers = []
@@ -111,6 +122,7 @@ class LSTMModel(Strict):
     num_layers: PositiveInt = 1
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
         lstm = {"units": self.hidden_size, "num_layers": self.num_layers, "bidirectional": self.bidirectional,
@@ -122,8 +134,36 @@ class LSTMModel(Strict):
         return layers + [LAYERS.parse({"dense": num_classes})]
 
 
-ModelConfig = Annotated[SequentialModel | MLPModel | CNNModel | LSTMModel, Field(discriminator="type")]
-MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, "lstm": LSTMModel}
+class BackboneModel(Strict):
+    """A pretrained network (dlcli.models.backbones) with a new classifier for the dataset's classes:
+    backbone (pooled) -> dropout -> dense(hidden) ... -> dense(classes)."""
+
+    type: Literal["backbone"]
+    arch: str = Field(min_length=1, description="architecture name: `dlcli backbones` lists them")
+    weights: str = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a file's path")
+    source: Literal["torchvision", "timm"] = "torchvision"
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="the size the network sees; default: the weights' own (224 for most), or the data's")
+    hidden: list[PositiveInt] = []
+    activation: Activation = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    init: InitFrom = None
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _none(cls, v):
+        return "none" if v is None else v
+
+    def layer_list(self, num_classes: int, tokens: bool = False):
+        backbone = LAYERS.parse({"backbone": {"arch": self.arch, "weights": self.weights, "source": self.source,
+                                              "output": "pooled", "image_size": self.image_size}})
+        dropout = [LAYERS.parse({"dropout": self.dropout})] if self.dropout else []
+        return [backbone, *dropout, *_head(self.hidden, self.activation, self.dropout, False, num_classes)]
+
+
+ModelConfig = Annotated[SequentialModel | MLPModel | CNNModel | LSTMModel | BackboneModel, Field(discriminator="type")]
+MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, "lstm": LSTMModel,
+               "backbone": BackboneModel}
 
 
 class EarlyStopping(Strict):
@@ -131,6 +171,25 @@ class EarlyStopping(Strict):
     mode: Literal["auto", "min", "max"] = "auto"
     patience: PositiveInt = 3
     min_delta: NonNegativeFloat = 0.0
+
+
+Selector = int | str  # a layer's index or name (dense_2), a layer kind (backbone), or a parameter-name pattern
+
+
+class Freeze(Strict):
+    """Parts of the model left untrained, BatchNorm statistics included, for the first `epochs` epochs (dlcli.finetune)."""
+
+    layers: list[Selector] = Field(min_length=1, description="layer indices or names (dense_2, or a kind: "
+                                   "backbone), or parameter-name patterns (backbone_1.net.layer1.*)")
+    epochs: PositiveInt | None = Field(None, description="trained from epoch epochs + 1; null: never")
+
+
+def _freeze_forms(schema: dict) -> None:
+    """train.freeze's schema: the shorthands its validator accepts, besides a list of mappings."""
+    freeze, selector = schema.pop("items"), {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "array", "items": freeze}, freeze, {"type": "array", "items": selector, "minItems": 1},
+                       selector, {"type": "null"}]
 
 
 class TrainConfig(Strict):
@@ -150,6 +209,17 @@ class TrainConfig(Strict):
     threads: PositiveInt | None = None
     on_nan: Literal["stop", "skip_batch"] = "stop"  # a non-finite loss: fail the run, or skip that batch's update
     class_weights: Literal["none", "auto"] | dict[str, PositiveFloat] = "none"  # auto: inverse class frequency
+    # `backbone`, [0, 1], {layers: [backbone], epochs: 3} or a list of such mappings
+    freeze: list[Freeze] = Field([], json_schema_extra=_freeze_forms)
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze(cls, v):
+        if v is None:
+            return []
+        if isinstance(v, (str, int)) or (isinstance(v, list) and v and all(isinstance(i, (str, int)) for i in v)):
+            return [{"layers": v if isinstance(v, list) else [v]}]
+        return [v] if isinstance(v, dict) else v
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -165,6 +235,30 @@ class TrainConfig(Strict):
         return v
 
 
+class Pruner(Strict):
+    """Optuna's median pruner: a trial stops when its metric at an epoch is worse than the median of finished trials'
+    at that epoch."""
+
+    startup_trials: NonNegativeInt = 3  # trials that must finish before any is pruned
+    min_epochs: PositiveInt = 1  # the first epoch at which a trial may be pruned
+
+
+class SweepConfig(Strict):
+    """What `dlcli sweep` searches (dlcli.sweep); `dlcli train` ignores this section."""
+
+    space: dict[str, Any] = Field(json_schema_extra=lambda s: s.update(additionalProperties=space_schema()))
+    trials: PositiveInt = 20
+    metric: Literal[METRICS] | None = None  # ranks and prunes trials; default train.checkpoint_monitor
+    sampler: Literal["tpe", "random"] = "tpe"
+    startup_trials: NonNegativeInt = 5  # tpe: trials drawn at random before it models the space
+    pruner: Pruner | None = Pruner()  # null: every trial trains to the end
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v):
+        return parse_space(v)
+
+
 class Config(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
     seed: int = 42
@@ -173,6 +267,8 @@ class Config(Strict):
     optimizer: Any = Field({"name": "adam"}, validate_default=True)
     scheduler: Any = Field({"name": "none"}, validate_default=True)
     train: TrainConfig = TrainConfig()
+    track: list[Any] = Field([], json_schema_extra=lambda s: s.update(items=items_schema()))  # dlcli.track
+    sweep: SweepConfig | None = None  # dlcli.sweep; not part of a run's resolved config
     _notices: list[str] = PrivateAttr(default_factory=list)  # old spellings met, for the CLI to point out
 
     @field_validator("data", mode="before")
@@ -185,6 +281,17 @@ class Config(Strict):
     @property
     def notices(self) -> list[str]:
         return self._notices
+
+    @field_validator("track", mode="before")
+    @classmethod
+    def _track(cls, v):
+        if v is None:
+            return []
+        if isinstance(v, str):  # `track: tensorboard`
+            v = [v]
+        if not isinstance(v, list):
+            raise ValueError("a list of logger names, e.g. [tensorboard, mlflow, csv]")
+        return parse_list(TRACKERS, v)
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -206,16 +313,20 @@ class Config(Strict):
                 self.train.early_stopping.monitor = swap(self.train.early_stopping.monitor)
             if hasattr(self.scheduler, "monitor"):
                 self.scheduler.monitor = swap(self.scheduler.monitor)
+            if self.sweep is not None and self.sweep.metric:
+                self.sweep.metric = swap(self.sweep.metric)
         return self
 
     def resolved(self) -> dict:
         """The config as plain data, every default filled in: what the run directory records."""
-        out = self.model_dump(mode="json", exclude={"data", "optimizer", "scheduler"})
+        out = self.model_dump(mode="json", exclude={"data", "optimizer", "scheduler", "track", "sweep"})
         out["data"] = data_spec(self.data)
-        out["optimizer"] = {"name": self.optimizer.entry_name, **self.optimizer.model_dump(mode="json")}
+        unused = set() if self.optimizer.groups else {"groups"}  # configs without groups record what they did
+        out["optimizer"] = {"name": self.optimizer.entry_name, **self.optimizer.model_dump(mode="json", exclude=unused)}
         out["scheduler"] = {"name": self.scheduler.entry_name, **self.scheduler.model_dump(mode="json")}
         if isinstance(self.model, SequentialModel):
             out["model"]["layers"] = [layer.to_spec() for layer in self.model.layers]
+        out["track"] = [tracker.to_spec() for tracker in self.track]
         return out
 
 
@@ -269,13 +380,18 @@ def apply_override(data: dict, override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    set_key(data, key.strip(), value, f"--set {key}")
+
+
+def set_key(data: dict, key: str, value, where: str) -> None:
+    """data[a][b]... = value for the dotted `a.b...` (list items by index); `where` starts an error's line."""
     node: Any = data
-    parts = key.strip().split(".")
+    parts = key.split(".")
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise DlcliError(f"--set {key}: '{part}' is not an index of the {len(node)}-item list there")
+                raise DlcliError(f"{where}: '{part}' is not an index of the {len(node)}-item list there")
             if last:
                 node[int(part)] = value
             else:
@@ -288,7 +404,7 @@ def apply_override(data: dict, override: str) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise DlcliError(f"--set {key}: '{parts[depth - 1]}' holds a value, not a section")
+            raise DlcliError(f"{where}: '{parts[depth - 1]}' holds a value, not a section")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import signal
 import threading
@@ -45,10 +46,90 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def cpu_capabilities() -> dict:
+    """The CPU's instruction-set features as torch sees them (avx512_bf16, amx_bf16, ...); empty where unknown."""
+    get = getattr(torch.cpu, "get_capabilities", None) or getattr(torch._C._cpu, "_get_cpu_capability", None)
+    try:
+        found = get() if get else {}
+    except Exception:  # an older torch, an unusual platform: no claim either way
+        return {}
+    try:
+        return dict(found)  # a read-only mapping in recent torch
+    except (TypeError, ValueError):
+        return {}
+
+
+# The layers whose matrix work bf16 speeds up on a CPU with native bf16 (AVX512-BF16, AMX): measured on a 2-core
+# Xeon with AMX, one training step of seed 000's CNN runs 1.5-1.8x faster under bf16 autocast and an LSTM over
+# tokens 1.7-2.4x, while small dense networks lose (a 20-64-64-2 table MLP at 0.5-0.7x, an MNIST MLP at 0.75-1.1x):
+# their matrices are too small to pay for the casts. benchmarks/README.md has the table.
+BF16_PAYS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN,
+             torch.nn.MultiheadAttention)
+
+
+def cpu_bf16_pays(model) -> bool:
+    caps = cpu_capabilities()
+    native = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+    return native and any(isinstance(m, BF16_PAYS) for m in model.modules())
+
+
+def idle_cores(seconds: float = 0.1) -> float | None:
+    """How many of the CPUs this process may use sat idle over a short sample of /proc/stat (Linux); None
+    where that cannot be read."""
+    allowed = {f"cpu{n}" for n in (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())}
+
+    def sample() -> dict:
+        times = {}
+        with open("/proc/stat", encoding="ascii") as f:
+            for line in f:
+                name, *values = line.split()
+                if name in allowed:
+                    ticks = [int(v) for v in values[:8]]
+                    times[name] = (ticks[3] + ticks[4], sum(ticks))  # idle + iowait, all
+        return times
+
+    try:
+        before = sample()
+        time.sleep(seconds)
+        after = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = 0.0
+    for name, (i1, t1) in after.items():
+        i0, t0 = before.get(name, (i1, t1))
+        idle += (i1 - i0) / (t1 - t0) if t1 > t0 else 1.0
+    return idle if after else None
+
+
+def auto_threads() -> str | None:
+    """train.threads unset, training on a CPU: one torch thread per idle core. torch's default team uses every
+    core, and its threads wait for each other at every operation: with one core taken by another busy process,
+    seed 000's CNN fell from 5,740 to 1,280-1,510 images/s with 2 threads and held 3,920 with 1. Alone, nothing
+    changes. OMP_NUM_THREADS set by the user, a sweep or DDP is kept. Returns what was decided, if anything."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    default = torch.get_num_threads()
+    idle = idle_cores() if default > 1 else None
+    if idle is None:
+        return None
+    threads = max(1, min(default, round(idle)))
+    if threads == default:
+        return None
+    torch.set_num_threads(threads)
+    return f"train.threads: {threads} of {default} ({default - idle:.1f} cores are busy with other processes)"
+
+
+def resolve_precision(precision: str, device: torch.device, model=None, scoring: bool = False) -> str:
+    """train.precision auto: bf16 on CUDA where supported (else float16 with a scaler); on a CPU, bf16 autocast for
+    the training steps of networks with convolutions or recurrent layers where the CPU has native bf16, float32
+    everywhere else. `scoring` (validation, test, evaluate, predict): on a CPU, auto scores in float32, so that
+    evaluate reproduces the run's test figure and predict an exported model's probabilities to 1e-4; scoring is a
+    small part of a CPU run's time."""
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "16-mixed"
+        if device.type == "cpu" and model is not None and not scoring and cpu_bf16_pays(model):
+            return "bf16"
         return "32"
     if precision == "16-mixed" and device.type != "cuda":
         raise DlcliError("train.precision 16-mixed needs a CUDA device: use bf16 or 32")
@@ -227,22 +308,20 @@ class Trainer:
     def __init__(self, cfg, data, model, device, callbacks=(), world: World = SINGLE):
         self.cfg, self.data, self.device, self.world = cfg, data, device, world
         tc = cfg.train
-        self.precision = resolve_precision(tc.precision, device)
+        self.precision = resolve_precision(tc.precision, device, model)
+        self.scoring_precision = resolve_precision(tc.precision, device, model, scoring=True)
         has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
         self.channels_last = has_conv if tc.channels_last == "auto" else tc.channels_last
         self.model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         self.forward = torch.compile(self.model) if tc.compile else self.model  # evaluates; trains on one device
-        self.train_forward = self.forward
-        if world.distributed:  # DDP averages the gradients over ranks; evaluation needs no collectives
-            ddp = world.wrap(self.model, device)
-            self.train_forward = torch.compile(ddp) if tc.compile else ddp
+        self.wrap_for_training()
         self.train_split = data.train.to(device)
         self.val_split = data.val.to(device) if data.val is not None else None
         self.global_batch = tc.batch_size * world.size
         weights = class_weights(tc.class_weights, data.train.y, data.classes)
         self.class_weights = weights.to(device) if weights is not None else None
         self.steps_per_epoch = math.ceil(len(self.train_split) / self.global_batch)
-        self.optimizer = cfg.optimizer.build(self.model.parameters(), device.type)
+        self.optimizer = cfg.optimizer.build(self.model, device.type)
         self.scheduler = cfg.scheduler.build(self.optimizer, tc.epochs, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type) if self.precision == "16-mixed" else None
         self.callbacks = list(callbacks)
@@ -252,6 +331,15 @@ class Trainer:
         self.next_check: float = 0.0  # one process: a time; DDP: a step the ranks agreed on
         self.last_check = (0, 0.0)  # DDP: the step and time of the last check
         self.rank_states: list | None = None  # DDP: every rank's generators and running sums, for checkpoints
+
+    def wrap_for_training(self):
+        """The training forward: under DDP, which averages the gradients over ranks (evaluation needs no collectives),
+        the model wrapped. DDP syncs the parameters that require gradients when it wraps: a callback that freezes or
+        unfreezes parameters (dlcli.finetune.FreezeSchedule) wraps again, on every rank at the same step."""
+        self.train_forward = self.forward
+        if self.world.distributed:
+            ddp = self.world.wrap(self.model, self.device)
+            self.train_forward = torch.compile(ddp) if self.cfg.train.compile else ddp
 
     def loss_fn(self, logits, y):
         ls, w = self.cfg.train.label_smoothing, self.class_weights
@@ -390,13 +478,13 @@ class Trainer:
 
     def evaluate(self, split) -> dict:
         if not self.world.distributed:
-            logits = predict_logits(self.forward, split.x, self.data.normalizer, self.device, self.precision,
+            logits = predict_logits(self.forward, split.x, self.data.normalizer, self.device, self.scoring_precision,
                                     self.cfg.train.eval_batch_size, self.channels_last)
             return score(logits, split.y.cpu())
         # Each rank scores every world-th sample; the sums over ranks give the split's mean loss and accuracy.
         r, w = self.world.rank, self.world.size
-        logits = predict_logits(self.forward, split.x[r::w], self.data.normalizer, self.device, self.precision,
-                                self.cfg.train.eval_batch_size, self.channels_last)
+        logits = predict_logits(self.forward, split.x[r::w], self.data.normalizer, self.device,
+                                self.scoring_precision, self.cfg.train.eval_batch_size, self.channels_last)
         y = split.y[r::w].cpu()
         loss = F.cross_entropy(logits, y, reduction="sum") if len(y) else 0.0
         loss, correct, count = self.world.totals(loss, (logits.argmax(1) == y).sum() if len(y) else 0, len(y))

@@ -9,6 +9,7 @@ so both feed the model exactly the same way.
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,16 @@ def read_data_info(run: Path) -> dict:
     if not classes or not shape or not mean or len(mean) != len(std):
         raise DlcliError(f"{path}: damaged (empty classes, shape or statistics)", RUNTIME)
     tokens = bool(norm.get("tokens", False))
+    try:  # a pretrained backbone's input pipeline: grayscale repeated to `channels`, resized to `size`
+        adapt = {k: (int(norm[k]) if k == "channels" else [int(v) for v in norm[k]]) for k in ("channels", "size")
+                 if norm.get(k) is not None}
+    except (TypeError, ValueError):
+        raise DlcliError(f"{path}: damaged (normalization channels or size)", RUNTIME) from None
     preprocessing = info.get("preprocessing")
     if preprocessing is not None and not isinstance(preprocessing, dict):
         raise DlcliError(f"{path}: damaged (preprocessing is not a mapping)", RUNTIME)
     return {"classes": classes, "input_shape": shape, "preprocessing": preprocessing,
-            "normalization": {"mean": mean, "std": std, "image": image, "tokens": tokens}}
+            "normalization": {"mean": mean, "std": std, "image": image, "tokens": tokens, **adapt}}
 
 
 def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: dict | None = None) -> LoadedRun:
@@ -99,8 +105,10 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     if notice:
         print(f"notice: {notice}", file=sys.stderr)
     vocab = (info.get("preprocessing") or {}).get("vocab")
-    model, _ = build_model(cfg.model, info["input_shape"], len(info["classes"]), len(vocab) if vocab else None)
-    weights = {k.removeprefix("_orig_mod."): v for k, v in state["model"].items()}  # a torch.compile'd model's keys
+    model, _ = build_model(cfg.model, Normalizer(**info["normalization"]).output_shape(info["input_shape"]),
+                           len(info["classes"]), len(vocab) if vocab else None, pretrained=False)
+    weights = OrderedDict((k.removeprefix("_orig_mod."), v) for k, v in state["model"].items())  # torch.compile'd
+    weights._metadata = getattr(state["model"], "_metadata", None)  # module versions (MNASNet loads by its own)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -108,7 +116,7 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
         raise DlcliError(f"{ckpt_path}: the weights do not fit the model in config.yaml ({first[:160]})",
                          RUNTIME) from None
     try:
-        precision = resolve_precision(cfg.train.precision, dev)
+        precision = resolve_precision(cfg.train.precision, dev, model, scoring=True)
     except DlcliError:
         precision = "32"
     has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())

@@ -128,7 +128,8 @@ def _mount_point(path: Path) -> Path:
     return path
 
 
-def storage_error(path: Path, err: OSError | None, needed: int = 0, exact: bool = True) -> DlcliError:
+def storage_error(path: Path, err: OSError | None, needed: int = 0, exact: bool = True,
+                  appending: bool = False) -> DlcliError:
     """One line for a failed write: what, where, the error in words, and (for a full disk) the space in question."""
     import errno as errnos
     import shutil
@@ -137,6 +138,8 @@ def storage_error(path: Path, err: OSError | None, needed: int = 0, exact: bool 
     words = os.strerror(code).lower() if code else "the write failed"
     name = f" ({errnos.errorcode[code]})" if code in errnos.errorcode else ""
     previous = f"the previous {path.name} is intact" if path.exists() else f"there was no {path.name} before"
+    if appending:
+        previous = f"the lines before in {path.name} are kept"
     message = f"could not write {path}: {words}{name}"
     if code in (None, errnos.ENOSPC, errnos.EDQUOT, errnos.EFBIG):
         try:
@@ -199,7 +202,7 @@ def append_jsonl(path: Path, obj) -> None:
             f.write(line)
             f.flush()
     except OSError as err:
-        raise storage_error(path, err, len(line)) from None
+        raise storage_error(path, err, len(line), appending=True) from None
 
 
 def read_json(path: Path):
@@ -313,6 +316,7 @@ def owner() -> dict:
 
 
 LOCK = ".lock"
+LOCK_SLOT = 512  # bytes: the lock file is one JSON object padded to this size
 HEARTBEAT = 30.0  # seconds between touches of a held lock...
 STALE = 5 * HEARTBEAT  # ...and the silence after which a run on another machine counts as gone
 
@@ -326,7 +330,7 @@ class RunLock:
     HEARTBEAT seconds: a run trained elsewhere is only called killed once its lock is free *and* silent."""
 
     def __init__(self, run: Path):
-        self.run, self.fd, self._stop = run, None, None
+        self.run, self.fd, self._stop, self.said = run, None, None, {}
 
     def acquire(self, attempts: int = 20) -> "RunLock":
         import fcntl
@@ -349,9 +353,14 @@ class RunLock:
                     raise DlcliError(f"run {self.run.name} is being trained{by}; stop it first (Ctrl-C or SIGTERM "
                                      "saves a checkpoint)", RUNTIME) from None
                 time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps({**owner(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n").encode())
-        self.fd, self._stop = fd, threading.Event()
+        self.fd, self.said = fd, {**owner(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            os.ftruncate(fd, 0)
+            self._write(self.said)
+        except OSError as err:
+            self.release()
+            raise storage_error(path, err, LOCK_SLOT) from None
+        self._stop = threading.Event()
         threading.Thread(target=self._beat, args=(path, self._stop), daemon=True, name="dlcli-heartbeat").start()
         return self
 
@@ -363,12 +372,28 @@ class RunLock:
             except OSError:
                 pass
 
+    def _write(self, said: dict) -> None:
+        """Overwrite the lock's fixed-size slot in place: on a full disk this needs no new block."""
+        os.pwrite(self.fd, json.dumps(said).encode()[:LOCK_SLOT - 1].ljust(LOCK_SLOT - 1) + b"\n", 0)
+
+    def record_end(self, status: str, error: str = "") -> None:
+        """How the run ended, kept in the lock too: where summary.json cannot be written (a full disk), `runs`
+        still tells a failed run from a killed one. The first record stands."""
+        if self.fd is None or "ended" in self.said:
+            return
+        try:
+            self.said = {**self.said, "ended": status, "error": error[:200]}
+            self._write(self.said)
+        except OSError:
+            pass
+
     def release(self) -> None:
         import fcntl
 
         if self.fd is None:
             return
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None
@@ -376,7 +401,9 @@ class RunLock:
     def __enter__(self):
         return self.acquire()
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, err, trace):
+        if err is not None:
+            self.record_end("interrupted" if isinstance(err, KeyboardInterrupt) else "failed", str(err))
         self.release()
 
 
@@ -429,6 +456,11 @@ def is_alive(run: Path, summary: dict) -> bool:
     pid = summary.get("pid")
     if host != here or not isinstance(pid, int):
         return True  # nothing to tell by: trust the summary
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine exists (one of another user's counts: signalling it is refused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -438,11 +470,14 @@ def is_alive(run: Path, summary: dict) -> bool:
     return True
 
 
-def status(run: Path, summary: dict) -> str:
-    """The run's status as it is, not as last written: `running` becomes `killed` once its process is gone."""
-    said = summary.get("status", "unknown")
-    if said == "running" and not is_alive(run, summary):
-        return "killed"
+def status(run: Path, summary: dict | None) -> str:
+    """The run's status as it is, not as last written: `running` becomes `killed` once its process is gone (or
+    `failed`, where the lock recorded an end that summary.json could not). `summary` None: unreadable."""
+    if summary is None and ((run / "summary.json").exists() or lock_held(run) is None):
+        return "unknown"  # damaged, or neither summary nor lock: nothing to tell by
+    said = (summary or {}).get("status", "running" if summary is None else "unknown")
+    if said == "running" and not is_alive(run, summary or {}):
+        return read_lock_owner(run).get("ended") or "killed"
     return said
 
 
@@ -472,7 +507,7 @@ def never_checkpointed(root: Path) -> list[tuple[Path, str]]:
             summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             summary = None
-        said = status(run, summary) if isinstance(summary, dict) else "unknown"
+        said = status(run, summary if isinstance(summary, dict) else None)
         if said not in ("running", "completed"):
             found.append((run, f"{said} before its first checkpoint"))
     for run in sorted(root.iterdir()) if root.is_dir() else []:
@@ -560,7 +595,7 @@ def overview(run: Path) -> dict:
         "best_metric": best if isinstance(best, dict) else None,
         "test_accuracy": test.get("accuracy") if isinstance(test := summary.get("test"), dict) else None,
         "test_loss": test.get("loss") if isinstance(test, dict) else None,
-        "status": status(run, summary) if summary else "unknown",
+        "status": status(run, summary or None),
         "last_checkpoint": last_checkpoint(run, summary, history),
         "started": started,
         "tags": read_tags(run),

@@ -10,8 +10,10 @@ directory and shows progress, and hands the others what they need from it (the r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -20,10 +22,11 @@ import torch
 from dlcli import __version__, runs, track
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
-from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, class_weights, monitor_mode,
-                          resolve_device, seed_everything)
+from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, auto_threads, class_weights,
+                          monitor_mode, resolve_device, seed_everything)
 from dlcli.errors import RUNTIME, DlcliError
-from dlcli.models import build_model, count_parameters
+from dlcli.finetune import FreezeSchedule, frozen_note, init_from, model_for, resolve_image_size
+from dlcli.models import count_parameters
 
 
 class RunRecorder(Callback):
@@ -60,12 +63,12 @@ class RunRecorder(Callback):
             self.best_value, self.best_epoch, self.best_twin = value, metrics["epoch"], twin
         state = self.checkpoint(trainer)
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", state)
-        if better or tie_won:
-            runs.save_checkpoint(self.run / "checkpoints" / "best.pt", state)
         if self.summary is not None:  # what a killed run reached, for `runs`, `show` and `resume` to say
             self.summary.update(epochs_completed=metrics["epoch"],
                                 checkpoints={"last": metrics["epoch"], "best": self.best_epoch})
             runs.write_json(self.run / "summary.json", self.summary)
+        if better or tie_won:
+            runs.save_checkpoint(self.run / "checkpoints" / "best.pt", state)
 
     def on_interrupt(self, trainer):
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", self.checkpoint(trainer))
@@ -150,23 +153,32 @@ def versions() -> dict:
     return out
 
 
-def build(cfg, preprocessing: dict | None = None, world: World = SINGLE):
-    """Seeds, device, data and model for a config: everything that can fail on bad input, before any run exists."""
+def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrained: bool = True):
+    """Seeds, device, data and model for a config: everything that can fail on bad input, before any run exists.
+    pretrained: load a backbone's weights (resume restores all weights from its checkpoint instead)."""
     track.require(cfg.track)  # a missing logger extra: one line, before any run exists
     seed_everything(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    threads_said = None
     with world.together():  # under DDP: one rank failing here stops all, with one message
         device = world.device(resolve_device(cfg.train.device))
+        if device.type == "cpu" and not cfg.train.threads:
+            threads_said = auto_threads()
+            if threads_said:  # recorded, so that a resume computes with the same threads, exactly
+                cfg.train.threads = torch.get_num_threads()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        resolve_image_size(cfg)  # a pretrained backbone's image size, for an image folder without one
         with world.main_first(local=True):  # one process per machine downloads and caches; the others read it
             data = load_data(cfg, preprocessing)
-        model, _ = build_model(cfg.model, data.input_shape, len(data.classes), data.vocab_size)
+        model = model_for(cfg, data, pretrained)  # with the backbone's input pipeline, and its frozen parts
         _check_augment(cfg, data)
         class_weights(cfg.train.class_weights, data.train.y, data.classes)  # a bad class name: before any run
+        if threads_said:
+            data.notes.append(threads_said)
     if world.distributed:
         seed_everything(cfg.seed + world.rank)  # the same initial weights, but each rank its own augmentation, dropout
     return device, data, model
@@ -202,6 +214,8 @@ def make_trainer(cfg, run, device, data, model, console, show_progress, world: W
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
         callbacks.append(EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
+    if cfg.train.freeze:  # first: an unfreezing epoch says so before its progress bar
+        callbacks.insert(0, FreezeSchedule(model, cfg.train.freeze, console if world.main else None))
     if show_progress and world.main:
         callbacks.append(ProgressDisplay(console, cfg.train.epochs))
     if world.main:  # loggers (dlcli.track) on rank 0 alone
@@ -210,7 +224,9 @@ def make_trainer(cfg, run, device, data, model, console, show_progress, world: W
     return Trainer(cfg, data, model, device, [*callbacks, *([recorder] if recorder else [])], world), recorder
 
 
-def train(cfg, runs_root: Path, console, show_progress: bool = True, world: World = SINGLE) -> Path:
+def train(cfg, runs_root: Path, console, show_progress: bool = True, world: World = SINGLE,
+          tags: dict | None = None, callbacks: tuple = ()) -> Path:
+    """tags: what the run belongs to (a sweep, a repeat), kept in its tags.json; callbacks: see make_trainer."""
     started = time.perf_counter()
     cfg.train.devices = world.size  # what this run trains on, whatever asked for it: resume needs as many
     with world.together():
@@ -218,12 +234,14 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
             runs.check_writable(runs_root)  # before the data is read and the model built, not after an epoch
     device, data, model = build(cfg, world=world)
     decided = resolve_epochs(cfg, data, world)
-    summary, lock = {}, None
-    try:
+    summary, lock, init = {}, None, None
+    with contextlib.ExitStack() as held:  # the run's lock, released (with how the run ended) however this ends
         with world.together():
             if world.main:
+                if cfg.model.init:  # rank 0's weights reach the other ranks when DDP wraps the model
+                    init = init_from(cfg.model.init, model, runs_root)
                 run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no run
-                lock = runs.RunLock(run).acquire()  # held while this process trains: tells a killed run apart
+                lock = held.enter_context(runs.RunLock(run))  # held while this process trains: see RunLock
                 runs.write_yaml(run / "config.yaml", cfg.resolved())
                 runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
                                                     "normalization": data.normalizer.to_dict(),
@@ -231,17 +249,20 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
                 summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                            **runs.owner()}
                 runs.write_json(run / "summary.json", summary)
+                if tags:
+                    runs.write_json(run / runs.TAGS, tags)
         run = runs_root / world.broadcast(run.name if world.main else None)
-        trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, summary)
+        trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, summary,
+                                         callbacks)
         console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
                       f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {placement(trainer)}, "
-                      f"precision {trainer.precision}, {count_parameters(model):,} parameters", soft_wrap=True)
+                      f"precision {trainer.precision}, {count_parameters(model):,} parameters"
+                      f"{f' ({note})' if (note := frozen_note(cfg, model)) else ''}", soft_wrap=True)
+        if init is not None:
+            init.render(console)
         for note in ([decided] if decided else []) + data.notes:
             console.print(f"note: {note}", soft_wrap=True)
-        return fit_and_test(run, cfg, trainer, recorder, summary, console, started)
-    finally:
-        if lock is not None:
-            lock.release()
+        return fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock)
 
 
 def placement(trainer) -> str:
@@ -265,27 +286,28 @@ def run_devices(runs_root: Path, run_id: str) -> int:
 
 
 def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, show_progress: bool = True,
-           world: World = SINGLE) -> Path:
+           world: World = SINGLE, callbacks: tuple = ()) -> Path:
     """Continue a run from checkpoints/last.pt (best.pt where last.pt is damaged); `epochs` sets a new total (and
     config.yaml says so)."""
     from dlcli.config import validate_config
 
     started = time.perf_counter()
     summary, lock, notices = {}, None, []
-    try:
+    with contextlib.ExitStack() as held:
         with world.together():
             if world.main:
                 run, cfg, summary, ckpt, preprocessing, notices = _open_for_resume(runs_root, run_id, epochs, world)
-                lock = runs.RunLock(run).acquire()
-        for notice in notices:
-            console.print(f"notice: {notice}", soft_wrap=True)
+                lock = held.enter_context(runs.RunLock(run))
+        for notice in notices:  # said even under --quiet: which checkpoint a resume starts from matters
+            print(f"notice: {notice}", file=sys.stderr)
         if world.distributed:  # rank 0 hands the others the run id, config and checkpoint
             shared = (run.name, cfg.resolved(), ckpt, preprocessing) if world.main else None
             name, resolved, ckpt, preprocessing = world.broadcast(shared)
             run, cfg = runs_root / name, validate_config(resolved)
-        device, data, model = build(cfg, preprocessing, world)
+        device, data, model = build(cfg, preprocessing, world, pretrained=False)
         record: dict = {}  # the new summary.json, filled once the checkpoint is restored
-        trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, record)
+        trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, record,
+                                         callbacks)
         try:
             trainer.restore(ckpt)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
@@ -299,16 +321,14 @@ def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, sho
             runs.keep_metrics_until(run, done)
             record.update({k: summary[k] for k in ("run_id", "started", "resumed") if k in summary})
             resumed = [*record.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S")]
-            record.update(status="running", **runs.owner(), resumed=resumed, epochs_completed=done)
+            record.update(status="running", **runs.owner(), resumed=resumed, epochs_completed=done,
+                          checkpoints={"last": done, "best": recorder.best_epoch})
             runs.write_json(run / "summary.json", record)
         where = f"epoch {done + 1}, batch {ckpt['progress']['batch'] + 1}" if ckpt["progress"] else \
             f"epoch {done + 1}"
         console.print(f"run {run.name}: resuming at {where} (step {ckpt['step']}) of {cfg.train.epochs} epochs "
                       f"on {placement(trainer)}", soft_wrap=True)
-        return fit_and_test(run, cfg, trainer, recorder, record, console, started)
-    finally:
-        if lock is not None:
-            lock.release()
+        return fit_and_test(run, cfg, trainer, recorder, record, console, started, lock)
 
 
 def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: World):
@@ -329,7 +349,7 @@ def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: Wo
     runs.check_not_running(run, summary)
     if not any((run / "checkpoints" / f"{name}.pt").is_file() for name in ("last", "best")):
         how = {"killed": "was killed", "failed": "failed", "interrupted": "was interrupted"}.get(
-            runs.status(run, summary), "stopped")
+            runs.status(run, summary or None), "stopped")
         raise DlcliError(f"run {run.name} {how} before its first checkpoint: there is nothing to resume; train it "
                          f"again with `dlcli train {run / 'config.yaml'}` (and remove it with `dlcli runs --clean`)",
                          RUNTIME)
@@ -352,8 +372,9 @@ def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: Wo
     return run, cfg, summary, ckpt, info.get("preprocessing") if isinstance(info, dict) else None, notices
 
 
-def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path:
-    """Fit, record how it ended in summary.json, then score the best checkpoint on the test split."""
+def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=None) -> Path:
+    """Fit, record how it ended in summary.json (and in the run's lock, which needs no new disk space), then score
+    the best checkpoint on the test split."""
     model, data, device, world = trainer.model, trainer.data, trainer.device, trainer.world
     first_epoch = trainer.state.epoch
     try:
@@ -371,11 +392,14 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
         interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 0) in (130, 143)
         summary.update(status="interrupted" if interrupted else "failed", error=str(err)[:500] or type(err).__name__,
                        epochs_completed=trainer.state.epoch, step=trainer.state.step)
+        if lock is not None:
+            lock.record_end(summary["status"], summary["error"])
         try:
             if world.main:
                 runs.write_json(run / "summary.json", summary)
         except (OSError, DlcliError):
             pass  # the disk may be why we are here: the error itself matters more
+        track.finish(trainer.callbacks, summary)
         raise err from None
 
     best = None  # rank 0 reads the best weights and sends them to the others: each scores its share of the test
@@ -384,7 +408,7 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
         best, _, fallback = runs.load_either_checkpoint(run, "best", map_location=where)
         best = best["model"]
         if fallback:
-            console.print(f"notice: {fallback}", soft_wrap=True)
+            print(f"notice: {fallback}", file=sys.stderr)
     model.load_state_dict(world.broadcast(best))
     test = trainer.evaluate(data.test.to(device))
     if not world.main:
@@ -407,15 +431,22 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started) -> Path
         world_size=world.size,  # processes, one per device: train.batch_size is per device
         effective_batch_size=trainer.global_batch,
         precision=trainer.precision,
+        threads=torch.get_num_threads() if device.type == "cpu" else None,
         versions=versions(),
     )
-    runs.write_json(run / "summary.json", summary)
+    try:
+        runs.write_json(run / "summary.json", summary)
+    except DlcliError as err:
+        if lock is not None:
+            lock.record_end("failed", str(err))
+        raise
     try:
         from dlcli.plots import write_curves
 
         write_curves(run)
     except Exception as err:  # a plot must never fail a finished training
-        console.print(f"warning: curves.png not written ({err})", soft_wrap=True)
+        print(f"warning: curves.png not written ({err})", file=sys.stderr)
+    track.finish(trainer.callbacks, summary)
     console.print(f"test accuracy {test['accuracy']:.4f}  test loss {test['loss']:.4f}  (best epoch "
                   f"{recorder.best_epoch}: {recorder.reason}; {summary['wall_seconds']:.1f}s)", soft_wrap=True)
     return run

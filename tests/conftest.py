@@ -8,6 +8,12 @@ from typer.testing import CliRunner
 
 from dlcli.cli import app
 
+# Every test computes with as many torch threads as there are cores, whatever else the machine is doing: a
+# training decides its thread count from the idle cores (dlcli.engine.auto_threads) unless OMP_NUM_THREADS is set,
+# and the exact-resume tests compare separate trainings bit for bit.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                             else os.cpu_count() or 1))
+
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
     not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
@@ -79,3 +85,15 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.delenv("DLCLI_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
     os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """A test that trains with train.threads (or a sweep's share of the cores) in this process leaves torch's thread
+    count as it found it: the next test's numbers must not depend on the order the tests ran in."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
