@@ -4,6 +4,7 @@ on them preprocesses, evaluates and predicts the way its weights expect. Offline
 
 import json
 import urllib.error
+import warnings
 from pathlib import Path
 
 import pytest
@@ -246,7 +247,9 @@ def test_an_image_folder_run_on_a_weights_file_evaluates_and_predicts_without_it
     # the export holds the same pipeline (gray repeated to 3 channels, the weights' statistics): same probabilities
     exported = cli("export", run.name, "--format", "torchscript", "--runs-dir", tmp_path / "runs")
     assert exported.exit_code == 0, exported.output
-    model = torch.jit.load(exported.stdout.strip().splitlines()[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # recent torch: "torch.jit.load is deprecated"
+        model = torch.jit.load(exported.stdout.strip().splitlines()[-1])
     pixels = load_image(str(image), (1, 32, 32)).permute(1, 2, 0)[None]  # decoded as predict does, N x H x W x C
     with torch.no_grad():
         probs = model(pixels)[0]

@@ -79,7 +79,10 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
     except Image.DecompressionBombError as err:
         raise ImageError(f"refused: {err}") from None
     except UnidentifiedImageError:
-        size = os.path.getsize(path) if os.path.isfile(path) else None
+        if isinstance(path, (str, os.PathLike)):
+            size = os.path.getsize(path) if os.path.isfile(path) else None
+        else:  # an in-memory upload (dlcli serve)
+            size = len(path.getbuffer()) if hasattr(path, "getbuffer") else None
         raise ImageError("empty file, not an image" if size == 0 else "not an image PIL can read") from None
     except FileNotFoundError:
         raise ImageError("no such file") from None
