@@ -377,7 +377,7 @@ def export(run_id: RunIdArg,
 def serve(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or `latest`")] = "latest",
           host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface)")]
           = "127.0.0.1",
-          port: Annotated[int, typer.Option("--port", help="TCP port")] = 8000,
+          port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one)")] = 8000,
           checkpoint: CheckpointOpt = "best", runs_dir: RunsDirOpt = None,
           device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu",
           top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per answer unless a request asks "
@@ -427,6 +427,7 @@ def list_runs(ctx: typer.Context, runs_dir: RunsDirOpt = None, json_: JsonOpt = 
                                                           "--sort=-KEY for descending")] = None):
     """List the runs: id, dataset, model, epochs, best metric, test accuracy, status, date (oldest first)."""
     if ctx.invoked_subcommand:
+        ctx.obj = {"runs_dir": runs_dir}  # `dlcli runs --runs-dir X compare A B` looks in X
         return
 
     def body():
@@ -479,7 +480,8 @@ def list_runs(ctx: typer.Context, runs_dir: RunsDirOpt = None, json_: JsonOpt = 
 
 
 @runs_app.command("compare")
-def compare_runs(run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids (or unique prefixes, "
+def compare_runs(ctx: typer.Context,
+                 run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids (or unique prefixes, "
                                                               "or `latest`)")],
                  runs_dir: RunsDirOpt = None, json_: JsonOpt = False,
                  plot: Annotated[bool, typer.Option("--plot", help="Also draw their curves overlaid in one PNG")]
@@ -496,7 +498,7 @@ def compare_runs(run_ids: Annotated[list[str], typer.Argument(help="Two or more 
         from dlcli.compare import plot as plot_runs
         from dlcli.errors import DlcliError
 
-        root = runs.runs_dir(runs_dir)
+        root = runs.runs_dir(runs_dir or (ctx.obj or {}).get("runs_dir"))
         found = [runs.resolve_run(root, r) for r in run_ids]
         if len({p.name for p in found}) < 2:
             raise DlcliError("runs compare needs two or more different runs")

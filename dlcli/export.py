@@ -360,7 +360,7 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
     module = _raw_input_model(exportable(loaded.model), loaded.normalizer, layout if kind == "image" else None)
     example = as_input[:2] if len(as_input) >= 2 else as_input.repeat(2, *[1] * (as_input.dim() - 1))
     sidecar = None
-    metadata = _metadata(run, info, kind, layout, as_input, checkpoint, loaded.epoch, __version__)
+    metadata = _metadata(run, info, kind, layout, as_input, loaded.checkpoint.stem, loaded.epoch, __version__)
     if kind != "image":
         sidecar = path.with_name(path.stem + (".vocab.json" if kind == "text" else ".columns.json"))
         metadata["preprocessing_file"] = sidecar.name

@@ -267,6 +267,19 @@ class InitReport:
         console.print("; ".join(notes), soft_wrap=True)
 
 
+def resolve_init(source: str | None, runs_root: Path) -> str | None:
+    """model.init as what it names now: a file path as given, a run id prefix or `latest` as the exact run id. A
+    run records that, so repeating it (or a sweep's next trial) starts from the same weights, not the newest run."""
+    from dlcli import runs
+
+    if not source or Path(source).expanduser().is_file():
+        return source
+    try:
+        return runs.resolve_run(runs_root, source).name
+    except DlcliError as err:
+        raise DlcliError(f"model.init: '{source}' is not a checkpoint file, and as a run id: {err}") from None
+
+
 def init_from(source: str, model, runs_root: Path) -> InitReport:
     """Load `source` (a checkpoint file, or a run id / prefix / `latest` in runs_root: its best.pt) into every tensor
     of `model` with the same name and shape; a one-line error when none fits."""

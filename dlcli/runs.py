@@ -353,6 +353,8 @@ class RunLock:
                     raise DlcliError(f"run {self.run.name} is being trained{by}; stop it first (Ctrl-C or SIGTERM "
                                      "saves a checkpoint)", RUNTIME) from None
                 time.sleep(0.1)
+            except OSError:  # a file system without flock (ENOLCK, EOPNOTSUPP): liveness falls back to the pid
+                break
         self.fd, self.said = fd, {**owner(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
         try:
             os.ftruncate(fd, 0)
@@ -394,7 +396,10 @@ class RunLock:
             return
         if self._stop is not None:
             self._stop.set()
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        except OSError:  # never held (a file system without flock); closing releases it anyway
+            pass
         os.close(self.fd)
         self.fd = None
 
@@ -603,8 +608,9 @@ def overview(run: Path) -> dict:
 
 
 def last_checkpoint(run: Path, summary: dict, history: list[dict] | None = None) -> int | None:
-    """The epoch of the run's last.pt (as summary.json recorded it), or None where it has none."""
-    if not (run / "checkpoints" / "last.pt").is_file():
+    """The epoch a resume starts from (last.pt's, as summary.json recorded it; best.pt's where a kill came between
+    the two writes), or None where the run has no checkpoint."""
+    if not any((run / "checkpoints" / f"{name}.pt").is_file() for name in ("last", "best")):
         return None
     recorded = summary.get("checkpoints")
     if isinstance(recorded, dict) and isinstance(recorded.get("last"), int):

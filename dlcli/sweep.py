@@ -111,6 +111,10 @@ def make_plan(config: str, overrides: list[str] | None, space_file: str | None, 
         raise DlcliError(f"{config}: train.devices is {cfg.train.devices}: a sweep trains each trial in one process; "
                          "set it to 1 and run trials side by side with --jobs")
     base = {k: v for k, v in raw.items() if k != "sweep"}
+    if cfg.model.init and isinstance(base.get("model"), dict):  # every trial starts from the same weights
+        from dlcli.finetune import resolve_init
+
+        base["model"] = {**base["model"], "init": resolve_init(cfg.model.init, runs_root)}
     for section in ("optimizer", "scheduler"):  # `optimizer.lr` searched where the config says `adam` or nothing
         if any(key.startswith(section + ".") for key in cfg.sweep.space) and not isinstance(base.get(section), dict):
             base[section] = {"name": base.get(section) or getattr(cfg, section).entry_name}
@@ -324,6 +328,13 @@ def run_trial(plan: Plan, study, storage, trial, say) -> str:
             study.tell(trial, state=TrialState.FAIL)
             say(f"{label}  failed: {err}")
             return "failed"
+        except Exception as err:  # e.g. out of memory at a searched batch size: this trial fails, the sweep goes on
+            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+            trial.set_user_attr("ended", "failed")
+            trial.set_user_attr("error", reason)
+            study.tell(trial, state=TrialState.FAIL)
+            say(f"{label}  failed: {reason}")
+            return "failed"
     seconds = time.perf_counter() - started
     value = best_value(runs.read_metrics(run), plan.metric, plan.direction)
     summary = runs.read_json(run / "summary.json")
@@ -378,7 +389,7 @@ def work(plan: Plan, say, timeout: float | None = None, worker: int = 0, threads
 
         torch.set_num_threads(threads)
     study, storage = open_study(plan, worker)
-    deadline = time.monotonic() + timeout if timeout else None
+    deadline = time.monotonic() + timeout if timeout is not None else None
     ran, failures = 0, []
     while deadline is None or time.monotonic() < deadline:
         fail_dead_trials(study, storage)
@@ -441,7 +452,7 @@ def _run_jobs(argv: list[str], jobs: int, threads: int, timeout: float | None) -
     Returns the signal's exit code when they were interrupted."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "dlcli", *argv, "--worker", "--threads", str(threads),
-               *(["--timeout", str(timeout)] if timeout else [])]
+               *(["--timeout", str(timeout)] if timeout is not None else [])]
     procs = [subprocess.Popen([*command, "--worker-index", str(i)], env=env, start_new_session=True)
              for i in range(jobs)]
     received: list[int] = []
@@ -574,6 +585,9 @@ def repeat(cfg: Config, runs_root: Path, console, show_progress: bool, world, ti
     from dlcli.compare import mean_std
     from dlcli.train import train
 
+    from dlcli.finetune import resolve_init
+
+    cfg.model.init = resolve_init(cfg.model.init, runs_root)  # `latest` is the run before the first repeat
     group = f"{cfg.name}-x{times}-{time.strftime('%Y%m%d-%H%M%S')}"
     done = []
     for i in range(times):

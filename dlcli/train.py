@@ -25,7 +25,7 @@ from dlcli.distributed import SINGLE, World
 from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, auto_threads, class_weights,
                           monitor_mode, resolve_device, seed_everything)
 from dlcli.errors import RUNTIME, DlcliError
-from dlcli.finetune import FreezeSchedule, frozen_note, init_from, model_for, resolve_image_size
+from dlcli.finetune import FreezeSchedule, frozen_note, init_from, model_for, resolve_image_size, resolve_init
 from dlcli.models import count_parameters
 
 
@@ -62,13 +62,15 @@ class RunRecorder(Callback):
         if better or tie_won:
             self.best_value, self.best_epoch, self.best_twin = value, metrics["epoch"], twin
         state = self.checkpoint(trainer)
+        # best.pt before last.pt: a kill between them leaves last.pt at the epoch before, whose tracker has not yet
+        # seen this epoch, so the resumed run trains it again and writes best.pt again
+        if better or tie_won:
+            runs.save_checkpoint(self.run / "checkpoints" / "best.pt", state)
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", state)
         if self.summary is not None:  # what a killed run reached, for `runs`, `show` and `resume` to say
             self.summary.update(epochs_completed=metrics["epoch"],
                                 checkpoints={"last": metrics["epoch"], "best": self.best_epoch})
             runs.write_json(self.run / "summary.json", self.summary)
-        if better or tie_won:
-            runs.save_checkpoint(self.run / "checkpoints" / "best.pt", state)
 
     def on_interrupt(self, trainer):
         runs.save_checkpoint(self.run / "checkpoints" / "last.pt", self.checkpoint(trainer))
@@ -239,6 +241,7 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
         with world.together():
             if world.main:
                 if cfg.model.init:  # rank 0's weights reach the other ranks when DDP wraps the model
+                    cfg.model.init = resolve_init(cfg.model.init, runs_root)  # recorded as the exact run id
                     init = init_from(cfg.model.init, model, runs_root)
                 run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no run
                 lock = held.enter_context(runs.RunLock(run))  # held while this process trains: see RunLock
@@ -439,6 +442,7 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
     except DlcliError as err:
         if lock is not None:
             lock.record_end("failed", str(err))
+        track.finish(trainer.callbacks, {**summary, "status": "failed", "error": str(err)[:500]})
         raise
     try:
         from dlcli.plots import write_curves

@@ -102,9 +102,9 @@ KILL_POINTS = [
     ("write:summary.json", 1, None),
     ("step:", 3, None),  # mid-way through epoch 1
     ("after:runs.append_jsonl", 1, None),  # epoch 1's metrics written, its checkpoint not
-    ("write:last.pt", 1, None),  # halfway through the first checkpoint
-    ("write:summary.json", 2, 1),  # the summary after epoch 1's last.pt
-    ("write:best.pt", 1, 1),
+    ("write:best.pt", 1, None),  # halfway through the first checkpoint (best.pt goes first)
+    ("write:last.pt", 1, 1),  # best.pt of epoch 1 stands: resume starts from it
+    ("write:summary.json", 2, 1),  # the summary after epoch 1's checkpoints
     ("write:last.pt", 2, 1),  # halfway through the second checkpoint: the first one stands
     ("step:", STEPS_PER_EPOCH + 3, 1),  # mid-way through epoch 2
     ("write:last.pt", 3, 2),
@@ -347,7 +347,7 @@ def test_a_full_disk_is_named_for_every_file_a_run_writes(cli, tmp_path, monkeyp
     assert runs.overview(run)["status"] == status
     last = runs.last_checkpoint(run, runs.read_json(run / "summary.json") if (run / "summary.json").exists() else {})
     if last is not None:  # the previous checkpoint stands, and the run goes on from it once there is space
-        assert runs.load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] >= 1
+        assert runs.load_either_checkpoint(run, "last")[0]["epoch"] >= 1
         if status == "failed":
             resumed = cli("resume", run.name, "--runs-dir", root, "-q")
             assert resumed.exit_code == 0, resumed.output
@@ -371,7 +371,7 @@ def test_a_real_full_disk_tmpfs(cli, tmp_path, write_config):
         cfg = tiny_config(model={"type": "mlp", "hidden": [2048]}, train={"epochs": 1})
         result = cli("train", write_config(cfg), "--runs-dir", mnt / "runs", "-q")
         line = error_line(result)
-        assert result.exit_code == 1 and "last.pt: no space left on device (ENOSPC)" in line, line
+        assert result.exit_code == 1 and "best.pt: no space left on device (ENOSPC)" in line, line
         needed, free = re.search(r"it needs ([\d.]+) MB, ([\d.]+) MB free on (\S+);", line).group(1, 2)
         assert float(needed) > float(free) and f"free on {mnt};" in line
         (run,) = runs.list_runs(mnt / "runs")

