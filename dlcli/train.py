@@ -155,9 +155,11 @@ def versions() -> dict:
     return out
 
 
-def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrained: bool = True):
+def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrained: bool = True,
+          resuming: bool = False):
     """Seeds, device, data and model for a config: everything that can fail on bad input, before any run exists.
-    pretrained: load a backbone's weights (resume restores all weights from its checkpoint instead)."""
+    pretrained: load a backbone's weights (resume restores all weights from its checkpoint instead).
+    resuming: keep the run's thread count (train.threads as recorded, else torch's default) for an exact resume."""
     track.require(cfg.track)  # a missing logger extra: one line, before any run exists
     seed_everything(cfg.seed)
     if cfg.train.threads:
@@ -165,7 +167,7 @@ def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrai
     threads_said = None
     with world.together():  # under DDP: one rank failing here stops all, with one message
         device = world.device(resolve_device(cfg.train.device))
-        if device.type == "cpu" and not cfg.train.threads:
+        if device.type == "cpu" and not cfg.train.threads and not resuming:  # a resume keeps the run's threads
             threads_said = auto_threads()
             if threads_said:  # recorded, so that a resume computes with the same threads, exactly
                 cfg.train.threads = torch.get_num_threads()
@@ -307,7 +309,7 @@ def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, sho
             shared = (run.name, cfg.resolved(), ckpt, preprocessing) if world.main else None
             name, resolved, ckpt, preprocessing = world.broadcast(shared)
             run, cfg = runs_root / name, validate_config(resolved)
-        device, data, model = build(cfg, preprocessing, world, pretrained=False)
+        device, data, model = build(cfg, preprocessing, world, pretrained=False, resuming=True)
         record: dict = {}  # the new summary.json, filled once the checkpoint is restored
         trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, record,
                                          callbacks)
