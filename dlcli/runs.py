@@ -412,12 +412,18 @@ class RunLock:
         self.release()
 
 
-def read_lock_owner(run: Path) -> dict:
+def read_object(path: Path) -> dict:
+    """A JSON object read leniently: {} where the file is missing, damaged or not an object (for listings and
+    liveness checks that must go on; `read_json` is the strict reader)."""
     try:
-        found = json.loads((run / LOCK).read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def read_lock_owner(run: Path) -> dict:
+    return read_object(run / LOCK)
 
 
 def lock_held(run: Path) -> bool | None:
@@ -508,11 +514,7 @@ def never_checkpointed(root: Path) -> list[tuple[Path, str]]:
     for run in list_runs(root):
         if lock_held(run) or any((run / "checkpoints" / f"{n}.pt").is_file() for n in ("last", "best")):
             continue
-        try:
-            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            summary = None
-        said = status(run, summary if isinstance(summary, dict) else None)
+        said = status(run, read_object(run / "summary.json") or None)
         if said not in ("running", "completed"):
             found.append((run, f"{said} before its first checkpoint"))
     for run in sorted(root.iterdir()) if root.is_dir() else []:
@@ -581,8 +583,7 @@ def overview(run: Path) -> dict:
 
     cfg = lenient(lambda: yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")))
     cfg = cfg if isinstance(cfg, dict) else {}
-    summary = lenient(lambda: json.loads((run / "summary.json").read_text(encoding="utf-8")))
-    summary = summary if isinstance(summary, dict) else {}
+    summary = read_object(run / "summary.json")
     history = lenient(lambda: read_metrics(run)) or []
     section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
     best = summary.get("best_metric")
@@ -623,11 +624,7 @@ TAGS = "tags.json"  # what a run belongs to, written when it is created: {"sweep
 
 
 def read_tags(run: Path) -> dict:
-    try:
-        found = json.loads((run / TAGS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
+    return read_object(run / TAGS)
 
 
 def flatten(data, prefix: str = "") -> dict:

@@ -8,29 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
-from dlcli.cli import app
 from dlcli.data.images import load_image
+from tests.test_evaluate_predict import cli, ok
 from tests.test_image_folder import folder_config, make_folder
 from tests.test_tables import CONFIGS, write_table, write_texts
 
 pytest.importorskip("onnxruntime", reason='the export extra is not installed: pip install -e ".[dev]"')
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:FutureWarning")
-RUNNER = CliRunner()
-
-
-def cli(*args):
-    return RUNNER.invoke(app, [str(a) for a in args])
-
-
-def ok(*args):
-    result = cli(*args)
-    assert result.exit_code == 0, result.output
-    return result
-
-
 def train_runs(root):
     """Three tiny runs in root/runs: `shapes` (CNN, 3-channel 16x16 image folder), `table_csv` (MLP), `text_csv`
     (bidirectional LSTM over packed sequences). Returns {kind: run path} and the data files."""
