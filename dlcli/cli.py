@@ -290,7 +290,7 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
             checkpoint: CheckpointOpt = "best", json_: JsonOpt = False, runs_dir: RunsDirOpt = None,
             device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu",
             text_file: Annotated[Optional[str], typer.Option("--text-file", help="Text runs: one text per line")] = None):
-    """Classify images with a trained run: top-k labels and probabilities per image.
+    """Answer with a trained run: top-k classes, a number per target or a set of labels per image, row or text.
 
     Each image becomes what training saw: the run's channels, size, 0-255 scale and normalisation.
 
@@ -315,7 +315,7 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
             results = predict_records(run, images or [], top_k, checkpoint, device, text_file)
             key = "text" if kind == "text" else "row"
             if json_:
-                print(json.dumps([{key: r.image, "top": r.top} for r in results], indent=2))
+                print(json.dumps([r.to_json(key) for r in results], indent=2))
             else:
                 for r in results:
                     render(r, console)
@@ -329,7 +329,7 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
         show = None if json_ else (lambda pred: render(pred, console))
         results, failed = predict_files(run, images, top_k, invert, checkpoint, device, show, problem)
         if json_:
-            print(json.dumps([{"image": r.image, "top": r.top} for r in results], indent=2))
+            print(json.dumps([r.to_json() for r in results], indent=2))
         if failed:
             raise typer.Exit(1)
 
@@ -435,6 +435,7 @@ def list_runs(ctx: typer.Context, runs_dir: RunsDirOpt = None, json_: JsonOpt = 
 
         from dlcli import runs
         from dlcli.compare import repeat_groups, select
+        from dlcli.tasks import short_name
 
         root = runs.runs_dir(runs_dir)
         if clean:
@@ -450,9 +451,9 @@ def list_runs(ctx: typer.Context, runs_dir: RunsDirOpt = None, json_: JsonOpt = 
 
         table = Table(title=f"runs in {root}/")
         tagged = any(r.get("tags") for r in rows)
-        for col in ("id", "dataset", "model", "epochs", "best metric", "test acc", "status", "date",
+        for col in ("id", "dataset", "model", "epochs", "best metric", "test", "status", "date",
                     *(["group"] if tagged else [])):
-            table.add_column(col, no_wrap=col == "id", justify="right" if col in ("epochs", "test acc") else "left")
+            table.add_column(col, no_wrap=col == "id", justify="right" if col in ("epochs", "test") else "left")
         colours = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
                    "killed": "red", "pruned": "magenta"}
         groups, last_of = repeat_groups(rows), {}
@@ -460,19 +461,21 @@ def list_runs(ctx: typer.Context, runs_dir: RunsDirOpt = None, json_: JsonOpt = 
             last_of[r.get("tags", {}).get("repeat")] = r["id"]
         for r in rows:
             best = r["best_metric"]
-            best_text = f"{str(best.get('name')).replace('accuracy', 'acc')} {best['value']:.4f}" if best and \
+            best_text = f"{short_name(str(best.get('name')))} {best['value']:.4f}" if best and \
                 isinstance(best.get("value"), (int, float)) else "-"
             colour = colours.get(r["status"], "dim")
             table.add_row(r["id"], r["dataset"] or "?", r["model"] or "?",
                           f"{r['epochs_completed'] if r['epochs_completed'] is not None else '?'}/{r['epochs'] or '?'}",
-                          best_text, f"{test:.4f}" if isinstance(test := r["test_accuracy"], (int, float)) else "-",
+                          best_text, f"{short_name(r['test_metric'])} {test:.4f}"
+                          if isinstance(test := r["test_value"], (int, float)) else "-",
                           f"[{colour}]{_status_text(r)}[/{colour}]", str(r["started"]).replace("T", " ")[:16],
                           *([_group_text(r.get("tags") or {})] if tagged else []))
             group = r.get("tags", {}).get("repeat")
             if group in groups and last_of.get(group) == r["id"] and len(groups[group]["runs"]) > 1:
-                acc = groups[group]["test_accuracy"]
+                acc = groups[group]["test_value"]
                 table.add_row(f"  mean +- std of {len(groups[group]['runs'])} runs", "", "", "", "",
-                              f"{acc[0]:.4f} +- {acc[1]:.4f}" if acc else "-", "", "",
+                              f"{short_name(groups[group]['test_metric'])} {acc[0]:.4f} +- {acc[1]:.4f}"
+                              if acc else "-", "", "",
                               *([f"repeat {group}"] if tagged else []), style="bold")
         _stdout().print(table)
 

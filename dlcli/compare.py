@@ -13,6 +13,7 @@ import yaml
 
 from dlcli import runs
 from dlcli.errors import DlcliError
+from dlcli.tasks import headline, running_metric
 
 WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(!=|>=|<=|=|>|<)(.*)$")
 ALIASES = {"test_acc": "test_accuracy", "acc": "test_accuracy", "best": "best_metric.value", "date": "started",
@@ -126,7 +127,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def repeat_groups(rows: list[dict]) -> dict[str, dict]:
-    """Runs of one `train --repeat` (tags.json `repeat`): their count and test accuracy mean +- std."""
+    """Runs of one `train --repeat` (tags.json `repeat`): their count and test headline (accuracy, r2, ...) mean +-
+    std."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         group = row.get("tags", {}).get("repeat")
@@ -134,8 +136,9 @@ def repeat_groups(rows: list[dict]) -> dict[str, dict]:
             groups.setdefault(group, []).append(row)
     out = {}
     for group, members in groups.items():
-        accs = [r["test_accuracy"] for r in members if isinstance(r.get("test_accuracy"), (int, float))]
-        out[group] = {"runs": [r["id"] for r in members], "test_accuracy": mean_std(accs) if accs else None}
+        values = [r["test_value"] for r in members if isinstance(r.get("test_value"), (int, float))]
+        out[group] = {"runs": [r["id"] for r in members], "test_metric": members[0].get("test_metric", "accuracy"),
+                      "test_value": mean_std(values) if values else None}
     return out
 
 
@@ -160,13 +163,15 @@ def compare(run_dirs: list[Path]) -> dict:
         last = history[-1] if history else {}
         best = row.get("best_metric") or {}
         test = summary.get("test") if isinstance(summary.get("test"), dict) else {}
+        second = running_metric(last)
+        name, value = headline(summary)
         values = {
             "status": row.get("status"),
             "epochs": f"{row.get('epochs_completed')}/{row.get('epochs')}",
             f"best {best.get('name', 'metric')}": best.get("value"),
             "best epoch": summary.get("best_epoch"),
-            **{f"last {k}": last.get(k) for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")},
-            "test accuracy": test.get("accuracy"),
+            **{f"last {k}": last.get(k) for k in ("train_loss", f"train_{second}", "val_loss", f"val_{second}")},
+            f"test {name.replace('_', ' ')}": value,
             "test loss": test.get("loss"),
             "parameters": summary.get("parameters"),
             "train seconds": summary.get("train_seconds"),
@@ -220,7 +225,7 @@ def plot(run_dirs: list[Path], path: Path) -> Path:
     for i, run in enumerate(run_dirs):
         history = [m for m in runs.read_metrics(run) if isinstance(m.get("epoch"), int)]
         colour = f"C{i % 10}"
-        for ax, metric in ((axes[0], "loss"), (axes[1], "accuracy")):
+        for ax, metric in ((axes[0], "loss"), (axes[1], running_metric(history[0]) if history else "accuracy")):
             for split, style in (("val", "-o"), ("train", ":")):
                 points = [(m["epoch"], m[f"{split}_{metric}"]) for m in history if f"{split}_{metric}" in m]
                 if points:
@@ -230,7 +235,7 @@ def plot(run_dirs: list[Path], path: Path) -> Path:
     if not drawn:
         plt.close(fig)
         raise DlcliError("none of these runs has a finished epoch: nothing to plot")
-    for ax, title in ((axes[0], "Loss"), (axes[1], "Accuracy")):
+    for ax, title in ((axes[0], "Loss"), (axes[1], "Accuracy, or the task's running metric")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)

@@ -19,13 +19,14 @@ from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation
 from dlcli.optim import OPTIMIZERS, SCHEDULERS
 from dlcli.registry import ItemError, Strict, parse_list
 from dlcli.space import parse_space, space_schema
+from dlcli.tasks import TASKS, TaskError, parse_task, task_spec
 from dlcli.track import TRACKERS, items_schema
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_VALUES = 100_000
 UNION_MEMBERS = {"int", "str", "float", "bool", "list", "dict", "tuple"}  # pydantic's names of union members
 UNION_TAG = re.compile(r"constrained-\w+|\w+(-\w+)?\[.*\]")  # constrained-int, literal['auto'], function-after[..]
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+MONITOR_HELP = "a metric name of the task: train_loss, val_loss, val_accuracy (classification), val_r2, val_f1_micro, ..."
 
 
 def _parse_named(registry, v, section):
@@ -167,7 +168,7 @@ MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, 
 
 
 class EarlyStopping(Strict):
-    monitor: Literal[METRICS] = "val_loss"
+    monitor: str = Field("val_loss", description=MONITOR_HELP)
     mode: Literal["auto", "min", "max"] = "auto"
     patience: PositiveInt = 3
     min_delta: NonNegativeFloat = 0.0
@@ -203,7 +204,8 @@ class TrainConfig(Strict):
     grad_clip: PositiveFloat | None = None
     l1: NonNegativeFloat = 0.0
     early_stopping: EarlyStopping | None = None
-    checkpoint_monitor: Literal[METRICS] = "val_accuracy"
+    checkpoint_monitor: str | None = Field(None, description="best.pt's metric; default the task's (val_accuracy "
+                                           "for classification, val_loss for regression and multilabel)")
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     threads: PositiveInt | None = None
@@ -248,7 +250,7 @@ class SweepConfig(Strict):
 
     space: dict[str, Any] = Field(json_schema_extra=lambda s: s.update(additionalProperties=space_schema()))
     trials: PositiveInt = 20
-    metric: Literal[METRICS] | None = None  # ranks and prunes trials; default train.checkpoint_monitor
+    metric: str | None = Field(None, description="ranks and prunes trials; default train.checkpoint_monitor")
     sampler: Literal["tpe", "random"] = "tpe"
     startup_trials: NonNegativeInt = 5  # tpe: trials drawn at random before it models the space
     pruner: Pruner | None = Pruner()  # null: every trial trains to the end
@@ -262,6 +264,7 @@ class SweepConfig(Strict):
 class Config(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
     seed: int = 42
+    task: Any = Field(None, validate_default=True, json_schema_extra=lambda s: s.update(anyOf=task_schema()))
     data: Any  # a dlcli.data.catalog entry: the dataset kind and its own keys
     model: ModelConfig
     optimizer: Any = Field({"name": "adam"}, validate_default=True)
@@ -277,6 +280,17 @@ class Config(Strict):
         if isinstance(v, DataEntry):
             return v
         return parse_data(v, legacy=bool(info.context and info.context.get("legacy")))
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, v, info: ValidationInfo):
+        try:
+            task = parse_task(v)
+        except TaskError as err:
+            raise ValueError(str(err)) from None
+        if v is None and info.context and info.context.get("legacy"):
+            task._spelled = True  # a run recorded before tasks: it was accepted as classification then
+        return task
 
     @property
     def notices(self) -> list[str]:
@@ -304,6 +318,33 @@ class Config(Strict):
         return _parse_named(SCHEDULERS, v, "scheduler")
 
     @model_validator(mode="after")
+    def _task_fits(self):
+        """The task's metrics name the monitors; its dataset must be able to give its targets."""
+        task = self.task
+        if task.entry_name not in self.data.tasks:
+            raise ValueError(f"@task: {task.entry_name} needs targets the {self.data.dataset} dataset cannot give (it gives "
+                             f"{' or '.join(self.data.tasks)} targets); {task.entry_name} reads its targets from a table "
+                             "(dataset: csv, parquet or text_csv)")
+        problem = task.check_train(self.train)
+        if problem:
+            raise ValueError(f"@train.{problem}")
+        if self.train.checkpoint_monitor is None:
+            self.train.checkpoint_monitor = task.default_monitor
+        valid = task.monitors()
+        found = [("train.checkpoint_monitor", self.train.checkpoint_monitor)]
+        if self.train.early_stopping:
+            found.append(("train.early_stopping.monitor", self.train.early_stopping.monitor))
+        if hasattr(self.scheduler, "monitor"):
+            found.append(("scheduler.monitor", self.scheduler.monitor))
+        if self.sweep is not None and self.sweep.metric:
+            found.append(("sweep.metric", self.sweep.metric))
+        for where, name in found:
+            if name not in valid:
+                raise ValueError(f"@{where}: '{name}' is not a metric of the {task.entry_name} task"
+                                 f"{closest(name, valid)}")
+        return self
+
+    @model_validator(mode="after")
     def _monitors_need_validation(self):
         if self.data.val_split == 0:
             # Without a validation split, val_* monitors fall back to their train_* twins; the resolved config says so.
@@ -319,7 +360,8 @@ class Config(Strict):
 
     def resolved(self) -> dict:
         """The config as plain data, every default filled in: what the run directory records."""
-        out = self.model_dump(mode="json", exclude={"data", "optimizer", "scheduler", "track", "sweep"})
+        out = self.model_dump(mode="json", exclude={"task", "data", "optimizer", "scheduler", "track", "sweep"})
+        out["task"] = task_spec(self.task)
         out["data"] = data_spec(self.data)
         unused = set() if self.optimizer.groups else {"groups"}  # configs without groups record what they did
         out["optimizer"] = {"name": self.optimizer.entry_name, **self.optimizer.model_dump(mode="json", exclude=unused)}
@@ -328,6 +370,16 @@ class Config(Strict):
             out["model"]["layers"] = [layer.to_spec() for layer in self.model.layers]
         out["track"] = [tracker.to_spec() for tracker in self.track]
         return out
+
+
+def task_schema() -> list[dict]:
+    """`task:` in the JSON Schema: a task name, or a mapping with `type` and that task's keys."""
+    forms: list[dict] = [{"type": "string", "enum": TASKS.names()}]
+    for name in TASKS.names():
+        schema = TASKS.entries[name].model_json_schema()
+        props = {"type": {"const": name}, **schema.get("properties", {})}
+        forms.append({"type": "object", "properties": props, "required": ["type"], "additionalProperties": False})
+    return forms
 
 
 # ---------------------------------------------------------------- loading

@@ -390,7 +390,7 @@ def _read(path: str, role: str, default_fmt: str, strings: tuple, report: Report
 def _check_table(entry, report: Report) -> None:
     import pyarrow.compute as pc
 
-    from dlcli.data.tables import label_names
+    from dlcli.tasks.classification import label_names
 
     text_column = getattr(entry, "text_column", None)
     label = entry.label_column

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from dlcli.augment import apply_all
 from dlcli.distributed import SINGLE, World
@@ -176,35 +175,6 @@ def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024
     return torch.cat(out).cpu() if out else torch.empty(0)
 
 
-def class_weights(spec, y: torch.Tensor, classes: list[str]) -> torch.Tensor | None:
-    """train.class_weights as a loss weight per class: none; auto, the inverse of each class's share of the training
-    labels (n / (classes present x count), scikit-learn's "balanced": 1 for every class when balanced); or
-    {class name: weight}, 1 for classes not named. Unknown class names are an error naming the valid ones."""
-    if spec == "none":
-        return None
-    k = len(classes)
-    if spec == "auto":
-        counts = torch.bincount(y.cpu().long(), minlength=k).double()
-        present = int((counts > 0).sum())
-        weights = torch.where(counts > 0, counts.sum() / (present * counts.clamp_min(1)), torch.ones_like(counts))
-        return weights.float()
-    weights = torch.ones(k)
-    for name, value in spec.items():
-        if name not in classes:
-            from dlcli.errors import closest
-
-            raise DlcliError(f"train.class_weights: no class '{name}' in this dataset{closest(name, classes)}")
-        weights[classes.index(name)] = value
-    return weights
-
-
-def score(logits, y) -> dict:
-    return {
-        "loss": F.cross_entropy(logits, y).item() if len(y) else float("nan"),
-        "accuracy": (logits.argmax(1) == y).float().mean().item() if len(y) else float("nan"),
-    }
-
-
 class Interrupted(DlcliError):
     """SIGINT or SIGTERM arrived during fit: exit 130 or 143, as a shell reports a process those signals ended."""
 
@@ -236,7 +206,7 @@ class EpochProgress:
     order: torch.Tensor  # this epoch's permutation of the training split
     batch: int  # the next batch to train
     loss_sum: torch.Tensor  # device scalars, read only at refresh points
-    correct: torch.Tensor
+    correct: torch.Tensor  # the sum of the task's running metric (correct samples for classification)
     losses: torch.Tensor  # every batch's loss, to name the first non-finite one without a per-step sync
     skipped: int = 0  # batches skipped for a non-finite loss (train.on_nan: skip_batch)
     skipped_samples: int = 0
@@ -318,8 +288,8 @@ class Trainer:
         self.train_split = data.train.to(device)
         self.val_split = data.val.to(device) if data.val is not None else None
         self.global_batch = tc.batch_size * world.size
-        weights = class_weights(tc.class_weights, data.train.y, data.classes)
-        self.class_weights = weights.to(device) if weights is not None else None
+        # the task (dlcli.tasks) owns the loss, the running metric and the scores, with its fit on the targets
+        self.task = cfg.task.bind(data.target, data.classes, tc, device, data.train.y)
         self.steps_per_epoch = math.ceil(len(self.train_split) / self.global_batch)
         self.optimizer = cfg.optimizer.build(self.model, device.type)
         self.scheduler = cfg.scheduler.build(self.optimizer, tc.epochs, self.steps_per_epoch)
@@ -342,11 +312,10 @@ class Trainer:
             self.train_forward = torch.compile(ddp) if self.cfg.train.compile else ddp
 
     def loss_fn(self, logits, y):
-        ls, w = self.cfg.train.label_smoothing, self.class_weights
         if self.world.distributed:  # a rank's share of a last batch smaller than the world may be empty: loss 0
-            loss = F.cross_entropy(logits.float(), y, w, label_smoothing=ls, reduction="sum") / max(len(y), 1)
+            loss = self.task.criterion(logits, y, reduction="sum") / max(len(y), 1)
         else:
-            loss = F.cross_entropy(logits.float(), y, w, label_smoothing=ls)
+            loss = self.task.criterion(logits, y)
         if self.cfg.train.l1:
             loss = loss + self.cfg.train.l1 * sum(p.abs().sum() for p in self.model.parameters() if p.dim() > 1)
         return loss
@@ -354,7 +323,8 @@ class Trainer:
     def new_epoch(self) -> EpochProgress:
         order = torch.randperm(len(self.train_split), generator=self.generator).to(self.device)
         zero = torch.zeros((), device=self.device)
-        return EpochProgress(order, 0, zero, zero.long(), torch.zeros(self.steps_per_epoch, device=self.device))
+        stat = torch.zeros((), device=self.device, dtype=self.task.step_dtype())
+        return EpochProgress(order, 0, zero, stat, torch.zeros(self.steps_per_epoch, device=self.device))
 
     def batch_indices(self, p: EpochProgress):
         """This rank's sample indices of batches p.batch, p.batch + 1, ...: global batch k is the k-th slice of
@@ -414,7 +384,7 @@ class Trainer:
                 self.optimizer_step(loss * self.rank_weight(i, len(yb)) if world.distributed else loss)
                 p.losses[i] = loss.detach()
                 p.loss_sum += loss.detach() * len(yb)
-                p.correct += (logits.detach().argmax(1) == yb).sum()
+                p.correct += self.task.step_stat(logits, yb)
             self.state.step += 1
             p.batch = i + 1
             for cb in self.callbacks:
@@ -425,7 +395,7 @@ class Trainer:
         if counted == 0:
             raise NonFiniteLoss(f"every batch of epoch {self.state.epoch + 1} had a non-finite loss: "
                                 "lower optimizer.lr or set train.grad_clip")
-        metrics = {"train_loss": loss_sum / counted, "train_accuracy": correct / counted}
+        metrics = {"train_loss": loss_sum / counted, f"train_{self.task.step_metric}": correct / counted}
         return metrics | ({"skipped_batches": p.skipped} if tc.on_nan == "skip_batch" else {})
 
     def check_due(self, i: int) -> bool:
@@ -476,19 +446,22 @@ class Trainer:
             sums = {k: v for k, v in p.to_dict().items() if k not in ("order", "batch")} if p else None
             self.rank_states = self.world.gather({"rng": rng_state(self.generator), "progress": sums})
 
-    def evaluate(self, split) -> dict:
-        if not self.world.distributed:
-            logits = predict_logits(self.forward, split.x, self.data.normalizer, self.device, self.scoring_precision,
-                                    self.cfg.train.eval_batch_size, self.channels_last)
-            return score(logits, split.y.cpu())
-        # Each rank scores every world-th sample; the sums over ranks give the split's mean loss and accuracy.
+    def outputs(self, split):
+        """The model's outputs (float32, CPU) for a split's samples; under DDP for this rank's share (every
+        world-th sample), with its targets."""
         r, w = self.world.rank, self.world.size
-        logits = predict_logits(self.forward, split.x[r::w], self.data.normalizer, self.device,
-                                self.scoring_precision, self.cfg.train.eval_batch_size, self.channels_last)
-        y = split.y[r::w].cpu()
-        loss = F.cross_entropy(logits, y, reduction="sum") if len(y) else 0.0
-        loss, correct, count = self.world.totals(loss, (logits.argmax(1) == y).sum() if len(y) else 0, len(y))
-        return {"loss": loss / count, "accuracy": correct / count}
+        x, y = (split.x, split.y) if not self.world.distributed else (split.x[r::w], split.y[r::w])
+        return predict_logits(self.forward, x, self.data.normalizer, self.device, self.scoring_precision,
+                              self.cfg.train.eval_batch_size, self.channels_last), y.cpu()
+
+    def evaluate(self, split) -> dict:
+        """The split's loss and the task's metrics. Under DDP each rank scores every world-th sample and the
+        task's additive sums over ranks give the split's figures."""
+        outputs, y = self.outputs(split)
+        stats = self.task.stats(outputs, y)
+        if self.world.distributed:
+            stats = {k: self.world.total(v) for k, v in stats.items()}
+        return self.task.scores(stats)
 
     def fit(self) -> State:
         tc, state = self.cfg.train, self.state
@@ -557,9 +530,9 @@ class Trainer:
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    if mode != "auto":
-        return mode
-    return "max" if monitor.endswith("accuracy") else "min"
+    from dlcli.tasks import metric_mode
+
+    return metric_mode(monitor, mode)
 
 
 class EarlyStopping(Callback):

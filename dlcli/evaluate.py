@@ -34,6 +34,11 @@ class LoadedRun:
     checkpoint: Path
     epoch: int | None
     notice: str | None = None  # the other checkpoint was used: the one asked for is missing or damaged
+    task: Any = None  # dlcli.tasks entry bound to the run's stored target fit: reads the outputs
+
+    def answers(self, x, top_k: int = 5, batch_size: int | None = None) -> list[dict]:
+        """The task's answer (predict's JSON object) for every row of raw inputs x."""
+        return self.task.answers(self.logits(x, batch_size), top_k)
 
     def logits(self, x, batch_size: int | None = None):
         """float32 logits on the CPU for raw inputs x (uint8 images as the dataset stores them, not normalised)."""
@@ -84,7 +89,10 @@ def read_data_info(run: Path) -> dict:
     preprocessing = info.get("preprocessing")
     if preprocessing is not None and not isinstance(preprocessing, dict):
         raise DlcliError(f"{path}: damaged (preprocessing is not a mapping)", RUNTIME)
-    return {"classes": classes, "input_shape": shape, "preprocessing": preprocessing,
+    task = info.get("task", {"type": "classification"})  # runs from before tasks classified
+    if not isinstance(task, dict):
+        raise DlcliError(f"{path}: damaged (task is not a mapping)", RUNTIME)
+    return {"classes": classes, "input_shape": shape, "preprocessing": preprocessing, "task": task,
             "normalization": {"mean": mean, "std": std, "image": image, "tokens": tokens, **adapt}}
 
 
@@ -125,9 +133,10 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     model.eval()
     norm = info["normalization"]
     epoch = state.get("epoch")
+    task = cfg.task.bind(info["task"], info["classes"], device=dev)
     return LoadedRun(run, cfg, info["classes"], info["input_shape"], Normalizer(**norm),
                      model, dev, precision, channels_last, ckpt_path, int(epoch) if isinstance(epoch, int) else None,
-                     notice)
+                     notice, task)
 
 
 def rebuild_split(loaded: LoadedRun, split: str):
@@ -147,62 +156,18 @@ def rebuild_split(loaded: LoadedRun, split: str):
     return data.val if split == "val" else data.test
 
 
-def classification_report(logits, y, classes: list[str]) -> dict:
-    """Loss, accuracy, top-5 accuracy (10+ classes), per-class and macro precision/recall/F1, confusion matrix.
-
-    Precision, recall or F1 of a class that is never predicted (or never present) count as 0, as scikit-learn's
-    zero_division=0 does; macro averages run over the classes present in the labels or the predictions.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    k = len(classes)
-    y = y.long().cpu()
-    logits = logits.float().cpu()
-    pred = logits.argmax(1)
-    cm = torch.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-    tp = cm.diag().double()
-    predicted, support = cm.sum(0).double(), cm.sum(1).double()
-    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
-    recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
-    denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), torch.zeros_like(tp))
-    present = (predicted + support) > 0
-    report = {
-        "samples": len(y),
-        "loss": F.cross_entropy(logits, y).item(),
-        "accuracy": (pred == y).double().mean().item(),
-        # the mean recall over the classes present: chance is 1/k however imbalanced the split
-        "balanced_accuracy": recall[support > 0].mean().item(),
-    }
-    if k >= 10:
-        top5 = logits.topk(5, dim=1).indices
-        report["top5_accuracy"] = (top5 == y[:, None]).any(1).double().mean().item()
-    report["macro"] = {name: v[present].mean().item() for name, v in
-                       (("precision", precision), ("recall", recall), ("f1", f1))}
-    report["per_class"] = [
-        {"index": i, "label": classes[i], "precision": precision[i].item(), "recall": recall[i].item(),
-         "f1": f1[i].item(), "support": int(support[i].item())}
-        for i in range(k)
-    ]
-    report["classes"] = list(classes)
-    report["confusion_matrix"] = cm.tolist()
-    return report
-
-
 def evaluate_run(run: Path, split: str = "test", checkpoint: str = "best", device: str = "auto") -> dict:
-    """Score the run, write eval-<split>.json and confusion-<split>.png into it, and return the report."""
-    from dlcli.plots import write_confusion
-
+    """Score the run, write eval-<split>.json and the task's figures (a confusion matrix, predicted against
+    actual, ...) into it, and return the report."""
     loaded = load_run(run, checkpoint, device)
     samples = rebuild_split(loaded, split)
-    logits = loaded.logits(samples.x)
+    outputs = loaded.logits(samples.x)
+    task = loaded.task
     report = {"run_id": run.name, "split": split, "checkpoint": checkpoint, "checkpoint_epoch": loaded.epoch,
-              "dataset": loaded.cfg.data.dataset, **classification_report(logits, samples.y, loaded.classes)}
-    json_path, png_path = run / f"eval-{split}.json", run / f"confusion-{split}.png"
-    report["files"] = {"report": str(json_path), "confusion_matrix": str(png_path)}
-    write_confusion(png_path, report["confusion_matrix"], loaded.classes,
-                    f"{run.name}: {split} split, {checkpoint} checkpoint, accuracy {report['accuracy']:.4f}")
+              "dataset": loaded.cfg.data.dataset, "task": task.entry_name, **task.report(outputs, samples.y)}
+    json_path = run / f"eval-{split}.json"
+    figures = task.plots(report, outputs, samples.y, run, split, f"{run.name}: {split} split, {checkpoint} checkpoint")
+    report["files"] = {"report": str(json_path), **figures}
     try:
         runs.write_json(json_path, report)
     except OSError as err:
@@ -212,41 +177,12 @@ def evaluate_run(run: Path, split: str = "test", checkpoint: str = "best", devic
 
 def render(report: dict, console) -> None:
     """The report as rich tables: overall metrics, per-class scores, confusion matrix (up to 20 classes)."""
-    from rich.table import Table
+    from dlcli.tasks import TASKS
 
     epoch = f" (epoch {report['checkpoint_epoch']})" if report.get("checkpoint_epoch") is not None else ""
     console.print(f"run {report['run_id']}: {report['dataset']} {report['split']} split, {report['samples']:,} "
                   f"samples, {report['checkpoint']} checkpoint{epoch}", soft_wrap=True)
-    overall = Table(title="metrics")
-    overall.add_column("metric")
-    overall.add_column("value", justify="right")
-    overall.add_row("loss", f"{report['loss']:.4f}")
-    overall.add_row("accuracy", f"{report['accuracy']:.4f}")
-    overall.add_row("balanced accuracy", f"{report['balanced_accuracy']:.4f}")
-    if "top5_accuracy" in report:
-        overall.add_row("top-5 accuracy", f"{report['top5_accuracy']:.4f}")
-    for name in ("precision", "recall", "f1"):
-        overall.add_row(f"macro {name if name != 'f1' else 'F1'}", f"{report['macro'][name]:.4f}")
-    console.print(overall)
-
-    per_class = Table(title="per class")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        per_class.add_column(col, justify="left" if col == "class" else "right")
-    for row in report["per_class"]:
-        per_class.add_row(row["label"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
-                          f"{row['support']:,}")
-    console.print(per_class)
-
-    classes, cm = report["classes"], report["confusion_matrix"]
-    if len(classes) <= 20:
-        matrix = Table(title="confusion matrix: true (rows) x predicted (columns)")
-        matrix.add_column("true class", no_wrap=True)
-        for i in range(len(classes)):
-            matrix.add_column(str(i), justify="right")
-        for i, (name, row) in enumerate(zip(classes, cm)):
-            matrix.add_row(f"{i} {name}", *(f"[bold]{v}[/bold]" if i == j and v else str(v) for j, v in enumerate(row)))
-        console.print(matrix)
-    else:
-        console.print(f"confusion matrix: {len(classes)} classes, too many for a table: see the PNG or the JSON")
+    TASKS.entries[report.get("task", "classification")]().render_report(report, console)
     files = report["files"]
-    console.print(f"wrote {files['report']} and {files['confusion_matrix']}", soft_wrap=True)
+    figures = [v for k, v in files.items() if k != "report"]
+    console.print(f"wrote {' and '.join([files['report'], *figures])}", soft_wrap=True)

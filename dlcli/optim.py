@@ -219,7 +219,7 @@ class OneCycle(Scheduler):
 @SCHEDULERS.register("plateau")
 class Plateau(Scheduler):
     interval: ClassVar[str] = "metric"
-    monitor: Literal["train_loss", "train_accuracy", "val_loss", "val_accuracy"] = "val_loss"
+    monitor: str = Field("val_loss", description="a metric of the task (checked with the config)")
     factor: float = Field(0.1, gt=0.0, lt=1.0)
     patience: PositiveInt = 5
     min_lr: NonNegativeFloat = 0.0
@@ -227,5 +227,7 @@ class Plateau(Scheduler):
     def build(self, optimizer, epochs, steps_per_epoch):
         from torch.optim import lr_scheduler
 
-        mode = "max" if self.monitor.endswith("accuracy") else "min"
+        from dlcli.tasks import metric_mode
+
+        mode = metric_mode(self.monitor)
         return lr_scheduler.ReduceLROnPlateau(optimizer, mode, self.factor, self.patience, min_lr=self.min_lr)

@@ -35,7 +35,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def write_curves(run_dir) -> Path:
-    """`<run>/curves.png`: loss and accuracy per epoch, train against validation, from metrics.jsonl."""
+    """`<run>/curves.png`: loss and the task's running metric (accuracy, mae, ...) per epoch, train against
+    validation, from metrics.jsonl."""
     run = Path(run_dir)
     try:
         history = runs.read_metrics(run)
@@ -47,7 +48,10 @@ def write_curves(run_dir) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     epochs = [m["epoch"] for m in history]
-    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+    from dlcli.tasks import running_metric
+
+    second = running_metric(history[0])  # accuracy, or the task's running metric (mae, subset_accuracy)
+    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], second, second.replace("_", " ").capitalize())):
         for prefix, label, style in (("train", "train", "-o"), ("val", "validation", "--s")):
             points = [(e, m[f"{prefix}_{metric}"]) for e, m in zip(epochs, history) if f"{prefix}_{metric}" in m]
             if points:
@@ -92,4 +96,44 @@ def plot_files(run_dir) -> list[Path]:
     """The PNG files a run has now, curves first."""
     run = Path(run_dir)
     found = [run / CURVES] if (run / CURVES).is_file() else []
-    return found + sorted(run.glob("confusion-*.png"))
+    return found + sorted(p for pattern in ("confusion-*.png", "regression-*.png", "labels-*.png")
+                          for p in run.glob(pattern))
+
+
+def write_regression(path: Path, pred, actual, names: list[str], title: str) -> Path:
+    """Predicted against actual (with the identity line) and residuals against predicted, one column per target
+    (the first six)."""
+    plt = _pyplot()
+    k = min(len(names), 6)
+    fig, axes = plt.subplots(2, k, figsize=(4 * k, 7.5), constrained_layout=True, squeeze=False)
+    for j in range(k):
+        p, a = pred[:, j], actual[:, j]
+        lo, hi = float(min(p.min(), a.min())), float(max(p.max(), a.max()))
+        top, bottom = axes[0][j], axes[1][j]
+        top.scatter(a, p, s=8, alpha=0.6)
+        top.plot([lo, hi], [lo, hi], color="black", linewidth=1)
+        top.set_xlabel(f"actual {names[j]}")
+        top.set_ylabel(f"predicted {names[j]}")
+        bottom.scatter(p, a - p, s=8, alpha=0.6)
+        bottom.axhline(0, color="black", linewidth=1)
+        bottom.set_xlabel(f"predicted {names[j]}")
+        bottom.set_ylabel("residual (actual - predicted)")
+    fig.suptitle(title)
+    return _save(fig, Path(path))
+
+
+def write_label_scores(path: Path, per_label: list[dict], title: str) -> Path:
+    """Precision, recall and F1 per label as grouped bars (the first 40 labels)."""
+    import numpy as np
+
+    plt = _pyplot()
+    rows = per_label[:40]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(rows) + 2), 4.5), constrained_layout=True)
+    for i, key in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (i - 1) * 0.27, [r[key] for r in rows], width=0.27, label=key)
+    ax.set_xticks(x, [r["label"] for r in rows], rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(title)
+    return _save(fig, Path(path))

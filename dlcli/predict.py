@@ -1,4 +1,5 @@
-"""`dlcli predict`: image files -> the model's input, the way training saw it -> top-k labels and probabilities.
+"""`dlcli predict`: image files, table rows or texts -> the model's input, the way training saw it -> the task's
+answer (top-k classes, a number per target, or a set of labels; dlcli.tasks).
 
 Images are decoded by dlcli.data.images, the module training uses for image folders, so a file gives the
 same tensor here as in training. Images are decoded and sent through the model in batches. Nothing here imports torchvision or matplotlib.
@@ -17,8 +18,16 @@ BATCH = 256
 
 @dataclass
 class Prediction:
-    image: str
-    top: list[dict]
+    image: str  # the input's name: an image path, a `file:line` row, a text
+    answer: dict  # the task's answer: {"top": [...]}, {"prediction": ...} or {"labels": [...], "probabilities": {...}}
+    task: object = None  # the run's task, which renders the answer
+
+    @property
+    def top(self) -> list[dict] | None:
+        return self.answer.get("top")
+
+    def to_json(self, key: str = "image") -> dict:
+        return {key: self.image, **self.answer}
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -90,9 +99,8 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
                 failed += 1
         if not tensors:
             continue
-        probs = torch.softmax(loaded.logits(torch.stack(tensors), batch_size), dim=1)
-        for name, top in zip(names, ranked(probs, loaded.classes, k)):
-            pred = Prediction(name, top)
+        for name, answer in zip(names, loaded.answers(torch.stack(tensors), k, batch_size)):
+            pred = Prediction(name, answer, loaded.task)
             results.append(pred)
             if on_result is not None:
                 on_result(pred)
@@ -100,23 +108,14 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
 
 
 def ranked(probs, classes: list[str], top_k: int) -> list[list[dict]]:
-    """Each row of probabilities as its top-k [{index, label, probability}], best first: predict's (and serve's)
-    answer."""
-    values, indices = probs.topk(min(top_k, len(classes)), dim=1)
-    return [[{"index": i, "label": classes[i], "probability": p} for i, p in zip(idxs, vals)]
-            for vals, idxs in zip(values.tolist(), indices.tolist())]
+    """Each row of class probabilities as its top-k [{index, label, probability}], best first."""
+    from dlcli.tasks.classification import ranked as top
+
+    return top(probs, classes, top_k)
 
 
 def render(pred: Prediction, console) -> None:
-    from rich.table import Table
-
-    table = Table(title=pred.image, title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("label")
-    table.add_column("probability", justify="right")
-    for rank, entry in enumerate(pred.top, 1):
-        table.add_row(str(rank), entry["label"], f"{entry['probability']:.4f}")
-    console.print(table)
+    pred.task.render_answer(pred.image, pred.answer, console)
 
 
 def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: str = "best", device: str = "cpu",
@@ -158,5 +157,4 @@ def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: st
             blocks.append(torch.from_numpy(x_part))
             names += row_names
         x = torch.cat(blocks)
-    probs = torch.softmax(loaded.logits(x), dim=1)
-    return [Prediction(name, top) for name, top in zip(names, ranked(probs, loaded.classes, top_k))]
+    return [Prediction(name, answer, loaded.task) for name, answer in zip(names, loaded.answers(x, top_k))]

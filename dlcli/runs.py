@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from dlcli.errors import RUNTIME, DlcliError
+from dlcli.tasks import headline
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -590,7 +591,9 @@ def overview(run: Path) -> dict:
     monitor = section("train").get("checkpoint_monitor")
     if not isinstance(best, dict) and monitor and any(monitor in m for m in history):
         values = [m[monitor] for m in history if monitor in m]
-        best = {"name": monitor, "value": max(values) if monitor.endswith("accuracy") else min(values)}
+        from dlcli.tasks import metric_mode
+
+        best = {"name": monitor, "value": max(values) if metric_mode(monitor) == "max" else min(values)}
     started = summary.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.stat().st_mtime))
     return {
         "id": run.name,
@@ -599,13 +602,28 @@ def overview(run: Path) -> dict:
         "epochs_completed": summary.get("epochs_completed", len(history)),
         "epochs": summary.get("epochs") or section("train").get("epochs"),
         "best_metric": best if isinstance(best, dict) else None,
+        "task": task_name(cfg, summary),
+        "test_metric": headline(summary)[0],  # the task's headline: accuracy, r2, f1_micro
+        "test_value": headline(summary)[1],
         "test_accuracy": test.get("accuracy") if isinstance(test := summary.get("test"), dict) else None,
         "test_loss": test.get("loss") if isinstance(test, dict) else None,
+        **{f"test_{k}": v for k, v in (test.items() if isinstance(test, dict) else ())
+           if isinstance(v, (int, float)) and k not in ("accuracy", "loss")},
         "status": status(run, summary or None),
         "last_checkpoint": last_checkpoint(run, summary, history),
         "started": started,
         "tags": read_tags(run),
     }
+
+
+def task_name(cfg: dict, summary: dict) -> str:
+    """A run's task, from summary.json or its config (runs from before tasks: classification)."""
+    if isinstance(summary.get("task"), str):
+        return summary["task"]
+    task = cfg.get("task")
+    if isinstance(task, dict) and isinstance(task.get("type"), str):
+        return task["type"]
+    return task if isinstance(task, str) else "classification"
 
 
 def last_checkpoint(run: Path, summary: dict, history: list[dict] | None = None) -> int | None:

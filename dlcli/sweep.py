@@ -33,6 +33,7 @@ from dlcli import runs
 from dlcli.config import Config, apply_override, read_yaml, set_key, validate_config
 from dlcli.engine import Callback
 from dlcli.errors import RUNTIME, DlcliError
+from dlcli.tasks import headline, metric_mode, short_name
 
 HEARTBEAT = 20  # seconds between a running trial's heartbeats in the storage...
 GRACE = 120  # ...and the silence after which another process counts it as dead and queues it again
@@ -129,7 +130,7 @@ def make_plan(config: str, overrides: list[str] | None, space_file: str | None, 
         raise DlcliError(f"--name {name!r}: letters, digits, '_', '.', '-' only")
     directory = runs_root / "sweeps" / name
     metric = cfg.sweep.metric or cfg.train.checkpoint_monitor
-    direction = "maximize" if metric.endswith("accuracy") else "minimize"
+    direction = "maximize" if metric_mode(metric) == "max" else "minimize"
     return Plan(config, base, cfg, name, directory, storage or f"sqlite:///{(directory / 'study.db').resolve()}",
                 runs_root, trials or cfg.sweep.trials, metric, direction)
 
@@ -340,11 +341,14 @@ def run_trial(plan: Plan, study, storage, trial, say) -> str:
     summary = runs.read_json(run / "summary.json")
     test = summary.get("test") if isinstance(summary.get("test"), dict) else {}
     trial.set_user_attr("run_id", run.name)
+    name, value_test = headline(summary)
+    trial.set_user_attr("test_metric", name)  # the task's headline: accuracy, r2, f1_micro
+    trial.set_user_attr("test_value", value_test)
     trial.set_user_attr("test_accuracy", test.get("accuracy"))
     trial.set_user_attr("epochs", summary.get("epochs_completed"))
     trial.set_user_attr("seconds", round(seconds, 1))
     shown = f"{plan.metric} {value:.4f}" if value is not None else f"no {plan.metric}"
-    test_text = f"  test acc {test['accuracy']:.4f}" if isinstance(test.get("accuracy"), float) else ""
+    test_text = f"  test {short_name(name)} {value_test:.4f}" if isinstance(value_test, float) else ""
     if reporter.pruned_at is not None:
         runs.write_json(run / "summary.json", {**summary, "status": "pruned", "pruned_at_epoch": reporter.pruned_at})
         study.tell(trial, state=TrialState.PRUNED)
@@ -532,8 +536,9 @@ def report(plan: Plan, console, seconds: float) -> dict:
     rows = ranked(plan, study)
     keys = list(plan.space)
     table = Table(title=f"sweep {plan.name}: {plan.metric} ({plan.direction})")
-    for col in ("#", "trial", "state", plan.metric, "epochs", "test acc", *keys, "run"):
-        table.add_column(col, justify="right" if col in ("#", "trial", plan.metric, "epochs", "test acc") else "left")
+    test_col = f"test {short_name(plan.cfg.task.headline)}"
+    for col in ("#", "trial", "state", plan.metric, "epochs", test_col, *keys, "run"):
+        table.add_column(col, justify="right" if col in ("#", "trial", plan.metric, "epochs", test_col) else "left")
     retried = {t.user_attrs.get("retry_of"): t.number for t in study.get_trials(deepcopy=False)}
     for i, t in enumerate(rows, start=1):
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, t.user_attrs.get("ended"))
@@ -541,7 +546,7 @@ def report(plan: Plan, console, seconds: float) -> dict:
             state = f"{state}, again as {retried[t.number]}"
         value = t.value if t.state == TrialState.COMPLETE else (
             t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
-        test = t.user_attrs.get("test_accuracy")
+        test = t.user_attrs.get("test_value", t.user_attrs.get("test_accuracy"))
         table.add_row(str(i), str(t.number), state or "failed", f"{value:.4f}" if value is not None else "-",
                       str(t.user_attrs.get("epochs") or "-"), f"{test:.4f}" if isinstance(test, float) else "-",
                       *(_short(plan.space[k].value(t.params[k])) if k in t.params else "-" for k in keys),
@@ -567,6 +572,8 @@ def report(plan: Plan, console, seconds: float) -> dict:
         summary["best"] = {"trial": best.number, "value": best.value, "params": values,
                            "run_id": best.user_attrs.get("run_id"),
                            "test_accuracy": best.user_attrs.get("test_accuracy"),
+                           "test_metric": best.user_attrs.get("test_metric", "accuracy"),
+                           "test_value": best.user_attrs.get("test_value", best.user_attrs.get("test_accuracy")),
                            "config": str(path), "model": cfg.model.type}
         console.print(f"best: trial {best.number}, {plan.metric} {best.value:.4f}; its config: {path}",
                       soft_wrap=True)
@@ -598,7 +605,7 @@ def repeat(cfg: Config, runs_root: Path, console, show_progress: bool, world, ti
         done.append(train(one, runs_root, console, show_progress, world, tags=tags))
     if world.main:
         tests = [runs.read_json(run / "summary.json").get("test") or {} for run in done]
-        for key in ("accuracy", "loss"):
+        for key in dict.fromkeys((cfg.task.headline, "loss")):
             values = [t[key] for t in tests if isinstance(t.get(key), (int, float))]
             if values:
                 mean, std = mean_std(values)

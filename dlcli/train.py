@@ -22,8 +22,8 @@ import torch
 from dlcli import __version__, runs, track
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
-from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, auto_threads, class_weights,
-                          monitor_mode, resolve_device, seed_everything)
+from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, auto_threads, monitor_mode,
+                          predict_logits, resolve_device, seed_everything)
 from dlcli.errors import RUNTIME, DlcliError
 from dlcli.finetune import FreezeSchedule, frozen_note, init_from, model_for, resolve_image_size, resolve_init
 from dlcli.models import count_parameters
@@ -38,11 +38,14 @@ class RunRecorder(Callback):
     epochs, and without the tie-break best.pt would stay at the first of them however much the model improves.
     """
 
-    def __init__(self, run: Path, monitor: str, summary: dict | None = None):
+    def __init__(self, run: Path, monitor: str, task, summary: dict | None = None):
+        from dlcli.tasks import bare
+
         self.run, self.monitor, self.mode = run, monitor, monitor_mode(monitor)
         self.summary = summary  # summary.json of a running run: updated with the checkpoints as they land
-        self.twin = monitor.replace("accuracy", "loss") if monitor.endswith("accuracy") else \
-            monitor.replace("loss", "accuracy")
+        # the twin: the loss for a metric monitor, the task's first metric for a loss monitor
+        prefix = monitor[: len(monitor) - len(bare(monitor))]
+        self.twin = prefix + (task.metrics[0] if bare(monitor) == "loss" else "loss")
         self.best_value, self.best_epoch, self.best_twin, self.reason = None, None, None, None
 
     def _better(self, a, b, mode: str) -> bool:
@@ -91,17 +94,21 @@ class RunRecorder(Callback):
 
 
 class ProgressDisplay(Callback):
-    """A rich progress bar per epoch (loss, accuracy, samples/s) and one summary line per epoch."""
+    """A rich progress bar per epoch (loss, the task's running metric, samples/s) and one summary line per epoch."""
 
-    def __init__(self, console, epochs: int):
+    def __init__(self, console, epochs: int, task):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.console, self.epochs = console, epochs
+        from dlcli.tasks import short_name
+
+        self.console, self.epochs, self.learner = console, epochs, task
+        self.stat = short_name(task.step_metric)
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}  {task.fields[speed]:,.0f} samples/s"),
+            TextColumn("loss {task.fields[loss]:.4f}  " + self.stat +
+                       " {task.fields[acc]:.4f}  {task.fields[speed]:,.0f} samples/s"),
             TimeRemainingColumn(),
             console=console,
             transient=True,
@@ -131,9 +138,13 @@ class ProgressDisplay(Callback):
 
     def on_epoch_end(self, trainer, m):
         self.progress.remove_task(self.task)
-        parts = [f"epoch {m['epoch']}/{self.epochs}", f"loss {m['train_loss']:.4f}", f"acc {m['train_accuracy']:.4f}"]
+        from dlcli.tasks import short_name
+
+        step = self.learner.step_metric
+        parts = [f"epoch {m['epoch']}/{self.epochs}", f"loss {m['train_loss']:.4f}", f"{self.stat} {m[f'train_{step}']:.4f}"]
         if "val_loss" in m:
-            parts += [f"val_loss {m['val_loss']:.4f}", f"val_acc {m['val_accuracy']:.4f}"]
+            parts += [f"val_loss {m['val_loss']:.4f}"] + [f"{short_name('val_' + k)} {m['val_' + k]:.4f}"
+                                                           for k in self.learner.metrics]
         n = len(trainer.train_split) - self.resumed_at
         parts += [f"lr {m['lr']:.3g}", f"{m['seconds']:.1f}s", f"{n / max(m['seconds'], 1e-9):,.0f} samples/s"]
         if m.get("skipped_batches"):
@@ -180,7 +191,7 @@ def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrai
             data = load_data(cfg, preprocessing)
         model = model_for(cfg, data, pretrained)  # with the backbone's input pipeline, and its frozen parts
         _check_augment(cfg, data)
-        class_weights(cfg.train.class_weights, data.train.y, data.classes)  # a bad class name: before any run
+        cfg.task.bind(data.target, data.classes, cfg.train, None, data.train.y)  # a bad class name: before any run
         if threads_said:
             data.notes.append(threads_said)
     if world.distributed:
@@ -213,7 +224,7 @@ def resolve_epochs(cfg, data, world: World = SINGLE) -> str | None:
 def make_trainer(cfg, run, device, data, model, console, show_progress, world: World = SINGLE,
                  summary: dict | None = None, extra: tuple = ()):
     """extra: callbacks of the caller's (a sweep's trial reporter), placed before the checkpointing recorder."""
-    recorder = RunRecorder(run, cfg.train.checkpoint_monitor, summary) if world.main else None
+    recorder = RunRecorder(run, cfg.train.checkpoint_monitor, cfg.task, summary) if world.main else None
     callbacks: list[Callback] = []
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
@@ -221,7 +232,7 @@ def make_trainer(cfg, run, device, data, model, console, show_progress, world: W
     if cfg.train.freeze:  # first: an unfreezing epoch says so before its progress bar
         callbacks.insert(0, FreezeSchedule(model, cfg.train.freeze, console if world.main else None))
     if show_progress and world.main:
-        callbacks.append(ProgressDisplay(console, cfg.train.epochs))
+        callbacks.append(ProgressDisplay(console, cfg.train.epochs, cfg.task))
     if world.main:  # loggers (dlcli.track) on rank 0 alone
         callbacks += track.attach(cfg.track, run)
     callbacks += extra
@@ -248,9 +259,7 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
                 run = runs.create_run(runs_root, cfg.name)  # only now: a bad config or missing data leaves no run
                 lock = held.enter_context(runs.RunLock(run))  # held while this process trains: see RunLock
                 runs.write_yaml(run / "config.yaml", cfg.resolved())
-                runs.write_json(run / "data.json", {"classes": data.classes, "input_shape": list(data.input_shape),
-                                                    "normalization": data.normalizer.to_dict(),
-                                                    "preprocessing": data.preprocessing})
+                runs.write_json(run / "data.json", data_info(cfg, data))
                 summary = {"status": "running", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                            **runs.owner()}
                 runs.write_json(run / "summary.json", summary)
@@ -268,6 +277,13 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
         for note in ([decided] if decided else []) + data.notes:
             console.print(f"note: {note}", soft_wrap=True)
         return fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock)
+
+
+def data_info(cfg, data) -> dict:
+    """data.json: what evaluate, predict, export and serve need to feed the model and read its outputs."""
+    return {"classes": data.classes, "input_shape": list(data.input_shape),
+            "normalization": data.normalizer.to_dict(), "preprocessing": data.preprocessing,
+            "task": {"type": cfg.task.entry_name, **data.target}}
 
 
 def placement(trainer) -> str:
@@ -415,6 +431,16 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
         if fallback:
             print(f"notice: {fallback}", file=sys.stderr)
     model.load_state_dict(world.broadcast(best))
+    task = trainer.task
+    if data.val is not None and task.tunes():  # what the task decides on validation (multilabel thresholds)
+        val_out = predict_logits(trainer.forward, data.val.x, data.normalizer, device, trainer.scoring_precision,
+                                 cfg.train.eval_batch_size, trainer.channels_last)
+        tuned = task.tune(val_out, data.val.y.cpu())
+        if tuned:
+            data.target.update(tuned)
+            task.bind(data.target, data.classes, cfg.train, device, data.train.y)
+            if world.main:
+                runs.write_json(run / "data.json", data_info(cfg, data))
     test = trainer.evaluate(data.test.to(device))
     if not world.main:
         return run
@@ -427,6 +453,8 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
         best_epoch=recorder.best_epoch,
         best_metric={"name": recorder.monitor, "value": recorder.best_value},
         best_reason=recorder.reason,
+        task=task.entry_name,
+        headline=task.headline,  # the test metric the runs table shows
         test=test,
         parameters=count_parameters(model),
         train_seconds=round(train_seconds, 3),
@@ -453,8 +481,10 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
     except Exception as err:  # a plot must never fail a finished training
         print(f"warning: curves.png not written ({err})", file=sys.stderr)
     track.finish(trainer.callbacks, summary)
-    console.print(f"test accuracy {test['accuracy']:.4f}  test loss {test['loss']:.4f}  (best epoch "
-                  f"{recorder.best_epoch}: {recorder.reason}; {summary['wall_seconds']:.1f}s)", soft_wrap=True)
+    shown = dict.fromkeys((task.headline, *task.metrics, "loss"))  # the headline first, each figure once
+    figures = "  ".join(f"test {k} {test[k]:.4f}" for k in shown if isinstance(test.get(k), float))
+    console.print(f"{figures}  (best epoch {recorder.best_epoch}: {recorder.reason}; "
+                  f"{summary['wall_seconds']:.1f}s)", soft_wrap=True)
     return run
 
 

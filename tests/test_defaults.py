@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dlcli.config import validate_config
 from dlcli.data.bundle import Splitter
-from dlcli.engine import class_weights
+from dlcli.tasks.classification import class_weights
 from dlcli.errors import DlcliError
 from tests.conftest import tiny_config
 
@@ -55,7 +55,7 @@ def test_class_weights_auto_is_inverse_frequency_and_weights_the_loss():
     model, _ = build_model(cfg.model, data.input_shape, len(data.classes))
     trainer = Trainer(cfg, data, model, torch.device("cpu"))
     counts = torch.bincount(data.train.y, minlength=3).float()
-    assert trainer.class_weights.tolist() == pytest.approx((counts.sum() / (3 * counts)).tolist())
+    assert trainer.task._weights.tolist() == pytest.approx((counts.sum() / (3 * counts)).tolist())
     logits, target = torch.randn(8, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
     expected = F.cross_entropy(logits, target, weight=trainer.class_weights)
     assert trainer.loss_fn(logits, target).item() == pytest.approx(expected.item())
@@ -114,7 +114,7 @@ def test_evaluate_reports_balanced_accuracy_and_the_runs_table_the_test_figure(c
     assert "macro" in report and "f1" in report["macro"]
     table = cli("runs", "--runs-dir", tmp_path / "runs")
     summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
-    assert "test acc" in table.stdout and f"{summary['test']['accuracy']:.4f}" in table.stdout
+    assert "acc " in table.stdout and f"{summary['test']['accuracy']:.4f}" in table.stdout
     listed = json.loads(cli("runs", "--runs-dir", tmp_path / "runs", "--json").stdout)
     assert listed[0]["test_accuracy"] == summary["test"]["accuracy"]
 

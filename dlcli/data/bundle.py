@@ -80,12 +80,13 @@ class DataBundle:
     train: Split
     val: Split | None
     test: Split
-    classes: list[str]
+    classes: list[str]  # the outputs' names: classes, regression targets or multilabel labels
     input_shape: tuple[int, ...]
     normalizer: Normalizer
     preprocessing: dict | None = None  # fitted on train, stored in data.json: CSV categories, fill values, vocab
     vocab_size: int | None = None
     notes: list[str] = field(default_factory=list)  # what the user should know about the splits
+    target: dict = field(default_factory=dict)  # the task's fit on the training targets (data.json's `task`)
 
 
 STATS_SAMPLE = 5000  # streamed images: the statistics come from this many, a seeded sample
@@ -100,10 +101,12 @@ class Splitter:
     (how runs of dlcli 0.1 were split, and what their evaluation rebuilds).
     """
 
-    def __init__(self, labels: torch.Tensor, seed: int, method: str = "stratified", classes: list[str] | None = None):
-        self.n = len(labels)
+    def __init__(self, labels: torch.Tensor | None, seed: int, method: str = "stratified",
+                 classes: list[str] | None = None, n: int | None = None):
+        self.n = len(labels) if labels is not None else n
         self.order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
-        self.labels = torch.as_tensor(labels)[self.order] if method == "stratified" else None
+        # labels None: nothing to stratify on (regression and multilabel targets), a seeded random cut
+        self.labels = torch.as_tensor(labels)[self.order] if method == "stratified" and labels is not None else None
         self.taken = torch.zeros(self.n, dtype=torch.bool)  # by position in `order`
         self.classes, self.notes = classes, []
 
@@ -143,7 +146,7 @@ def load_data(cfg, preprocessing: dict | None = None) -> DataBundle:
 
     preprocessing: a run's stored CSV/text preprocessing, used instead of fitting it again (evaluate, predict).
     """
-    return cfg.data.read(cfg.seed, preprocessing)
+    return cfg.data.read(cfg.seed, preprocessing, task=cfg.task)
 
 
 def split_raw(raw, entry, seed: int) -> DataBundle:

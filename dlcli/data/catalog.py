@@ -36,6 +36,8 @@ class DataEntry(Entry):
     max_train_samples: PositiveInt | None = None
     split: Literal["stratified", "random"] = "stratified"  # how val/test are cut from train (random: dlcli 0.1)
 
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks whose targets this kind can give
+
     @property
     def dataset(self) -> str:
         return self.entry_name
@@ -43,12 +45,12 @@ class DataEntry(Entry):
     def augmentations(self) -> list:
         return []
 
-    def describe(self, seed: int = 0) -> tuple[tuple[int, ...], list[str], int | None]:
-        """(input shape without the batch axis, class names, vocabulary size for token data or None)."""
-        bundle = self.read(seed)
+    def describe(self, seed: int = 0, task=None) -> tuple[tuple[int, ...], list[str], int | None]:
+        """(input shape without the batch axis, output names (classes), vocabulary size for token data or None)."""
+        bundle = self.read(seed, task=task)
         return bundle.input_shape, bundle.classes, bundle.vocab_size
 
-    def read(self, seed: int, preprocessing: dict | None = None):
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
         """The DataBundle: splits, classes, normalisation; `preprocessing` is a run's stored fit (evaluate, predict)."""
         from dlcli.data.bundle import split_raw
 
@@ -89,7 +91,7 @@ class BuiltinImages(ImageEntry):
 
         return load_builtin(self)
 
-    def describe(self, seed: int = 0):
+    def describe(self, seed: int = 0, task=None):
         classes = list(self.classes) if self.classes else [str(i) for i in range(100)]  # CIFAR-100's come with files
         return self.shape, classes, None
 
@@ -159,7 +161,7 @@ class Synthetic(ImageEntry):
 
         return load_synthetic(self, seed)
 
-    def describe(self, seed: int = 0):
+    def describe(self, seed: int = 0, task=None):
         return tuple(self.shape), [f"class_{i}" for i in range(self.num_classes)], None
 
 
@@ -186,7 +188,7 @@ class ImageFolder(ImageEntry):
 
         return load_image_folder(self)
 
-    def describe(self, seed: int = 0):
+    def describe(self, seed: int = 0, task=None):
         from pathlib import Path
 
         from dlcli.data.folders import folder_classes
@@ -203,17 +205,32 @@ class FileEntry(DataEntry):
     train_file: str  # a file, or a directory whose .csv/.parquet files are read as one table
     test_file: str | None = None  # else test_split of the rows is held out
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of train_file when there is no test_file")
-    label_column: str = "label"
+    label_column: str | list[str] = Field("label", description="the target: a column, or a list (several numbers "
+                                          "for regression, several 0/1 columns for multilabel)")
+    label_separator: str | None = Field(None, min_length=1, description="multilabel: one column of labels joined "
+                                        "by this (cat|dog)")
 
-    def read(self, seed: int, preprocessing: dict | None = None):
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
+
+    @field_validator("label_column")
+    @classmethod
+    def _columns(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a list of distinct column names, at least one")
+        return v
+
+    def label_list(self) -> list[str]:
+        return list(self.label_column) if isinstance(self.label_column, list) else [self.label_column]
+
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
         from dlcli.data.tables import read_table
 
-        return read_table(self, seed, preprocessing)
+        return read_table(self, seed, preprocessing, task=task)
 
-    def describe(self, seed: int = 0):
+    def describe(self, seed: int = 0, task=None):
         from dlcli.data.tables import read_table
 
-        return read_table(self, seed, encode=False)  # reads and fits, but encodes nothing
+        return read_table(self, seed, encode=False, task=task)  # reads and fits, but encodes nothing
 
 
 class TableEntry(FileEntry):
@@ -317,5 +334,5 @@ def data_spec(entry: DataEntry) -> dict:
 
 
 def describe(cfg) -> tuple[tuple[int, ...], list[str], int | None]:
-    """(input shape without the batch axis, class names, vocabulary size or None) of the configured dataset."""
-    return cfg.data.describe(cfg.seed)
+    """(input shape without the batch axis, output names, vocabulary size or None) of the configured dataset."""
+    return cfg.data.describe(cfg.seed, task=cfg.task)

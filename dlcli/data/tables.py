@@ -207,44 +207,35 @@ def _check_text(schema: pa.Schema, part: Part) -> None:
 # ---------------------------------------------------------------- pass A: labels, gaps, rows
 
 
-def label_names(values) -> list[str]:
-    """Class names in a stable order: numerically when every label is a number, else alphabetically."""
-    unique = set(values)
+class _Cells:
+    """A chunk's cells as the task's target readers see them (dlcli.tasks): text, numbers, where a row is."""
 
-    def number(v):
-        try:
-            return float(v)
-        except ValueError:
-            return None
+    def __init__(self, chunk: Chunk):
+        self.chunk, self.rows = chunk, chunk.table.num_rows
 
-    if all(number(v) is not None for v in unique):
-        return sorted(unique, key=float)
-    return sorted(unique)
+    def strings(self, column: str) -> pa.Array:
+        return as_strings(self.chunk.table.column(column))
 
+    def numbers(self, column: str):
+        return as_numbers(self.chunk.table.column(column))
 
-@dataclass
-class Labels:
-    codes: np.ndarray  # per row, an index into `names` (int64)
-    names: list[str]  # distinct label values, in first-seen order
-    keep: np.ndarray | None  # missing: drop: rows without gaps
+    def where(self, i: int) -> str:
+        return self.chunk.where(i)
 
 
-def scan_labels(chunks, entry, features: list[str], text_column: str | None, name: str) -> Labels:
-    label = entry.label_column
-    codes, names, index, keep = [], [], {}, []
+def scan_targets(chunks, entry, task, columns: list[str], features: list[str], text_column: str | None, name: str,
+                 names: list[str] | None = None):
+    """The task's targets of every row (its reader decides what a cell means), with the rows kept: a gap in a
+    feature (data.missing: drop | error) or in a target (the task's rule). `names`: the training file's outputs,
+    for a test file."""
+    reader = task.reader(entry, columns)
+    keep = []
     for chunk in chunks:
-        values = as_strings(chunk.table.column(label))
-        if values.null_count:
-            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DlcliError(f"{chunk.where(row)} has no value in label column '{label}'")
+        reader.add(_Cells(chunk))
         if text_column is not None:
             empty = as_strings(chunk.table.column(text_column)).is_null().to_numpy(zero_copy_only=False)
             if empty.any():
                 raise DlcliError(f"{chunk.where(int(np.flatnonzero(empty)[0]))}, column '{text_column}' is empty")
-        encoded = pc.dictionary_encode(values)
-        local = [index.setdefault(v, len(index)) for v in encoded.dictionary.to_pylist()]
-        names = list(index)
-        codes.append(np.asarray(local, dtype=np.int64)[encoded.indices.to_numpy(zero_copy_only=False)])
         if getattr(entry, "missing", "fill") != "fill" and features:
             gaps = np.zeros(chunk.table.num_rows, dtype=bool)
             for c in features:
@@ -254,9 +245,11 @@ def scan_labels(chunks, entry, features: list[str], text_column: str | None, nam
                                      f"(data.missing: error; use fill or drop to accept gaps)")
                 gaps |= gap
             keep.append(~gaps)
-    if not codes:
-        raise DlcliError(f"{name}: no data rows under the header")
-    return Labels(np.concatenate(codes), names, np.concatenate(keep) if keep else None)
+    targets = reader.finish(name, names)
+    if keep:
+        feature_keep = np.concatenate(keep)
+        targets.keep = feature_keep if targets.keep is None else feature_keep & targets.keep
+    return targets
 
 
 # ---------------------------------------------------------------- pass B and C for feature tables
@@ -358,30 +351,32 @@ class TableEncoder:
 # ---------------------------------------------------------------- the dataset
 
 
-def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True):
-    """The DataBundle of a csv/parquet/text_csv entry; with encode=False only (input shape, classes, vocab size)."""
+def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True, task=None):
+    """The DataBundle of a csv/parquet/text_csv entry; with encode=False only (input shape, output names, vocab
+    size). task: the config's (dlcli.tasks), which reads the target columns; default classification."""
     import torch
 
     from dlcli.data.bundle import DataBundle, Normalizer, Split, statistics
 
+    from dlcli.tasks import parse_task
+
+    task = task if task is not None else parse_task(None)
     text_column = getattr(entry, "text_column", None)
     default_fmt = "parquet" if entry.dataset == "parquet" else "csv"
     source = TableSource(entry.train_file, default_fmt, "data.train_file")
-    source.require([entry.label_column] + ([text_column] if text_column else []))
-    features = [text_column] if text_column else [c for c in source.columns if c != entry.label_column]
+    targets = task.label_columns(entry)
+    source.require(targets + ([text_column] if text_column else []))
+    features = [text_column] if text_column else [c for c in source.columns if c not in targets]
     if not features:
-        raise DlcliError(f"{entry.train_file}: no feature columns besides '{entry.label_column}'")
-    strings = tuple([entry.label_column] + ([text_column] if text_column else []) +
+        raise DlcliError(f"{entry.train_file}: no feature columns besides {', '.join(map(repr, targets))}")
+    strings = tuple(targets + ([text_column] if text_column else []) +
                     ([] if text_column or entry.categorical == "auto" else list(entry.categorical)))
     streamed = _streams(entry, source)
     chunks = source.stream(None, strings) if streamed else source.read_all(strings)
 
-    labels = scan_labels(chunks, entry, [] if text_column else features, text_column, entry.train_file)
-    classes = label_names(labels.names)
-    if len(classes) < 2:
-        raise DlcliError(f"{entry.train_file}: label column '{entry.label_column}' has only one class ({classes[0]})")
-    to_class = np.asarray([classes.index(v) for v in labels.names], dtype=np.int64)
-    y_all = to_class[labels.codes]
+    found = scan_targets(chunks, entry, task, targets, [] if text_column else features, text_column,
+                         entry.train_file)
+    classes, y_all = found.names, found.y
 
     test_source = test_chunks = test_y = test_keep = None
     if entry.test_file:
@@ -390,14 +385,12 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
         if missing:
             raise DlcliError(f"{entry.test_file}: no column '{missing[0]}' (the train file has it)")
         test_chunks = test_source.stream(None, strings) if streamed else test_source.read_all(strings)
-        test_labels = scan_labels(test_chunks, entry, [] if text_column else features, text_column, entry.test_file)
-        unseen = sorted(set(test_labels.names) - set(classes))
-        if unseen:
-            raise DlcliError(f"{entry.test_file}: label '{unseen[0]}' does not occur in the train file")
-        test_y = np.asarray([classes.index(v) for v in test_labels.names], dtype=np.int64)[test_labels.codes]
-        test_keep = test_labels.keep
+        test_found = scan_targets(test_chunks, entry, task, targets, [] if text_column else features, text_column,
+                                  entry.test_file, names=classes)
+        test_y, test_keep = test_found.y, test_found.keep
 
-    rows = _Rows(y_all, classes, entry, seed, has_test=test_chunks is not None, keep=labels.keep)
+    rows = _Rows(y_all, found.strata, classes, entry, seed, has_test=test_chunks is not None, keep=found.keep)
+    rows.notes[:0] = list(found.notes)
     state = {k: v for k, v in stored.items() if k != "kind"} if stored else None
     if text_column:
         from dlcli.data.text import TextEncoder
@@ -413,6 +406,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
     key = None
     if streamed:
         stamp = {"state": encoder.state, "classes": classes, "seed": seed, "label": entry.label_column,
+                 "task": task.entry_name, "separator": getattr(entry, "label_separator", None),
                  "split": entry.split,
                  "splits": [entry.val_split, entry.test_split, entry.max_train_samples],
                  "missing": getattr(entry, "missing", None)}
@@ -432,8 +426,10 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
         for i in encoder.unscaled():  # one-hot indicators stay 0/1
             mean[i], std[i] = 0.0, 1.0
         normalizer = Normalizer(mean, std, image=False)
+    target = {"type": task.entry_name, **task.fit(made["train"].y.numpy(), classes)}
     return DataBundle(made["train"], val, made["test"], classes, (encoder.width,), normalizer,
-                      {"kind": encoder.kind, **encoder.state}, getattr(encoder, "vocab_size", None), rows.notes)
+                      {"kind": encoder.kind, **encoder.state}, getattr(encoder, "vocab_size", None), rows.notes,
+                      target)
 
 
 def _streams(entry, source: TableSource) -> bool:
@@ -454,13 +450,14 @@ class _Rows:
     split_of: 0 train, 1 val, 2 test, -1 in none (max_train_samples, or a gap under missing: drop).
     """
 
-    def __init__(self, y: np.ndarray, classes: list[str], entry, seed: int, has_test: bool, keep: np.ndarray | None):
+    def __init__(self, y: np.ndarray, strata: np.ndarray | None, classes: list[str], entry, seed: int, has_test: bool,
+                 keep: np.ndarray | None):
         import torch
 
         from dlcli.data.bundle import Splitter
 
         n = len(y)
-        cut = Splitter(torch.from_numpy(y), seed, entry.split, classes)
+        cut = Splitter(torch.from_numpy(strata) if strata is not None else None, seed, entry.split, classes, n)
         test = cut.cut(entry.test_split, "test").numpy() if not has_test else np.empty(0, dtype=np.int64)
         val = cut.cut(entry.val_split, "val").numpy()
         self.notes = cut.notes
@@ -484,7 +481,7 @@ def _encode_splits(encoder, chunks, test_chunks, rows: _Rows, y_all, test_y, tes
     sizes = dict(zip(SPLIT_NAMES, rows.sizes))
     if test_chunks is not None:
         sizes["test"] = int(test_keep.sum()) if test_keep is not None else len(test_y)
-    labels = {name: np.empty(sizes[name], dtype=np.int64) for name in SPLIT_NAMES}
+    labels = {name: np.empty((sizes[name], *y_all.shape[1:]), dtype=y_all.dtype) for name in SPLIT_NAMES}
     if key is not None:
         found = _cache_lookup(source, key)
         if found is not None:

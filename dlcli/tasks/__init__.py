@@ -1,0 +1,228 @@
+"""The tasks: one registry entry per `task:` value, owning everything that depends on what the model answers.
+
+An entry knows how its target is read from a table's columns and fitted on the training split (stored in the run's
+data.json), the head's width, the loss and its options, the metrics (their names and which way is better), the
+default monitor for best.pt, early stopping, schedulers and sweeps, how an output is decoded into an answer
+(predict, serve, export), the evaluate report and its plots, and the headline metric of the runs table.
+
+The engine, evaluate, predict, export and serve ask the run's task; none of them branches on a task's name. Adding a
+task is one entry here (a module of this package) and its tests. Importing this package never imports torch.
+
+The runtime half of an entry is `bind(info, names, train_cfg, device, y_train)`: the fitted target info from
+data.json (target standardisation, positive weights, thresholds) and the names of the outputs (classes, targets or
+labels), as tensors on the device the model runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from dlcli.registry import Entry, ItemError, Registry
+
+TASKS = Registry("task")
+
+# Which way is better, by metric name (any train_/val_/test_ prefix removed): higher for these, lower for the rest
+# (loss, mae, rmse, ...).
+HIGHER_IS_BETTER = frozenset({
+    "accuracy", "balanced_accuracy", "top5_accuracy", "r2", "f1_micro", "f1_macro", "subset_accuracy",
+    "label_accuracy", "map", "roc_auc", "average_precision",
+})
+PREFIXES = ("train_", "val_", "test_")
+
+
+def bare(metric: str) -> str:
+    for prefix in PREFIXES:
+        if metric.startswith(prefix):
+            return metric[len(prefix):]
+    return metric
+
+
+def metric_mode(metric: str, mode: str = "auto") -> str:
+    """`max` or `min`: how a monitor improves (an explicit mode wins)."""
+    if mode != "auto":
+        return mode
+    return "max" if bare(metric) in HIGHER_IS_BETTER else "min"
+
+
+def short_name(metric: str) -> str:
+    """The progress display's name of a metric: `val_acc` for val_accuracy, the rest as they are."""
+    return metric.replace("accuracy", "acc")
+
+
+def running_metric(row: dict) -> str:
+    """The task's running metric in a metrics.jsonl row (accuracy, mae, ...): its train_ key besides the loss."""
+    found = [k[len("train_"):] for k in row if k.startswith("train_") and k != "train_loss"]
+    return found[0] if found else "accuracy"
+
+
+def headline(summary: dict) -> tuple[str, float | None]:
+    """(name, value) of a finished run's test headline (summary.json; runs from before tasks: accuracy)."""
+    name = summary.get("headline") if isinstance(summary.get("headline"), str) else "accuracy"
+    test = summary.get("test") if isinstance(summary.get("test"), dict) else {}
+    value = test.get(name)
+    return name, value if isinstance(value, (int, float)) else None
+
+
+@dataclass
+class Targets:
+    """What a task read from one table: per row its target, and which rows keep one."""
+
+    y: Any  # numpy: int64 class indices (N,), float32 values (N, T) or 0/1 labels (N, L)
+    names: list[str]  # the outputs: class names, target columns or label names
+    keep: Any = None  # numpy bool (N,) or None: rows dropped for a missing target (data.missing: drop)
+    strata: Any = None  # numpy int64 (N,) or None: the classes a stratified split keeps in proportion
+    notes: tuple[str, ...] = ()
+
+
+class Task(Entry):
+    """The base of every task entry. Class attributes describe it; methods do its work (torch inside them)."""
+
+    noun: ClassVar[str] = "outputs"  # what the head's outputs are: classes, targets, labels
+    step_metric: ClassVar[str] = ""  # the running training metric (train_<step_metric>), summed per batch
+    metrics: ClassVar[tuple[str, ...]] = ()  # what validation and test report besides the loss
+    headline: ClassVar[str] = "loss"  # the runs table's test column, the final line's first figure
+    default_monitor: ClassVar[str] = "val_loss"
+    integer_steps: ClassVar[bool] = False  # the running metric sums counts (exact in int64), not values
+
+    _spelled: bool = True  # `task:` given in the config (False: classification by default)
+
+    # ------------------------------------------------------------ config
+
+    def monitors(self) -> list[str]:
+        """The metric names best.pt, early stopping, a plateau scheduler and a sweep may follow."""
+        train = ["train_loss"] + ([f"train_{self.step_metric}"] if self.step_metric else [])
+        return train + ["val_loss"] + [f"val_{m}" for m in self.metrics]
+
+    def check_train(self, train_cfg) -> str | None:
+        """What in `train:` this task cannot honour, as `key: why` (the config turns it into an error)."""
+        return None
+
+    def label_columns(self, entry) -> list[str]:
+        """The table columns that hold the target."""
+        columns = entry.label_column
+        return list(columns) if isinstance(columns, list) else [columns]
+
+    # ------------------------------------------------------------ the target
+
+    def reader(self, entry, columns: list[str]):
+        """A TargetReader for a table: `.add(cells)` per chunk, then `.finish(source, names=None) -> Targets`."""
+        raise NotImplementedError
+
+    def fit(self, y_train, names: list[str]) -> dict:
+        """What the run stores of its training targets (data.json's `task`), besides the names."""
+        return {}
+
+    def bind(self, info: dict, names: list[str], train_cfg=None, device=None, y_train=None) -> "Task":
+        """Ready for computing: the stored fit as tensors on `device`. Returns self."""
+        self._info, self._names = dict(info or {}), list(names)
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return self._names
+
+    # ------------------------------------------------------------ training and scoring
+
+    def criterion(self, out, y, reduction: str = "mean"):
+        raise NotImplementedError
+
+    def step_dtype(self):
+        import torch
+
+        return torch.long if self.integer_steps else torch.float32
+
+    def step_stat(self, out, y):
+        """A device scalar summed over the batch; its mean over the epoch is train_<step_metric>."""
+        raise NotImplementedError
+
+    def stats(self, out, y) -> dict:
+        """Additive float64 sums over a batch (or a DDP rank's share) from which `scores` gives the metrics."""
+        raise NotImplementedError
+
+    def scores(self, stats: dict) -> dict:
+        """{"loss": ..., metric: ...} from the sums of `stats` over the whole split."""
+        raise NotImplementedError
+
+    def tunes(self) -> bool:
+        """Whether `tune` decides anything after training."""
+        return False
+
+    def tune(self, out, y) -> dict | None:
+        """After training, what the best weights' validation outputs decide (multilabel thresholds): stored in
+        data.json's `task`; None when nothing is tuned."""
+        return None
+
+    # ------------------------------------------------------------ using a trained model
+
+    def answers(self, out, top_k: int = 5) -> list[dict]:
+        """Each row of outputs as predict's answer (a JSON object)."""
+        raise NotImplementedError
+
+    def export_output(self, out):
+        """Inside an exported graph: raw outputs -> what the exported model returns."""
+        raise NotImplementedError
+
+    def export_meta(self) -> dict:
+        """What an exported model's metadata says of its output."""
+        raise NotImplementedError
+
+    def report(self, out, y) -> dict:
+        """evaluate's metrics of a split: the keys of `evaluate --json`."""
+        raise NotImplementedError
+
+    def plots(self, report: dict, out, y, folder, split: str, title: str) -> dict:
+        """Write the report's figures into the run folder; returns {what: path}."""
+        return {}
+
+    def render_report(self, report: dict, console) -> None:
+        raise NotImplementedError
+
+    def render_answer(self, name: str, answer: dict, console) -> None:
+        raise NotImplementedError
+
+    def answer_line(self, answer: dict) -> str:
+        """One short line of an answer, for the compact view of many inputs."""
+        raise NotImplementedError
+
+
+class TaskError(ValueError):
+    """A config's task is wrong: the message reads `@.key: what` (the config adds `task`)."""
+
+
+def parse_task(value: Any) -> Task:
+    """`task: regression` or `task: {type: regression, loss: huber}` -> the entry; None -> classification by
+    default (not spelled out, so a numeric label with many values is refused rather than classified)."""
+    spelled = value is not None
+    if value is None:
+        value = "classification"
+    if isinstance(value, dict):
+        if "type" not in value:
+            raise TaskError(f"@.type: required key is missing (one of {', '.join(TASKS.names())})")
+        name = value["type"]
+        if not isinstance(name, str):
+            raise TaskError(f"@.type: must be a string naming the task, not {name!r:.40}")
+        value = {name: {k: v for k, v in value.items() if k != "type"}}
+    elif not isinstance(value, str):
+        raise TaskError(f"must be a task name ({', '.join(TASKS.names())}) or a mapping with a `type` key, "
+                        f"not {value!r:.60}")
+    try:
+        task = TASKS.parse(value, path_has_name=False)
+    except ItemError as err:
+        raise TaskError(f"@{err.where or '.type'}: {err.what}") from None
+    task._spelled = spelled
+    return task
+
+
+def task_spec(task: Task) -> dict:
+    return {"type": task.entry_name, **task.model_dump(mode="json")}
+
+
+def task_of(info: dict | None) -> str:
+    """The task name a run's data.json records (runs from before tasks: classification)."""
+    found = (info or {}).get("task")
+    return found.get("type", "classification") if isinstance(found, dict) else "classification"
+
+
+# The entries register themselves on import.
+from dlcli.tasks import classification, multilabel, regression  # noqa: E402,F401

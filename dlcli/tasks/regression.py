@@ -1,0 +1,225 @@
+"""`task: regression`: one or several numbers per sample. Targets are standardised with the training split's mean and
+standard deviation (stored in the run); the network predicts standardised values and every answer, metric and export
+comes back in the target's own units."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+from pydantic import Field, PositiveFloat
+
+from dlcli.errors import DlcliError
+from dlcli.tasks import TASKS, Targets, Task
+
+LOSSES = ("mse", "mae", "huber", "smooth_l1")
+
+
+class NumberReader:
+    """Numeric target columns as float32 (N, T); a missing or non-numeric cell is an error naming its file, line
+    and column, or (data.missing: drop) drops its row with a note."""
+
+    def __init__(self, columns: list[str], drop: bool):
+        self.columns, self.drop = columns, drop
+        self.blocks, self.keep, self.dropped = [], [], 0
+
+    def add(self, cells) -> None:
+        import numpy as np
+
+        block = np.empty((cells.rows, len(self.columns)), dtype=np.float32)
+        ok = np.ones(cells.rows, dtype=bool)
+        for j, column in enumerate(self.columns):
+            values, bad, text = cells.numbers(column)
+            gap = np.isnan(values)
+            if not self.drop and gap.any():
+                row = int(np.flatnonzero(gap)[0])
+                if bad[row]:
+                    raise DlcliError(f"{cells.where(row)}, column '{column}': '{text[row].as_py()}' is not a number "
+                                     "(a regression target must be one; fix the cell, or set data.missing: drop "
+                                     "to skip such rows)")
+                raise DlcliError(f"{cells.where(row)}, column '{column}' has no target value (fill it, or set "
+                                 "data.missing: drop to skip such rows)")
+            ok &= ~gap
+            block[:, j] = np.where(gap, 0.0, values)
+        self.blocks.append(block)
+        self.keep.append(ok)
+        self.dropped += int((~ok).sum())
+
+    def finish(self, source: str, names: list[str] | None = None) -> Targets:
+        import numpy as np
+
+        if not self.blocks:
+            raise DlcliError(f"{source}: no data rows under the header")
+        keep = np.concatenate(self.keep)
+        notes = (f"{source}: {self.dropped:,} rows without a numeric target dropped (data.missing: drop)",) \
+            if self.dropped else ()
+        return Targets(np.concatenate(self.blocks), list(self.columns), keep if self.dropped else None, None, notes)
+
+
+@TASKS.register("regression")
+class Regression(Task):
+    """Numbers: mse (default), mae, huber or smooth_l1 on standardised targets; mae, rmse and r2 in the targets'
+    units, per target and averaged; best.pt and early stopping follow val_loss by default."""
+
+    loss: Literal[LOSSES] = "mse"
+    delta: PositiveFloat = Field(1.0, description="huber: where the loss turns linear; smooth_l1: its beta "
+                                                  "(in standard deviations of the target)")
+    standardize: bool = Field(True, description="train on (y - mean) / std of the training targets")
+
+    noun: ClassVar[str] = "targets"
+    step_metric: ClassVar[str] = "mae"
+    metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
+    headline: ClassVar[str] = "r2"
+    default_monitor: ClassVar[str] = "val_loss"
+
+    def check_train(self, train_cfg):
+        if train_cfg.label_smoothing:
+            return "label_smoothing: a regression has no classes to smooth; remove it"
+        if train_cfg.class_weights != "none":
+            return "class_weights: a regression has no classes to weight; remove it"
+        return None
+
+    def reader(self, entry, columns):
+        return NumberReader(columns, getattr(entry, "missing", "fill") == "drop")
+
+    def fit(self, y_train, names):
+        import numpy as np
+
+        y = np.asarray(y_train, dtype=np.float64)
+        if not self.standardize or len(y) == 0:
+            return {"mean": [0.0] * len(names), "std": [1.0] * len(names)}
+        mean, std = y.mean(0), y.std(0)
+        std = np.where(std > 0, std, 1.0)
+        return {"mean": mean.tolist(), "std": std.tolist()}
+
+    def bind(self, info, names, train_cfg=None, device=None, y_train=None):
+        import torch
+
+        super().bind(info, names)
+        k = len(self._names)
+        mean, std = self._info.get("mean", [0.0] * k), self._info.get("std", [1.0] * k)
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=device)
+        self._std = torch.tensor(std, dtype=torch.float32, device=device)
+        return self
+
+    # ------------------------------------------------------------ training
+
+    def _scaled(self, y):
+        return (y.float() - self._mean.to(y.device)) / self._std.to(y.device)
+
+    def criterion(self, out, y, reduction="mean"):
+        import torch.nn.functional as F
+
+        out, z = out.float(), self._scaled(y)
+        if self.loss == "mse":
+            per = F.mse_loss(out, z, reduction="none")
+        elif self.loss == "mae":
+            per = F.l1_loss(out, z, reduction="none")
+        elif self.loss == "huber":
+            per = F.huber_loss(out, z, reduction="none", delta=self.delta)
+        else:
+            per = F.smooth_l1_loss(out, z, reduction="none", beta=self.delta)
+        per = per.mean(1)  # a sample's loss: the mean over its targets
+        return per.sum() if reduction == "sum" else per.mean()
+
+    def step_stat(self, out, y):
+        return ((self.predictions(out.detach()) - y).abs().mean(1)).sum()
+
+    def predictions(self, out):
+        return out.float() * self._std.to(out.device) + self._mean.to(out.device)
+
+    def stats(self, out, y):
+        import torch
+
+        pred, y = self.predictions(out).double(), y.double()
+        err = pred - y
+        return {"count": torch.tensor(float(len(y)), dtype=torch.float64, device=y.device),
+                "loss": self.loss_sum(out, y), "abs": err.abs().sum(0), "sq": err.pow(2).sum(0),
+                "y": y.sum(0), "y2": y.pow(2).sum(0)}
+
+    def loss_sum(self, out, y):
+        import torch
+
+        if not len(y):
+            return out.new_zeros((), dtype=torch.float64)
+        return self.criterion(out, y, reduction="sum").double()
+
+    def scores(self, stats):
+        n = float(stats["count"])
+        if not n:
+            return {"loss": float("nan"), "mae": float("nan"), "rmse": float("nan"), "r2": float("nan")}
+        sse, sst = stats["sq"].double(), stats["y2"].double() - stats["y"].double() ** 2 / n
+        r2 = [1 - e / t if t > 1e-12 else float("nan") for e, t in zip(sse.tolist(), sst.tolist())]
+        return {"loss": float(stats["loss"]) / n, "mae": (stats["abs"].double() / n).mean().item(),
+                "rmse": (sse / n).sqrt().mean().item(), "r2": sum(r2) / len(r2)}
+
+    # ------------------------------------------------------------ using
+
+    def answers(self, out, top_k=5):
+        values = self.predictions(out).tolist()
+        if len(self._names) == 1:
+            return [{"prediction": row[0]} for row in values]
+        return [{"prediction": dict(zip(self._names, row))} for row in values]
+
+    def export_output(self, out):
+        return self.predictions(out)
+
+    def export_meta(self):
+        return {"output": "predicted values (N, targets) in the targets' own units; the run's normalisation is "
+                          "inside", "targets": list(self._names)}
+
+    def report(self, out, y):
+        from dlcli.tasks.metrics import regression_metrics
+
+        pred = self.predictions(out).cpu()
+        per = regression_metrics(pred, y.float().cpu())
+        mean = lambda values: (sum(v for v in values if v is not None) / max(1, sum(v is not None for v in values)))  # noqa: E731
+        report = {"samples": len(y), "loss": self.criterion(out.float(), y.to(out.device)).item(),
+                  "mae": mean(per["mae"]), "rmse": mean(per["rmse"]), "r2": mean(per["r2"]) if any(
+                      v is not None for v in per["r2"]) else None}
+        report["per_target"] = {name: {"mae": per["mae"][i], "rmse": per["rmse"][i], "r2": per["r2"][i],
+                                       "mean": y[:, i].double().mean().item()}
+                                for i, name in enumerate(self._names)}
+        report["targets"] = list(self._names)
+        return report
+
+    def plots(self, report, out, y, folder, split, title):
+        from dlcli.plots import write_regression
+
+        path = folder / f"regression-{split}.png"
+        r2 = report.get("r2")
+        write_regression(path, self.predictions(out).cpu().numpy(), y.float().cpu().numpy(), self._names,
+                         f"{title}, r2 {r2:.4f}" if r2 is not None else title)
+        return {"predicted_vs_actual": str(path)}
+
+    def render_report(self, report, console):
+        from rich.table import Table
+
+        from dlcli.tasks.classification import metrics_table
+
+        overall = metrics_table()
+        overall.add_row("loss", f"{report['loss']:.4f}")
+        for key in ("mae", "rmse", "r2"):
+            overall.add_row(key, _fmt(report[key]))
+        console.print(overall)
+        per = Table(title="per target")
+        for col in ("target", "mae", "rmse", "r2", "mean"):
+            per.add_column(col, justify="left" if col == "target" else "right")
+        for name, row in report["per_target"].items():
+            per.add_row(name, *(_fmt(row[k]) for k in ("mae", "rmse", "r2", "mean")))
+        console.print(per)
+
+    def render_answer(self, name, answer, console):
+        console.print(f"{name}: {self.answer_line(answer)}", soft_wrap=True, markup=False)
+
+    def answer_line(self, answer):
+        value = answer["prediction"]
+        if isinstance(value, dict):
+            return "  ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+        return f"{self._names[0]} {_fmt(value)}"
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4g}" if abs(value) >= 1e4 or (value and abs(value) < 1e-3) else f"{value:.4f}"
