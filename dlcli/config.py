@@ -340,23 +340,40 @@ class Config(Strict):
             found.append(("sweep.metric", self.sweep.metric))
         for where, name in found:
             if name not in valid:
-                raise ValueError(f"@{where}: '{name}' is not a metric of the {task.entry_name} task"
-                                 f"{closest(name, valid)}")
+                raise ValueError(f"@{where}: '{name}' is not a metric of the {task.entry_name} task (choose one "
+                                 f"of {', '.join(valid)})")
         return self
 
     @model_validator(mode="after")
     def _monitors_need_validation(self):
         if self.data.val_split == 0:
-            # Without a validation split, val_* monitors fall back to their train_* twins; the resolved config says so.
-            swap = lambda m: m.replace("val_", "train_")  # noqa: E731
-            self.train.checkpoint_monitor = swap(self.train.checkpoint_monitor)
-            if self.train.early_stopping:
-                self.train.early_stopping.monitor = swap(self.train.early_stopping.monitor)
-            if hasattr(self.scheduler, "monitor"):
-                self.scheduler.monitor = swap(self.scheduler.monitor)
-            if self.sweep is not None and self.sweep.metric:
-                self.sweep.metric = swap(self.sweep.metric)
+            self.monitor_training()
         return self
+
+    def monitor_training(self) -> bool:
+        """Without a validation split, val_* monitors fall back to their train_* twins (the task's running metric,
+        or the loss where the metric has no training twin); the resolved config says so. Returns whether any
+        changed."""
+        train = {"train_loss", f"train_{self.task.step_metric}"}
+
+        def swap(m):
+            twin = m.replace("val_", "train_")
+            return twin if twin in train else ("train_loss" if m.startswith("val_") else m)
+
+        before = self.train.checkpoint_monitor
+        self.train.checkpoint_monitor = swap(self.train.checkpoint_monitor)
+        changed = before != self.train.checkpoint_monitor
+        if self.train.early_stopping:
+            before = self.train.early_stopping.monitor
+            self.train.early_stopping.monitor = swap(before)
+            changed |= before != self.train.early_stopping.monitor
+        if hasattr(self.scheduler, "monitor"):
+            before = self.scheduler.monitor
+            self.scheduler.monitor = swap(before)
+            changed |= before != self.scheduler.monitor
+        if self.sweep is not None and self.sweep.metric:
+            self.sweep.metric = swap(self.sweep.metric)
+        return changed
 
     def resolved(self) -> dict:
         """The config as plain data, every default filled in: what the run directory records."""

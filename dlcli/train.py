@@ -249,6 +249,9 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
             runs.check_writable(runs_root)  # before the data is read and the model built, not after an epoch
     device, data, model = build(cfg, world=world)
     decided = resolve_epochs(cfg, data, world)
+    if data.val is None and cfg.monitor_training():  # the split came out empty: too few samples per class
+        data.notes.append(f"the validation split is empty: best.pt and early stopping follow "
+                          f"{cfg.train.checkpoint_monitor}")
     summary, lock, init = {}, None, None
     with contextlib.ExitStack() as held:  # the run's lock, released (with how the run ended) however this ends
         with world.together():

@@ -16,7 +16,7 @@ labels), as tensors on the device the model runs on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from dlcli.registry import Entry, ItemError, Registry
 
@@ -75,6 +75,20 @@ class Targets:
     notes: tuple[str, ...] = ()
 
 
+# `dlcli data check`'s severities: an error blocks training (a run would fail, or its test score would mean nothing),
+# a warning hurts a run without stopping it, an info is worth knowing.
+ERROR, WARNING, INFO = "error", "warning", "info"
+
+
+@dataclass
+class TargetFile:
+    """One file's targets as `dlcli data check` read them (`Task.survey`), and how to point at its rows."""
+
+    source: str  # the file (or directory of part files)
+    targets: Targets
+    where: Callable[[int], str]  # a row index -> "file: line N", as training's errors name a row
+
+
 class Task(Entry):
     """The base of every task entry. Class attributes describe it; methods do its work (torch inside them)."""
 
@@ -84,6 +98,8 @@ class Task(Entry):
     headline: ClassVar[str] = "loss"  # the runs table's test column, the final line's first figure
     default_monitor: ClassVar[str] = "val_loss"
     integer_steps: ClassVar[bool] = False  # the running metric sums counts (exact in int64), not values
+    export_output_name: ClassVar[str] = "outputs"  # the exported graph's output, named for what it holds
+    uses_top_k: ClassVar[bool] = False  # answers rank the outputs, so --top-k and serve's ?top_k= apply
 
     _spelled: bool = True  # `task:` given in the config (False: classification by default)
 
@@ -185,6 +201,18 @@ class Task(Entry):
         """One short line of an answer, for the compact view of many inputs."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------ dlcli data check
+
+    def survey(self, entry, columns: list[str]):
+        """A TargetReader for `dlcli data check`: like `reader`, but it reads on past a row without a usable target
+        (marking it in Targets.keep) and refuses nothing, so that `check_targets` can count and explain."""
+        return self.reader(entry, columns)
+
+    def check_targets(self, files: dict[str, TargetFile], entry) -> tuple[list[tuple[str, str, str]], dict]:
+        """What in the targets would hurt a run: ({split: TargetFile} read by `survey`, train first) ->
+        ([(severity, check, message), ...], the report's sections, e.g. {"targets": {...}})."""
+        return [], {}
+
 
 class TaskError(ValueError):
     """A config's task is wrong: the message reads `@.key: what` (the config adds `task`)."""
@@ -196,6 +224,7 @@ def parse_task(value: Any) -> Task:
     spelled = value is not None
     if value is None:
         value = "classification"
+    short = isinstance(value, str)
     if isinstance(value, dict):
         if "type" not in value:
             raise TaskError(f"@.type: required key is missing (one of {', '.join(TASKS.names())})")
@@ -209,7 +238,7 @@ def parse_task(value: Any) -> Task:
     try:
         task = TASKS.parse(value, path_has_name=False)
     except ItemError as err:
-        raise TaskError(f"@{err.where or '.type'}: {err.what}") from None
+        raise TaskError(f"@{err.where or ('' if short else '.type')}: {err.what}") from None
     task._spelled = spelled
     return task
 

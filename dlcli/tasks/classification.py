@@ -91,6 +91,8 @@ class Classification(Task):
     headline: ClassVar[str] = "accuracy"
     default_monitor: ClassVar[str] = "val_accuracy"
     integer_steps: ClassVar[bool] = True
+    export_output_name: ClassVar[str] = "probabilities"
+    uses_top_k: ClassVar[bool] = True
 
     def label_columns(self, entry) -> list[str]:
         columns = super().label_columns(entry)

@@ -51,8 +51,9 @@ class FlagReader:
 
         if not self.blocks:
             raise DlcliError(f"{source}: no data rows under the header")
-        notes = (f"{source}: {self.dropped:,} rows with a label cell that is not 0 or 1 dropped (data.missing: "
-                 "drop)",) if self.dropped else ()
+        rows = f"{self.dropped:,} row{'s' if self.dropped != 1 else ''}"
+        notes = (f"{source}: {rows} with a label cell that is not 0 or 1 dropped (data.missing: drop)",) \
+            if self.dropped else ()
         return Targets(np.concatenate(self.blocks), list(self.columns),
                        np.concatenate(self.keep) if self.dropped else None, None, notes)
 
@@ -107,6 +108,7 @@ class Multilabel(Task):
     headline: ClassVar[str] = "f1_micro"
     default_monitor: ClassVar[str] = "val_loss"
     integer_steps: ClassVar[bool] = True
+    export_output_name: ClassVar[str] = "probabilities"
 
     def check_train(self, train_cfg):
         if train_cfg.label_smoothing:

@@ -51,7 +51,8 @@ class NumberReader:
         if not self.blocks:
             raise DlcliError(f"{source}: no data rows under the header")
         keep = np.concatenate(self.keep)
-        notes = (f"{source}: {self.dropped:,} rows without a numeric target dropped (data.missing: drop)",) \
+        rows = f"{self.dropped:,} row{'s' if self.dropped != 1 else ''}"
+        notes = (f"{source}: {rows} without a numeric target dropped (data.missing: drop)",) \
             if self.dropped else ()
         return Targets(np.concatenate(self.blocks), list(self.columns), keep if self.dropped else None, None, notes)
 
@@ -71,6 +72,7 @@ class Regression(Task):
     metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
     headline: ClassVar[str] = "r2"
     default_monitor: ClassVar[str] = "val_loss"
+    export_output_name: ClassVar[str] = "predictions"
 
     def check_train(self, train_cfg):
         if train_cfg.label_smoothing:

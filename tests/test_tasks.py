@@ -1,0 +1,349 @@
+"""Tasks beyond picking a class: regression and multi-label targets through train, evaluate, predict, resume, DDP and
+the runs table; binary ROC AUC; the task's config errors. Metrics are checked against scikit-learn, computed from
+`dlcli predict --json` answers on a test file whose targets the test knows."""
+
+import csv
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn import metrics as skm
+
+from dlcli import runs
+from dlcli.config import validate_config
+from dlcli.errors import DlcliError
+from dlcli.tasks.metrics import average_precision, roc_auc
+from tests.conftest import tiny_config
+from tests.test_resume import SignalAt, assert_same_training, inject, one_error_line  # noqa: F401 (fixture)
+
+
+def write_csv(path: Path, header: list[str], rows) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def cars(path: Path, n: int, seed: int, gap_at: int | None = None, bad_at: int | None = None) -> Path:
+    """A numeric target in its own units (mean about 1000, spread about 100) from two numbers and a category, and a
+    second target."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    kind = rng.choice(["a", "b", "c"], n)
+    price = 1000 + 60 * x1 - 40 * x2 + np.where(kind == "a", 50, 0) + rng.normal(scale=5, size=n)
+    km = 20 + 3 * x2 + rng.normal(scale=0.5, size=n)
+    rows = [[f"{a:.4f}", f"{b:.4f}", k, f"{p:.2f}", f"{m:.3f}"] for a, b, k, p, m in zip(x1, x2, kind, price, km)]
+    if gap_at is not None:
+        rows[gap_at][3] = ""
+    if bad_at is not None:
+        rows[bad_at][3] = "cheap"
+    return write_csv(path, ["x1", "x2", "kind", "price", "km"], rows)
+
+
+def tagged(path: Path, n: int, seed: int) -> Path:
+    """Three labels decided by the features, as 0/1 columns and as one joined column."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    on = np.stack([x[:, 0] > 0, x[:, 1] > 0.5, x[:, 0] + x[:, 2] < -0.5], 1)
+    rows = [[f"{a:.4f}", f"{b:.4f}", f"{c:.4f}", *map(int, flags), "|".join(l for l, f in zip("abc", flags) if f)]
+            for (a, b, c), flags in zip(x, on)]
+    return write_csv(path, ["x1", "x2", "x3", "a", "b", "c", "tags"], rows)
+
+
+def table_config(name, train_file, label, task, test_file=None, **data) -> dict:
+    cfg = {"name": name, "seed": 0, "task": task,
+           "data": {"dataset": "csv", "train_file": str(train_file), "label_column": label, **data},
+           "model": {"type": "mlp", "hidden": [32]}, "optimizer": {"name": "adam", "lr": 0.01},
+           "train": {"epochs": 15, "batch_size": 32}}
+    if test_file is not None:
+        cfg["data"]["test_file"] = str(test_file)
+    return cfg
+
+
+def train(cli, write_config, cfg, runs_dir, *extra) -> Path:
+    result = cli("train", write_config(cfg), "--runs-dir", runs_dir, *extra)
+    assert result.exit_code == 0, result.output
+    return Path(runs_dir) / result.stdout.strip().splitlines()[-1]
+
+
+def cli_json(cli, *args):
+    result = cli(*map(str, args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def column(path: Path, name: str) -> np.ndarray:
+    with open(path) as f:
+        return np.array([float(r[name]) for r in csv.DictReader(f)])
+
+
+# ---------------------------------------------------------------- regression
+
+
+def test_regression_predicts_in_the_targets_units_and_its_metrics_match_scikit_learn(cli, write_config, tmp_path):
+    train_file, test_file = cars(tmp_path / "cars.csv", 400, 0), cars(tmp_path / "new.csv", 80, 1)
+    cfg = table_config("cars", train_file, "price", "regression", test_file)
+    run = train(cli, write_config, cfg, tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == "regression" and summary["best_metric"]["name"] == "val_loss"
+    history = runs.read_metrics(run)
+    assert {"train_loss", "train_mae", "val_loss", "val_mae", "val_rmse", "val_r2"} <= history[0].keys()
+    info = json.loads((run / "data.json").read_text())
+    assert info["classes"] == ["price"] and info["task"]["type"] == "regression"
+    rows = list(csv.DictReader(open(train_file)))  # the standardisation was fitted on training rows only
+    assert 900 < info["task"]["mean"][0] < 1100 and 50 < info["task"]["std"][0] < 150
+    assert len(rows) == 400
+
+    answers = cli_json(cli, "predict", test_file, "--run", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    pred = np.array([a["prediction"] for a in answers])
+    actual = column(test_file, "price")
+    assert len(pred) == 80 and 800 < pred.mean() < 1200  # the target's own units, not standardised ones
+    report = cli_json(cli, "evaluate", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    assert report["task"] == "regression" and report["samples"] == 80
+    assert report["r2"] == pytest.approx(skm.r2_score(actual, pred), abs=1e-4)
+    assert report["mae"] == pytest.approx(skm.mean_absolute_error(actual, pred), rel=1e-4)
+    assert report["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(actual, pred)), rel=1e-4)
+    assert report["r2"] > 0.8  # the relation is nearly linear: the model must have learned it
+    assert report["per_target"]["price"]["r2"] == pytest.approx(report["r2"])
+    assert summary["test"]["r2"] == pytest.approx(report["r2"], abs=1e-5)
+    assert Path(report["files"]["predicted_vs_actual"]).is_file()
+
+    table = cli("runs", "--runs-dir", tmp_path / "runs")
+    assert f"r2 {report['r2']:.4f}" in table.stdout and "val_loss" in table.stdout
+    listed = cli_json(cli, "runs", "--runs-dir", tmp_path / "runs", "--json", "--where", "test_r2>0.5")
+    assert [r["id"] for r in listed] == [run.name] and listed[0]["test_metric"] == "r2"
+
+
+def test_regression_of_two_targets_with_huber_answers_one_number_per_target(cli, write_config, tmp_path):
+    train_file = cars(tmp_path / "cars.csv", 300, 0)
+    cfg = table_config("two", train_file, ["price", "km"], {"type": "regression", "loss": "huber", "delta": 0.5})
+    cfg["train"]["epochs"] = 5
+    run = train(cli, write_config, cfg, tmp_path / "runs")
+    answers = cli_json(cli, "predict", train_file, "--run", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    assert set(answers[0]["prediction"]) == {"price", "km"}
+    report = cli_json(cli, "evaluate", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    per = report["per_target"]
+    assert set(per) == {"price", "km"} and report["mae"] == pytest.approx((per["price"]["mae"] + per["km"]["mae"]) / 2)
+    assert yaml.safe_load((run / "config.yaml").read_text())["task"] == {"type": "regression", "loss": "huber",
+                                                                          "delta": 0.5, "standardize": True}
+
+
+def test_a_missing_or_non_numeric_target_is_named_or_dropped(cli, write_config, tmp_path):
+    gap = cars(tmp_path / "gap.csv", 100, 0, gap_at=6)
+    result = cli("train", write_config(table_config("g", gap, "price", "regression")), "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+    assert f"{gap}: line 8, column 'price' has no target value" in one_error_line(result)
+    bad = cars(tmp_path / "bad.csv", 100, 0, bad_at=3)
+    result = cli("train", write_config(table_config("b", bad, "price", "regression")), "--runs-dir", tmp_path / "r")
+    assert f"{bad}: line 5, column 'price': 'cheap' is not a number" in one_error_line(result)
+    cfg = table_config("d", bad, "price", "regression", missing="drop")
+    cfg["train"]["epochs"] = 1
+    result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert "1 row without a numeric target dropped" in result.stderr
+
+
+def test_a_numeric_label_with_many_values_is_refused_as_classes_unless_spelled_out(cli, write_config, tmp_path):
+    train_file = cars(tmp_path / "cars.csv", 200, 0)
+    cfg = table_config("c", train_file, "price", None)
+    del cfg["task"]
+    result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+    line = one_error_line(result)
+    distinct = len({r["price"] for r in csv.DictReader(open(train_file))})
+    assert f"label column 'price' holds numbers with {distinct} distinct values" in line
+    assert "task: regression" in line and "task: classification" in line
+    cfg["task"], cfg["train"]["epochs"] = "classification", 1  # spelled out: classified as asked
+    assert train(cli, write_config, cfg, tmp_path / "r").is_dir()
+
+
+def test_task_config_errors_are_one_line_and_name_the_key():
+    def error(**sections):
+        with pytest.raises(DlcliError) as err:
+            validate_config(tiny_config(**sections))
+        return str(err.value)
+
+    assert "task: unknown task 'regresion' (did you mean 'regression'?)" in error(task="regresion")
+    assert "task.loss: " in error(task={"type": "regression", "loss": "l3"})
+    assert "task.threshold: must be between 0 and 1" in error(task={"type": "multilabel", "threshold": 1.5})
+    assert "task: regression needs targets the synthetic dataset cannot give" in error(task="regression")
+    table = {"dataset": "csv", "train_file": "x.csv", "label_column": "y"}
+    assert "train.label_smoothing: a regression has no classes to smooth" in error(
+        task="regression", data=table, train={"label_smoothing": 0.1})
+    assert "train.checkpoint_monitor: 'val_accuracy' is not a metric of the regression task (choose one of " \
+        "train_loss, train_mae, val_loss, val_mae, val_rmse, val_r2)" in error(task="regression", data=table, train={"checkpoint_monitor": "val_accuracy"})
+    cfg = validate_config(tiny_config(task="regression", data=table, train={"early_stopping": {
+        "monitor": "val_r2"}}))
+    assert cfg.train.checkpoint_monitor == "val_loss" and cfg.train.early_stopping.monitor == "val_r2"
+    assert validate_config(tiny_config()).resolved()["task"] == {"type": "classification"}
+
+
+def test_early_stopping_on_r2_stops_when_it_stops_rising(cli, write_config, tmp_path):
+    from dlcli.tasks import metric_mode
+
+    assert metric_mode("val_r2") == "max" and metric_mode("val_rmse") == "min" and metric_mode("val_f1_micro") == "max"
+    train_file = cars(tmp_path / "cars.csv", 200, 0)
+    cfg = table_config("es", train_file, "price", "regression")
+    cfg["train"].update(epochs=30, checkpoint_monitor="val_r2", early_stopping={"monitor": "val_r2", "patience": 2,
+                                                                                   "min_delta": 10})
+    run = train(cli, write_config, cfg, tmp_path / "runs")
+    history = runs.read_metrics(run)
+    assert len(history) == 3  # nothing rises by 10: stopped after patience 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_metric"] == {"name": "val_r2", "value": max(m["val_r2"] for m in history)}
+
+
+def test_regression_resumes_exactly_after_a_signal(cli, write_config, tmp_path, inject):
+    train_file = cars(tmp_path / "cars.csv", 240, 0)
+    cfg = table_config("resume", train_file, "price", {"type": "regression", "loss": "smooth_l1"})
+    cfg["model"]["dropout"] = 0.2
+    cfg["train"]["epochs"] = 4
+    straight = train(cli, write_config, cfg, tmp_path / "a", "-q")
+    inject(SignalAt(9, signal.SIGINT))
+    result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "b", "-q")
+    assert result.exit_code == 130, result.output
+    run = next((tmp_path / "b").iterdir())
+    assert cli("resume", run.name, "--runs-dir", tmp_path / "b", "-q").exit_code == 0
+    assert_same_training(straight, run)
+
+
+# ---------------------------------------------------------------- multi-label
+
+
+def test_multilabel_spellings_give_the_same_run_and_metrics_match_scikit_learn(cli, write_config, tmp_path):
+    train_file, test_file = tagged(tmp_path / "tags.csv", 400, 0), tagged(tmp_path / "new.csv", 100, 1)
+    flags = table_config("flags", train_file, ["a", "b", "c"], "multilabel", test_file)
+    joined = table_config("joined", train_file, "tags", "multilabel", test_file, label_separator="|")
+    # in one table each spelling's label columns would be the other's features: each reads a table of its own
+    rows = list(csv.DictReader(open(train_file)))
+    test_rows = list(csv.DictReader(open(test_file)))
+    for name, keep in (("flags", ["x1", "x2", "x3", "a", "b", "c"]), ("joined", ["x1", "x2", "x3", "tags"])):
+        write_csv(tmp_path / f"{name}.csv", keep, [[r[k] for k in keep] for r in rows])
+        write_csv(tmp_path / f"{name}-test.csv", keep, [[r[k] for k in keep] for r in test_rows])
+    flags["data"].update(train_file=str(tmp_path / "flags.csv"), test_file=str(tmp_path / "flags-test.csv"))
+    joined["data"].update(train_file=str(tmp_path / "joined.csv"), test_file=str(tmp_path / "joined-test.csv"))
+    a = train(cli, write_config, flags, tmp_path / "runs")
+    b = train(cli, write_config, joined, tmp_path / "runs")
+    ma, mb = runs.read_metrics(a), runs.read_metrics(b)
+    for x, y in zip(ma, mb, strict=True):
+        assert {k: v for k, v in x.items() if k != "seconds"} == pytest.approx(
+            {k: v for k, v in y.items() if k != "seconds"}, abs=1e-6)
+    assert {"train_subset_accuracy", "val_f1_micro", "val_f1_macro", "val_subset_accuracy"} <= ma[0].keys()
+
+    answers = cli_json(cli, "predict", tmp_path / "flags-test.csv", "--run", a.name, "--runs-dir", tmp_path / "runs",
+                       "--json")
+    probs = np.array([[ans["probabilities"][k] for k in "abc"] for ans in answers])
+    pred = probs >= 0.5
+    assert [ans["labels"] for ans in answers] == [[k for k, on in zip("abc", row) if on] for row in pred]
+    truth = np.stack([column(test_file, k) for k in "abc"], 1).astype(bool)
+    report = cli_json(cli, "evaluate", a.name, "--runs-dir", tmp_path / "runs", "--json")
+    assert report["f1_micro"] == pytest.approx(skm.f1_score(truth, pred, average="micro"), abs=1e-6)
+    assert report["f1_macro"] == pytest.approx(skm.f1_score(truth, pred, average="macro", zero_division=0), abs=1e-6)
+    assert report["subset_accuracy"] == pytest.approx(skm.accuracy_score(truth, pred), abs=1e-6)
+    aps = [skm.average_precision_score(truth[:, j], probs[:, j]) for j in range(3)]
+    assert report["map"] == pytest.approx(np.mean(aps), abs=1e-4)
+    assert report["f1_micro"] > 0.8
+    assert Path(report["files"]["per_label"]).is_file()
+
+
+def test_tuned_thresholds_are_chosen_on_validation_stored_and_used_by_predict(cli, write_config, tmp_path):
+    train_file = tagged(tmp_path / "tags.csv", 300, 0)
+    cfg = table_config("tuned", train_file, ["a", "b", "c"], {"type": "multilabel", "threshold": "tuned",
+                                                                "pos_weight": "auto"})
+    cfg["train"]["epochs"] = 3  # undertrained: the best thresholds are not 0.5
+    run = train(cli, write_config, cfg, tmp_path / "runs")
+    task = json.loads((run / "data.json").read_text())["task"]
+    assert len(task["thresholds"]) == 3 and task["thresholds"] != [0.5] * 3
+    assert task["positives"] == [int(v) for v in task["positives"]] and task["rows"] > 0
+    answers = cli_json(cli, "predict", train_file, "--run", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    for ans in answers[:50]:
+        assert ans["labels"] == [k for k, t in zip("abc", task["thresholds"]) if ans["probabilities"][k] >= t]
+
+
+def test_multilabel_resumes_exactly_after_a_signal(cli, write_config, tmp_path, inject):
+    cfg = table_config("mlresume", tagged(tmp_path / "tags.csv", 240, 0), ["a", "b", "c"],
+                       {"type": "multilabel", "pos_weight": "auto"})
+    cfg["train"]["epochs"] = 3
+    straight = train(cli, write_config, cfg, tmp_path / "a", "-q")
+    inject(SignalAt(8, signal.SIGTERM))
+    assert cli("train", write_config(cfg), "--runs-dir", tmp_path / "b", "-q").exit_code == 143
+    run = next((tmp_path / "b").iterdir())
+    assert cli("resume", run.name, "--runs-dir", tmp_path / "b", "-q").exit_code == 0
+    assert_same_training(straight, run)
+
+
+# ---------------------------------------------------------------- two classes, old runs, metrics
+
+
+def test_two_classes_report_roc_auc_and_average_precision(cli, write_config, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    label = np.where(x[:, 0] + 0.7 * rng.normal(size=300) > 0, "yes", "no")
+    rows = [[f"{a:.4f}", f"{b:.4f}", l] for (a, b), l in zip(x, label)]
+    data = write_csv(tmp_path / "two.csv", ["x1", "x2", "label"], rows)
+    cfg = table_config("two", data, "label", "classification", test_file=data)
+    cfg["train"]["epochs"] = 3
+    run = train(cli, write_config, cfg, tmp_path / "runs")
+    report = cli_json(cli, "evaluate", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    answers = cli_json(cli, "predict", data, "--run", run.name, "--runs-dir", tmp_path / "runs", "--json", "-k", "2")
+    p_yes = np.array([next(t["probability"] for t in a["top"] if t["label"] == "yes") for a in answers])
+    truth = label == "yes"
+    assert report["roc_auc"] == pytest.approx(skm.roc_auc_score(truth, p_yes), abs=1e-4)
+    assert report["average_precision"] == pytest.approx(skm.average_precision_score(truth, p_yes), abs=1e-4)
+
+
+def test_ranking_metrics_with_ties_match_scikit_learn():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n = int(rng.integers(5, 60))
+        scores = rng.integers(0, 6, n) / 5.0  # many ties
+        truth = rng.random(n) < 0.4
+        if truth.all() or not truth.any():
+            continue
+        assert roc_auc(torch.tensor(scores), torch.tensor(truth)) == pytest.approx(skm.roc_auc_score(truth, scores))
+        assert average_precision(torch.tensor(scores), torch.tensor(truth)) == pytest.approx(
+            skm.average_precision_score(truth, scores))
+    assert roc_auc(torch.tensor([0.1, 0.2]), torch.tensor([True, True])) is None
+
+
+def test_a_run_from_before_tasks_evaluates_predicts_and_resumes_as_it_did(cli, write_config, tmp_path):
+    run = train(cli, write_config, tiny_config(), tmp_path / "runs", "-q")
+    before = cli_json(cli, "evaluate", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["task"]  # what dlcli wrote before tasks
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    info = json.loads((run / "data.json").read_text())
+    del info["task"]
+    (run / "data.json").write_text(json.dumps(info))
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("task", "headline"):
+        del summary[key]
+    (run / "summary.json").write_text(json.dumps(summary))
+    after = cli_json(cli, "evaluate", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    assert after["accuracy"] == before["accuracy"] and after["loss"] == before["loss"]
+    listed = cli_json(cli, "runs", "--runs-dir", tmp_path / "runs", "--json")
+    assert listed[0]["test_metric"] == "accuracy" and listed[0]["test_value"] == summary["test"]["accuracy"]
+    assert cli("resume", run.name, "--epochs", "3", "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("task, label, make", [
+    ({"type": "regression", "loss": "huber"}, "price", cars),
+    ({"type": "multilabel", "pos_weight": "auto"}, ["a", "b", "c"], tagged),
+])
+def test_two_processes_train_every_task_like_one_with_the_whole_batch(tmp_path, write_config, task, label, make):
+    from tests.test_distributed import assert_same, dlcli, finished, run_of
+
+    cfg = table_config("ddp", make(tmp_path / "data.csv", 250, 0), label, task)
+    cfg["train"].update(epochs=2, batch_size=16, grad_clip=1.0, precision="32")
+    config = write_config(cfg)
+    finished(dlcli("train", config, "--set", "train.batch_size=32", "--runs-dir", tmp_path / "one", "-q"))
+    finished(dlcli("train", config, "--devices", "2", "--runs-dir", tmp_path / "two", "-q"))
+    one, two = run_of(tmp_path / "one"), run_of(tmp_path / "two")
+    assert_same(one, two, atol=1e-5)
+    test_one = json.loads((one / "summary.json").read_text())["test"]
+    assert test_one == pytest.approx(json.loads((two / "summary.json").read_text())["test"], abs=1e-5)
