@@ -235,7 +235,8 @@ def model_for(cfg, data, pretrained: bool = True):
             mean, std = [255.0 * m for m in pipe.mean], [255.0 * s for s in pipe.std]
         data.normalizer = Normalizer(mean, std, True, channels=pipe.channels, size=pipe.size)
     shape = data.normalizer.output_shape(data.input_shape)
-    model, _ = build_model(cfg.model, shape, len(data.classes), data.vocab_size, pretrained)
+    model, _ = build_model(cfg.model, shape, len(data.classes), data.vocab_size, pretrained,
+                           noun=cfg.task.noun)
     freeze_at_start(cfg, model)
     return model
 

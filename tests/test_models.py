@@ -84,7 +84,7 @@ def test_lstm_reads_an_image_row_by_row():
     (["flatten", {"conv2d": 8}], "model.layers[1]: conv2d needs an image input"),
     ([{"dense": 10}], "model.layers[0]: dense needs a flat input, got shape (1, 28, 28): add `flatten` before it"),
     ([{"conv2d": {"filters": 4, "kernel_size": 40}}, "flatten", {"dense": 10}], "kernel 40x40 is larger"),
-    (["flatten", {"dense": 12}], "the last layer gives output shape (12,), but the dataset has 10 classes"),
+    (["flatten", {"dense": 12}], "the last layer gives output shape (12,), but the task has 10 classes"),
     (["flatten", {"dense": {"units": 5, "activation": "softmax"}}, {"dense": 10}], "softmax is only allowed on the last"),
     ([{"reshape": [5, 5]}], "reshape: cannot turn (1, 28, 28)"),
 ])

@@ -18,12 +18,14 @@ class Row:
 SEQUENCE_READERS = {"lstm", "global_avg_pool1d"}  # the layers that take an embedding's (vectors, lengths)
 
 
-def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None = None, pretrained: bool = True):
+def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None = None, pretrained: bool = True,
+                noun: str = "classes"):
     """(nn.Sequential, summary rows). The output is logits; a softmax on the last layer is left to the loss.
 
     vocab_size: for token inputs (text_csv); presets then start with an embedding.
     pretrained: load a backbone's weights; False where a checkpoint replaces them anyway (evaluate, predict, resume)
     or none are needed (summary).
+    num_classes: the head's width, the task's outputs (`noun`: classes, targets, labels; dlcli.tasks).
     """
     from torch import nn
 
@@ -61,7 +63,7 @@ def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None
         raise DlcliError(f"{where}[0]: text data starts with an `embedding` layer (token ids are not numbers)")
     if shape != (num_classes,):
         raise DlcliError(
-            f"{where}: the last layer gives output shape {shape}, but the dataset has {num_classes} classes: "
+            f"{where}: the last layer gives output shape {shape}, but the task has {num_classes} {noun}: "
             f"end with `dense: {num_classes}`"
         )
     model = nn.Sequential()
