@@ -347,3 +347,16 @@ def test_two_processes_train_every_task_like_one_with_the_whole_batch(tmp_path, 
     assert_same(one, two, atol=1e-5)
     test_one = json.loads((one / "summary.json").read_text())["test"]
     assert test_one == pytest.approx(json.loads((two / "summary.json").read_text())["test"], abs=1e-5)
+
+
+def test_loggers_record_the_tasks_metric_names(cli, write_config, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = table_config("logged", cars(tmp_path / "cars.csv", 120, 0), "price", "regression")
+    cfg["train"]["epochs"], cfg["track"] = 2, ["csv", "tensorboard"]
+    run = train(cli, write_config, cfg, tmp_path / "runs", "-q")
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_mae", "val_r2", "val_rmse"} <= set(header)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"mae/train", "r2/val", "r2/test", "rmse/test"} <= set(events.Tags()["scalars"])
