@@ -360,3 +360,18 @@ def test_loggers_record_the_tasks_metric_names(cli, write_config, tmp_path):
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert {"mae/train", "r2/val", "r2/test", "rmse/test"} <= set(events.Tags()["scalars"])
+
+
+def test_a_regression_sweep_ranks_trials_by_the_tasks_metric(cli, write_config, tmp_path):
+    pytest.importorskip("optuna")
+    cfg = table_config("sweepreg", cars(tmp_path / "cars.csv", 150, 0), "price", "regression")
+    cfg["train"]["epochs"] = 2
+    cfg["sweep"] = {"trials": 3, "metric": "val_r2", "pruner": None,
+                    "space": {"optimizer.lr": {"loguniform": [1.0e-4, 0.05]}}}
+    result = cli("sweep", write_config(cfg), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / "sweeps" / "sweepreg" / "summary.json").read_text())
+    assert summary["metric"] == "val_r2" and summary["direction"] == "maximize"
+    best_runs = [max(m["val_r2"] for m in runs.read_metrics(p)) for p in (tmp_path / "runs").glob("sweepreg-*")]
+    assert summary["best"]["value"] == pytest.approx(max(best_runs))
+    assert summary["best"]["test_metric"] == "r2" and "test r2" in result.stderr
