@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pydantic import ValidationInfo, field_validator, model_validator
 
 from dlcli.data.catalog import NOTICES, DataEntry, data_spec, parse_data
-from dlcli.errors import DlcliError, closest
+from dlcli.errors import ConfigError, closest
 from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation
 from dlcli.optim import OPTIMIZERS, SCHEDULERS
 from dlcli.registry import ItemError, Strict, parse_list
@@ -405,24 +405,24 @@ def task_schema() -> list[dict]:
 def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise DlcliError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}")
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise DlcliError(f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})")
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a config (limit {MAX_CONFIG_BYTES})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise DlcliError(f"{path}: not a UTF-8 text file") from None
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except RecursionError:
-        raise DlcliError(f"{path}: nested too deeply to be a config") from None
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise DlcliError(f"{path}: invalid YAML at {where}: {problem}") from None
+        raise ConfigError(f"{path}: invalid YAML at {where}: {problem}") from None
     if not isinstance(data, dict):
-        raise DlcliError(f"{path}: the top level must be a mapping of sections (name, data, model, ...)")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (name, data, model, ...)")
     if _expanded_size(data, MAX_CONFIG_VALUES) > MAX_CONFIG_VALUES:
-        raise DlcliError(f"{path}: expands to over {MAX_CONFIG_VALUES:,} values (repeated YAML aliases?); refused")
+        raise ConfigError(f"{path}: expands to over {MAX_CONFIG_VALUES:,} values (repeated YAML aliases?); refused")
     return data
 
 
@@ -444,7 +444,7 @@ def apply_override(data: dict, override: str) -> None:
     """`train.epochs=3` sets data['train']['epochs'] = 3; the value is parsed as YAML, then typed by the schema."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
-        raise DlcliError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -460,7 +460,7 @@ def set_key(data: dict, key: str, value, where: str) -> None:
         last = depth == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise DlcliError(f"{where}: '{part}' is not an index of the {len(node)}-item list there")
+                raise ConfigError(f"{where}: '{part}' is not an index of the {len(node)}-item list there")
             if last:
                 node[int(part)] = value
             else:
@@ -473,7 +473,7 @@ def set_key(data: dict, key: str, value, where: str) -> None:
                     node[part] = {}
                 node = node[part]
         else:
-            raise DlcliError(f"{where}: '{parts[depth - 1]}' holds a value, not a section")
+            raise ConfigError(f"{where}: '{parts[depth - 1]}' holds a value, not a section")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
@@ -493,7 +493,7 @@ def validate_config(data: dict, source: str = "config", legacy: bool = False) ->
         return cfg
     except ValidationError as err:
         errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a missing key
-        raise DlcliError(f"{source}: {format_error(errors[0], data)}") from None
+        raise ConfigError(f"{source}: {format_error(errors[0], data)}") from None
     finally:
         NOTICES.reset(token)
 

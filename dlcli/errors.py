@@ -13,6 +13,18 @@ class DlcliError(Exception):
         self.shared = shared  # raised by every rank of a DDP run at once (a signal, a non-finite loss): rank 0 says it
 
 
+class ConfigError(DlcliError):
+    """A config that does not validate: the message names the file or override, the key and the fix."""
+
+
+class DataError(DlcliError):
+    """Data that cannot be read as configured: the message names the file, line or column."""
+
+
+class TrainingInterrupted(DlcliError):
+    """Ctrl-C or SIGTERM stopped a training after saving a checkpoint it can be resumed from."""
+
+
 def closest(name: str, options) -> str:
     """' (did you mean 'x'?)' for the nearest valid option, or a list of valid ones."""
     import difflib

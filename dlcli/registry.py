@@ -78,7 +78,7 @@ class Registry:
             field = ".".join(str(p) for p in first["loc"])
             if first["type"] == "extra_forbidden":
                 raise ItemError(f"{prefix}.{field}", f"unknown key{closest(field, cls.model_fields)}") from None
-            msg = first["msg"].removeprefix("Value error, ")
+            msg = "required key is missing" if first["type"] == "missing" else first["msg"].removeprefix("Value error, ")
             if msg.startswith("@"):  # a nested registry list (an entry's augment) carries the rest of the path
                 below, _, msg = msg[1:].partition(": ")
                 field += below

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from dlcli import __version__, runs, track
+from dlcli import __version__, _callable, runs, track
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
 from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, auto_threads, monitor_mode,
                           predict_logits, resolve_device, seed_everything)
-from dlcli.errors import RUNTIME, DlcliError
+from dlcli.errors import RUNTIME, DlcliError, TrainingInterrupted
 from dlcli.finetune import FreezeSchedule, frozen_note, init_from, model_for, resolve_image_size, resolve_init
 from dlcli.models import count_parameters
 
@@ -284,9 +284,13 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
 
 def data_info(cfg, data) -> dict:
     """data.json: what evaluate, predict, export and serve need to feed the model and read its outputs."""
+    from dlcli.data.memory import describe, is_memory
+
+    frames = {key: describe(path) for key in ("train_file", "test_file")
+              if is_memory(path := getattr(cfg.data, key, None))}  # tables given as DataFrames: their fingerprints
     return {"classes": data.classes, "input_shape": list(data.input_shape),
             "normalization": data.normalizer.to_dict(), "preprocessing": data.preprocessing,
-            "task": {"type": cfg.task.entry_name, **data.target}}
+            "task": {"type": cfg.task.entry_name, **data.target}, **({"in_memory": frames} if frames else {})}
 
 
 def placement(trainer) -> str:
@@ -409,8 +413,8 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
         if isinstance(err, Interrupted):
             saved = (f"saved a checkpoint at step {trainer.state.step}" if err.saved
                      else "stopped at once by a second signal; resume starts from the last saved checkpoint")
-            err = DlcliError(f"interrupted by {err.signame} in epoch {trainer.state.epoch + 1}: {saved}; continue "
-                             f"with `dlcli resume {run.name}`", err.exit_code, shared=True)
+            err = TrainingInterrupted(f"interrupted by {err.signame} in epoch {trainer.state.epoch + 1}: {saved}; "
+                                      f"continue with `dlcli resume {run.name}`", err.exit_code, shared=True)
         elif isinstance(err, OSError):
             err = DlcliError(f"run {run.name} failed: {err.strerror or err}", RUNTIME)
         interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 0) in (130, 143)
@@ -495,3 +499,6 @@ def _check_augment(cfg, data):
     if cfg.data.augmentations() and len(data.input_shape) != 3:
         raise DlcliError(f"data.augment: augmentations need image data; {cfg.data.dataset} gives shape "
                          f"{tuple(data.input_shape)}")
+
+
+_callable(__name__)  # dlcli.train(...) is the Python API's function (dlcli.api), this module stays importable

@@ -45,7 +45,7 @@ def error_of(data) -> str:
      "c.yaml: data.image_size: not a key of the csv dataset (it belongs to image_folder;"),
     ({"dataset": "csv", "train_file": "t.csv", "label_colum": "y"},
      "c.yaml: data.label_colum: unknown key (did you mean 'label_column'?)"),
-    ({"dataset": "csv"}, "c.yaml: data.train_file: Field required"),
+    ({"dataset": "csv"}, "c.yaml: data.train_file: required key is missing"),
     ({"dataset": "mnst"}, "c.yaml: data.dataset: unknown dataset 'mnst' (did you mean 'mnist'?)"),
     ({"dataset": "image_folder", "channels": 2}, "c.yaml: data.channels: Input should be 1 or 3"),
     ({"val_split": 0.1}, "c.yaml: data.dataset: required key is missing"),
