@@ -324,7 +324,7 @@ class Config(Strict):
         if task.entry_name not in self.data.tasks:
             raise ValueError(f"@task: {task.entry_name} needs targets the {self.data.dataset} dataset cannot give (it gives "
                              f"{' or '.join(self.data.tasks)} targets); {task.entry_name} reads its targets from a table "
-                             "(dataset: csv, parquet or text_csv)")
+                             "(dataset: csv, parquet, text_csv or image_table)")
         problem = task.check_train(self.train)
         if problem:
             raise ValueError(f"@train.{problem}")

@@ -12,7 +12,8 @@ from dlcli.config import validate_config
 from dlcli.data.catalog import DATASETS
 from dlcli.errors import DlcliError
 
-MINIMAL = {"csv": {"train_file": "t.csv"}, "parquet": {"train_file": "t.parquet"}, "text_csv": {"train_file": "t.csv"}}
+MINIMAL = {"csv": {"train_file": "t.csv"}, "parquet": {"train_file": "t.parquet"}, "text_csv": {"train_file": "t.csv"},
+           "image_table": {"table_file": "t.csv"}}
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
@@ -40,9 +41,9 @@ def error_of(data) -> str:
 
 @pytest.mark.parametrize("data, expected", [
     ({"dataset": "mnist", "label_column": "y"},
-     "c.yaml: data.label_column: not a key of the mnist dataset (it belongs to csv, parquet, text_csv;"),
+     "c.yaml: data.label_column: not a key of the mnist dataset (it belongs to csv, image_table, parquet, text_csv;"),
     ({"dataset": "csv", "train_file": "t.csv", "image_size": 32},
-     "c.yaml: data.image_size: not a key of the csv dataset (it belongs to image_folder;"),
+     "c.yaml: data.image_size: not a key of the csv dataset (it belongs to image_folder, image_table;"),
     ({"dataset": "csv", "train_file": "t.csv", "label_colum": "y"},
      "c.yaml: data.label_colum: unknown key (did you mean 'label_column'?)"),
     ({"dataset": "csv"}, "c.yaml: data.train_file: required key is missing"),

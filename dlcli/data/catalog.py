@@ -196,6 +196,49 @@ class ImageFolder(ImageEntry):
         return (self.channels, *self.size()), folder_classes(Path(self.root)), None
 
 
+@DATASETS.register("image_table")
+class ImageTable(ImageEntry):
+    """A CSV or Parquet table: a column of image paths (relative to the table's directory, or absolute) and the
+    target columns of any task; the images are decoded, cached or streamed as an image folder's."""
+
+    table_file: str  # a .csv or .parquet file, or a directory whose part files are read as one table
+    test_file: str | None = None  # else test_split of the rows is held out
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of table_file when there is no test_file")
+    image_column: str = "image"
+    label_column: str | list[str] = Field("label", description="the target: a column, or a list (several numbers "
+                                          "for regression, several 0/1 columns for multilabel)")
+    label_separator: str | None = Field(None, min_length=1, description="multilabel: one column of labels joined "
+                                        "by this (cat|dog)")
+    missing: Literal["error", "drop"] = Field("error", description="a row without an image path or a target: "
+                                              "an error naming it, or drop the row")
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
+    channels: Literal[1, 3] = 3
+    stream: bool | Literal["auto"] = "auto"  # decode per batch in workers instead of into memory
+    num_workers: int = Field(2, ge=0, le=64)
+    cache: bool = True  # keep the decoded pixels in .cache/ beside the table for the next run over the same files
+
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
+
+    @field_validator("label_column")
+    @classmethod
+    def _columns(cls, v):
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a list of distinct column names, at least one")
+        return v
+
+    size = ImageFolder.size  # (height, width) of image_size
+
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
+        from dlcli.data.image_table import read_image_table
+
+        return read_image_table(self, seed, task)
+
+    def describe(self, seed: int = 0, task=None):
+        from dlcli.data.image_table import describe_image_table
+
+        return describe_image_table(self, task)
+
+
 # ---------------------------------------------------------------- tables and texts
 
 

@@ -21,29 +21,33 @@ from dlcli.errors import DlcliError
 CACHED_SPLITS = 6  # decoded splits kept per folder (train/val/test of the last two seeds or sizes, say)
 
 
-def _named(path, err) -> DlcliError:
-    return DlcliError(f"image_folder: {path}: {err}")
+def _named(path, err, origin=None) -> DlcliError:
+    """A bad image in one line: where it was listed (origin.where(path), e.g. a table's file, line and column), or
+    the image folder's file."""
+    where = origin.where(path) if origin is not None else None
+    return DlcliError(f"{where}: {path}: {err}" if where else f"image_folder: {path}: {err}")
 
 
-def decode_one(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
+def decode_one(path: Path, shape: tuple[int, int, int], origin=None) -> torch.Tensor:
     """One file as a uint8 tensor (C, H, W); a one-line error naming a bad file."""
     try:
         return load_image(str(path), shape)
     except ImageError as err:
-        raise _named(path, err) from None
+        raise _named(path, err, origin) from None
 
 
 class FileList:
     """Image paths standing in for an (N, C, H, W) uint8 tensor: indexing selects files, nothing is decoded.
 
     stream: whether a split of these files is decoded per batch by `workers` processes instead of into memory;
-    cache_dir: where decoded splits are kept for the next run (None: no cache).
+    cache_dir: where decoded splits are kept for the next run (None: no cache);
+    origin: what names the place a file was listed in an error (`.where(path) -> str | None`; None: the file alone).
     """
 
     def __init__(self, files: list, image_shape: tuple[int, int, int], workers: int, stream: bool = False,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, origin=None):
         self.files, self.image_shape, self.workers = list(files), tuple(image_shape), workers
-        self.stream, self.cache_dir = stream, cache_dir
+        self.stream, self.cache_dir, self.origin = stream, cache_dir, origin
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -54,23 +58,26 @@ class FileList:
 
     def __getitem__(self, idx) -> "FileList":
         files = self.files[idx] if isinstance(idx, slice) else [self.files[i] for i in torch.as_tensor(idx).tolist()]
-        return FileList(files, self.image_shape, self.workers, self.stream, self.cache_dir)
+        return FileList(files, self.image_shape, self.workers, self.stream, self.cache_dir, self.origin)
+
+    def _named(self, path, err) -> DlcliError:
+        return _named(path, err, self.origin)
 
     def to(self, device, non_blocking: bool = False) -> torch.Tensor:
         """Decode these files here, in this process (evaluation walks a streamed split in slices this way)."""
-        return decode_all(self.files, self.image_shape, _named).to(device)
+        return decode_all(self.files, self.image_shape, self._named).to(device)
 
     def decoded(self) -> tuple[torch.Tensor, tuple | None]:
         """(all of these files as one tensor, their per-channel (mean, std, image) or None when not cached), from
         the cache when the same files were decoded at this size before (memory-mapped: a second run starts at once,
         without reading every pixel again for the statistics)."""
         if self.cache_dir is None or not self.files:
-            return decode_all(self.files, self.image_shape, _named), None
+            return decode_all(self.files, self.image_shape, self._named), None
         from dlcli.data.stats import statistics
         from dlcli.data.cache import cached_tensors, file_stamp
 
         def make():
-            x = decode_all(self.files, self.image_shape, _named)
+            x = decode_all(self.files, self.image_shape, self._named)
             mean, std, _ = statistics(x)
             return {"x": x, "mean": torch.tensor(mean, dtype=torch.float64), "std": torch.tensor(std, dtype=torch.float64)}
 
@@ -91,7 +98,7 @@ class _Decode(Dataset):
 
     def __getitem__(self, i):
         try:
-            return decode_one(self.files.files[i], self.files.image_shape), ""
+            return decode_one(self.files.files[i], self.files.image_shape, self.files.origin), ""
         except DlcliError as err:
             return torch.zeros(self.files.image_shape, dtype=torch.uint8), str(err)
 
