@@ -13,7 +13,7 @@ import yaml
 
 from dlcli import runs
 from dlcli.errors import DlcliError
-from dlcli.tasks import headline, running_metric
+from dlcli.tasks.names import headline, running_metric
 
 WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(!=|>=|<=|=|>|<)(.*)$")
 ALIASES = {"test_acc": "test_accuracy", "acc": "test_accuracy", "best": "best_metric.value", "date": "started",

@@ -6,7 +6,9 @@ run without stopping it (imbalance, near-empty classes, gaps, constant columns, 
 is worth knowing. The report is a plain dict (the JSON of `--json`); `render` draws it as rich tables.
 
 Data is read with the modules training uses (dlcli.data.images, tables, columns, text), so what this reports is what a
-run meets. torch is imported only where a reader needs it (image decoding, the built-in sets).
+run meets. A table's targets are read and judged by the config's task (dlcli.tasks: `survey`, `check_targets`): class
+balance, a regression's range and outliers, how often each label is on. torch is imported only where a reader needs it
+(image decoding, the built-in sets).
 """
 
 from __future__ import annotations
@@ -20,12 +22,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from dlcli.errors import DlcliError
+from dlcli.tasks import ERROR, INFO, WARNING
 
-ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (ERROR, WARNING, INFO)
-NEAR_EMPTY = 5  # a training class with fewer samples than this (or under NEAR_EMPTY_SHARE of the largest) is a warning
-NEAR_EMPTY_SHARE = 0.01
-IMBALANCE = 10.0  # largest / smallest training class at or above this is a warning
 PER_CHECK = 50  # findings kept per check; the rest are counted in one more line
 CUT_SHARE = 0.1  # text_csv: a warning when more than this share of texts is cut by max_length
 COVERAGE = 0.8  # text_csv: a warning when the train vocabulary covers less of the test tokens than this
@@ -78,11 +77,13 @@ def is_config(target: str) -> bool:
 
 
 def entry_for_path(target: str, overrides: list[str] | None = None):
-    """The dataset entry for a path given instead of a config: an image folder root (with train/), a .csv/.parquet
-    file or a directory of part files, with the kind's default keys; `overrides` set data keys (label_column=y)."""
+    """(dataset entry, task) for a path given instead of a config: an image folder root (with train/), a .csv/.parquet
+    file or a directory of part files, with the kind's default keys; `overrides` set data keys (label_column=y) or
+    the task (task=regression, task.loss=huber)."""
     from dlcli.config import apply_override
     from dlcli.data.catalog import parse_data
     from dlcli.data.tables import FORMATS
+    from dlcli.tasks import TaskError, parse_task
 
     path = Path(target)
     if not path.exists():
@@ -101,23 +102,37 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
         data = {"dataset": FORMATS[path.suffix.lower()], "train_file": str(path)}
     else:
         raise DlcliError(f"{target}: not a config (.yaml), an image folder (with train/) or a table (.csv, .parquet)")
-    wrapper = {"data": data}
+    wrapper = {"data": data, "task": None}
     for override in overrides or []:
-        apply_override(wrapper, override if override.startswith("data.") else f"data.{override}")
+        spelled = override.startswith(("data.", "task=", "task."))
+        apply_override(wrapper, override if spelled else f"data.{override}")
     try:
-        return parse_data(wrapper["data"])
+        task = parse_task(wrapper["task"])
+    except TaskError as err:
+        message = str(err)
+        raise DlcliError(f"task{message[1:]}" if message.startswith("@") else f"task: {message}") from None
+    try:
+        entry = parse_data(wrapper["data"])
     except ValueError as err:
         message = str(err)
         raise DlcliError(f"data{message[1:]}" if message.startswith("@") else f"data: {message}") from None
+    if task.entry_name not in entry.tasks:  # as a config's validation says it
+        raise DlcliError(f"task: {task.entry_name} needs targets the {entry.dataset} dataset cannot give (it gives "
+                         f"{' or '.join(entry.tasks)} targets)")
+    return entry, task
 
 
-def check(entry, seed: int, source: str) -> dict:
-    """The report (a JSON-ready dict) of one dataset entry; report['ok'] is False when something blocks training."""
+def check(entry, seed: int, source: str, task=None) -> dict:
+    """The report (a JSON-ready dict) of one dataset entry; report['ok'] is False when something blocks training.
+    task: the config's (dlcli.tasks), which reads and judges a table's targets; default classification, not spelled
+    out (so a numeric label with many values is refused, as training refuses it)."""
+    from dlcli.tasks import parse_task
+
     report = Report(source, entry.dataset)
     if entry.dataset == "image_folder":
         _check_image_folder(entry, report)
     elif hasattr(entry, "train_file"):
-        _check_table(entry, report)
+        _check_table(entry, task if task is not None else parse_task(None), report)
     else:
         _check_tensors(entry, seed, report)
     return report.to_dict()
@@ -127,43 +142,13 @@ def check(entry, seed: int, source: str) -> dict:
 
 
 def _check_classes(report: Report, counts: dict[str, dict[str, int]], noun: str = "class") -> None:
-    """Per-class counts of each split ({split: {class: n}}, train's classes first): empty, near-empty, seen-once and
-    unknown classes, and the imbalance of train."""
-    train = counts["train"]
-    for split, found in counts.items():
-        for name, n in found.items():
-            if split != "train" and name not in train:
-                report.add(ERROR, "class-not-in-train", f"{noun} '{name}' has {_plural(n, 'sample')} in "
-                           f"{split} but none in train: a model cannot learn it")
-    present = [n for n in train.values() if n]
-    largest = max(present, default=0)
-    for name, n in train.items():
-        if n == 0:
-            report.add(ERROR, "empty-class", f"{noun} '{name}' has no training samples")
-        elif n == 1:
-            report.add(WARNING, "label-seen-once", f"{noun} '{name}' occurs once in train (a typo? it cannot be "
-                       f"learnt, nor land in both train and val)")
-        elif n < NEAR_EMPTY or n < NEAR_EMPTY_SHARE * largest:
-            report.add(WARNING, "near-empty-class", f"{noun} '{name}' has only {n} training samples "
-                       f"({n / largest:.1%} of the largest class)")
-    for split, found in counts.items():
-        if split != "train":
-            for name, n in train.items():
-                if n and not found.get(name):
-                    report.add(WARNING, "class-missing-from-split", f"{noun} '{name}' has no samples in {split}: "
-                               f"its {split} scores will be missing")
-    if len(train) < 2:
-        report.add(ERROR, "too-few-classes", f"train has {len(train)} {noun}{'es' if noun == 'class' else 's'}: "
-                   f"a classifier needs at least two")
-    ratio = largest / min(present) if present else None
-    if ratio is not None and ratio >= IMBALANCE:
-        smallest = min((n, name) for name, n in train.items() if n)[1]
-        biggest = max((n, name) for name, n in train.items())[1]
-        report.add(WARNING, "imbalance", f"classes are imbalanced {ratio:.1f}:1 ('{biggest}' {largest} vs "
-                   f"'{smallest}' {train[smallest]}): consider class weights or resampling")
-    names = list(train) + sorted({n for found in counts.values() for n in found} - set(train))
-    report.sections["classes"] = {"names": names, "counts": counts,
-                                  "imbalance_ratio": round(ratio, 3) if ratio is not None else None}
+    """Per-class counts of each split ({split: {class: n}}, train's classes first), as the classification task
+    judges them: empty, near-empty, seen-once and unknown classes, and the imbalance of train."""
+    from dlcli.tasks.classification import class_findings
+
+    findings, report.sections["classes"] = class_findings(counts, noun)
+    for finding in findings:
+        report.add(*finding)
 
 
 # ---------------------------------------------------------------- image folders
@@ -387,15 +372,11 @@ def _read(path: str, role: str, default_fmt: str, strings: tuple, report: Report
     return source, chunks
 
 
-def _check_table(entry, report: Report) -> None:
-    import pyarrow.compute as pc
-
-    from dlcli.tasks.classification import label_names
-
+def _check_table(entry, task, report: Report) -> None:
     text_column = getattr(entry, "text_column", None)
-    label = entry.label_column
+    labels = task.label_columns(entry)
     default_fmt = "parquet" if entry.dataset == "parquet" else "csv"
-    strings = (label,) + ((text_column,) if text_column else ()) + \
+    strings = tuple(labels) + ((text_column,) if text_column else ()) + \
         (tuple(entry.categorical) if not text_column and entry.categorical != "auto" else ())
     files = {"train": entry.train_file, **({"test": entry.test_file} if entry.test_file else {})}
     read = {split: _read(path, f"{split}_file", default_fmt, strings, report) for split, path in files.items()}
@@ -407,9 +388,9 @@ def _check_table(entry, report: Report) -> None:
     for split, found in read.items():
         if found is None:
             continue
-        for needed in [label] + ([text_column] if text_column else []):
+        for needed in labels + ([text_column] if text_column else []):
             if needed not in found[0].columns:
-                role = "label" if needed == label else "text"
+                role = "label" if needed in labels else "text"
                 report.add(ERROR, f"{role}-column-missing", f"{files[split]}: no {role} column '{needed}' (columns: "
                            f"{', '.join(found[0].columns)}; set data.{role}_column)", [files[split]])
                 missing_label = True
@@ -421,33 +402,44 @@ def _check_table(entry, report: Report) -> None:
     n_rows = sum(c.table.num_rows for c in chunks)
     report.sections["rows"] = {split: sum(c.table.num_rows for c in found[1])
                                for split, found in read.items() if found is not None}
-    _check_columns(entry, report, chunks, columns, n_rows, text_column)
-
-    if not missing_label:
-        counts = {}
-        for split, found in read.items():
-            if found is None:
-                continue
-            values = _strings(found[1], label)
-            gaps = values.null_count
-            if gaps:
-                report.add(ERROR, "missing-label", f"{files[split]}: {gaps} rows have no value in label column "
-                           f"'{label}'", [files[split]])
-            tally = {v["values"].as_py(): v["counts"].as_py() for v in pc.value_counts(values)
-                     if v["values"].as_py() is not None}
-            counts[split] = {k: tally[k] for k in label_names(tally)}
-        if "train" in counts:
-            _check_classes(report, counts, "label")
+    _check_columns(entry, report, chunks, columns, n_rows, text_column, labels)
 
     usable = {s: f for s, f in read.items() if f is not None}
+    if not missing_label:
+        _check_targets(entry, task, labels, report, {split: (files[split], chunks)
+                                                     for split, (_, chunks) in usable.items()})
     if not missing_label and all(c in f[0].columns for f in usable.values() for c in columns):
-        keyed = [text_column, label] if text_column else columns
+        keyed = [text_column, *labels] if text_column else columns
         _check_duplicate_rows(report, usable, keyed, has_test="test" in files)
     if text_column and not missing_label:
         _check_texts(entry, report, usable)
 
 
-def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: int, text_column) -> None:
+def _check_targets(entry, task, labels: list[str], report: Report, read: dict) -> None:
+    """The task reads every file's targets ({split: (path, chunks)}) with its survey, which reads on past a bad row,
+    and says what in them would hurt a run."""
+    from types import SimpleNamespace
+
+    from dlcli.data.tables import scan_targets
+    from dlcli.tasks import TargetFile
+
+    surveying = SimpleNamespace(reader=task.survey)  # scan_targets asks its task for a reader: the survey's
+    files = {}
+    for split, (path, chunks) in read.items():
+        try:
+            targets = scan_targets(chunks, entry, surveying, labels, [], None, path)
+        except DlcliError as err:  # what even the survey cannot read (no labels at all) stops training too
+            report.add(ERROR, "targets", str(err), [path])
+            return
+        files[split] = TargetFile(path, targets, lambda row, chunks=chunks: _where(chunks, row))
+    findings, sections = task.check_targets(files, entry)
+    for finding in findings:
+        report.add(*finding)
+    report.sections.update(sections)
+
+
+def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: int, text_column,
+                   labels: list[str]) -> None:
     """Arrow's types, gaps, distinct values and each column's role (numeric / categorical) under the dataset's rules."""
     import numpy as np
     import pyarrow.compute as pc
@@ -455,11 +447,10 @@ def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: in
     from dlcli.data.columns import as_numbers, missing_mask
     from dlcli.data.tables import NUMERIC_SHARE
 
-    label = entry.label_column
     configured = getattr(entry, "categorical", "auto")
     if configured != "auto":
         for c in configured:
-            if c not in columns or c == label:
+            if c not in columns or c in labels:
                 report.add(ERROR, "unknown-column", f"data.categorical: '{c}' is not a feature column of "
                            f"{entry.train_file}")
     missing_rule = getattr(entry, "missing", "fill")
@@ -468,7 +459,7 @@ def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: in
         types = sorted({str(chunk.table.schema.field(c).type) for chunk in chunks})
         gaps = int(sum(missing_mask(chunk.table.column(c)).sum() for chunk in chunks))
         distinct = pc.count_distinct(_strings(chunks, c), mode="only_valid").as_py()
-        if c == label:
+        if c in labels:
             role = "label"
         elif text_column:
             role = "text" if c == text_column else "ignored"
@@ -634,6 +625,10 @@ def render(report: dict, console) -> None:
         console.print(table)
         if classes["imbalance_ratio"]:
             console.print(f"imbalance {classes['imbalance_ratio']:.1f}:1 (largest / smallest training class)")
+    if report.get("targets"):
+        console.print(_targets_table(report["targets"]))
+    if report.get("labels"):
+        console.print(_labels_table(report["labels"]))
     images = report.get("images")
     if images and any("min_size" in v for v in images.values() if isinstance(v, dict)):
         table = Table(title=f"images (decoded as {'x'.join(map(str, images['decoded_as']))})")
@@ -677,6 +672,47 @@ def render(report: dict, console) -> None:
         errors = _plural(report["errors"], "error")
         console.print(f"[red]{errors} block{'s' if report['errors'] == 1 else ''} training[/red] "
                       f"({_plural(report['warnings'], 'warning')})")
+
+
+def _targets_table(targets: dict):
+    """A regression's targets: their range per file, and how many values lie far out."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="targets")
+    for col in ("target", "split", "rows", "min", "median", "mean", "std", "max", "outliers"):
+        table.add_column(col, justify="left" if col in ("target", "split") else "right")
+    for split, per in targets["stats"].items():
+        for name, v in per.items():
+            table.add_row(escape(name), split, f"{v['rows']:,}", *(_figure(v[k]) for k in
+                                                                   ("min", "median", "mean", "std", "max")),
+                          f"{v['outliers']:,}")
+    return table
+
+
+def _labels_table(labels: dict):
+    """A multilabel task's labels: the rows each is on in, per file, and the rows with none."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="labels: rows on")
+    table.add_column("label")
+    splits = list(labels["counts"])
+    for split in splits:
+        table.add_column(f"{split} ({labels['rows'][split]:,} rows)", justify="right")
+
+    def cell(n, split):
+        rows = labels["rows"][split]
+        return f"{n:,} ({n / rows:.1%})" if rows else f"{n:,}"
+
+    for name in labels["names"]:
+        table.add_row(escape(str(name)), *(cell(labels["counts"][s].get(name, 0), s) for s in splits))
+    table.add_row("(no label)", *(cell(labels["no_label"][s], s) for s in splits))
+    return table
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _plural(n: int, noun: str) -> str:

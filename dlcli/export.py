@@ -1,26 +1,31 @@
-"""`dlcli export`: a run's model as one ONNX or TorchScript file that takes what a user has and returns probabilities.
+"""`dlcli export`: a run's model as one ONNX or TorchScript file that takes what a user has and returns its task's
+answer as numbers: class probabilities (classification), values in the targets' own units (regression) or per-label
+probabilities (multilabel): the graph ends in the task entry's `export_output` (dlcli.tasks).
 
 The exported graph is the trained model wrapped with the run's preprocessing that can live inside a graph:
 
   images  uint8 (N, H, W, C) with layout nhwc (what PIL, NumPy and OpenCV give) or (N, C, H, W) with nchw, already
           decoded, converted to the run's channels and resized to its H x W (the steps of dlcli/data/images.py that
-          need a decoder); inside: the layout, the run's normalisation, the model, softmax.
+          need a decoder); inside: the layout, the run's normalisation, the model, the task's output.
           (`synthetic` runs trained on float32 images, so their graphs take float32.)
   tables  float32 (N, F): the row encoding of `dlcli predict` (numeric columns as they are, gaps filled with the
           training mean; categorical columns one-hot with a last slot for missing or unseen values), described in
-          `<name>.columns.json` beside the model; inside: the standardisation, the model, softmax.
+          `<name>.columns.json` beside the model; inside: the standardisation, the model, the task's output.
   text    int64 token ids (N, max_length), padded with 0, looked up in `<name>.vocab.json` beside the model (the
-          vocabulary, the tokenizer's pattern and case rule, max_length); inside: the model, softmax.
+          vocabulary, the tokenizer's pattern and case rule, max_length); inside: the model, the task's output.
 
-The batch axis is dynamic. Class names, the input's layout, dtype and shape, and the run id go into the file's
+The batch axis is dynamic. The task, its output's name and shape, what the task says of it (`export_meta`: class,
+target or label names, multilabel thresholds), the input's layout, dtype and shape, and the run id go into the file's
 metadata (ONNX `metadata_props`, TorchScript `_extra_files["dlcli.json"]`); `read_metadata` reads either back.
 
 Packed sequences do not export, so an LSTM that reads (vectors, lengths) from an embedding is rewritten for the
 export as plain LSTM passes over the padded batch, the backward direction over each sequence reversed within its own
 length, read at each sequence's last real step: the same numbers without packing.
 
-Every export checks itself: the written file, run by onnxruntime or torch.jit.load, must give the PyTorch model's
-probabilities on a batch of the run's own test samples (and on one of them alone) within a tolerance.
+Every export checks itself: the written file, run by onnxruntime or torch.jit.load, must give what the PyTorch model
+and the task's `export_output` give on a batch of the run's own test samples (and on one of them alone) within a
+tolerance, relative where an output is over 1 in size (a regression's values in their own units: float32 keeps about
+seven digits of a price, whatever its scale).
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ from dlcli.errors import BAD_INPUT, RUNTIME, DlcliError
 from dlcli.registry import Entry, Registry
 
 FORMATS = Registry("export format")
-INPUT_NAME, OUTPUT_NAME = "input", "probabilities"
+INPUT_NAME = "input"  # the output is named by the task (export_output_name)
 CHECK_SAMPLES = 64
 METADATA_FILE = "dlcli.json"  # TorchScript's _extra_files entry
-JSON_KEYS = ("classes", "input_shape", "checkpoint_epoch", "input_features")  # ONNX metadata values stored as JSON
+# ONNX metadata values stored as JSON: these, and every list or mapping (a task's names and thresholds), which no
+# plain string value starts like
+JSON_KEYS = ("classes", "input_shape", "output_shape", "checkpoint_epoch", "input_features")
 
 
 class ExportFormat(Entry):
@@ -52,7 +59,7 @@ class ExportFormat(Entry):
         raise NotImplementedError
 
     def runner(self, path: Path):
-        """A function numpy input -> numpy probabilities, running the written file as a user would."""
+        """A function numpy input -> numpy outputs, running the written file as a user would."""
         raise NotImplementedError
 
     def read_metadata(self, path: Path) -> dict:
@@ -89,7 +96,8 @@ class Onnx(ExportFormat):
             raise _missing("onnx and onnxscript") from None
         batch = torch.export.Dim("batch", min=1)
         with _quietly():
-            program = torch.onnx.export(module, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            program = torch.onnx.export(module, (example,), input_names=[INPUT_NAME],
+                                        output_names=[metadata["output_name"]],
                                         dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
         model = program.model_proto
         del model.metadata_props[:]
@@ -104,13 +112,13 @@ class Onnx(ExportFormat):
         except ImportError:
             raise _missing("onnxruntime") from None
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return lambda x: session.run(None, {INPUT_NAME: x})[0]
 
     def read_metadata(self, path):
         import onnx
 
         props = {p.key: p.value for p in onnx.load_model(str(path), load_external_data=False).metadata_props}
-        return {k: json.loads(v) if k in JSON_KEYS else v for k, v in props.items()}
+        return {k: json.loads(v) if k in JSON_KEYS or v.startswith(("[", "{")) else v for k, v in props.items()}
 
 
 @FORMATS.register("torchscript")
@@ -162,16 +170,18 @@ def format_for(path: Path) -> ExportFormat:
 
 
 def read_metadata(path) -> dict:
-    """The dlcli metadata of an exported file: classes, run_id, data_kind, input_layout, input_dtype, ..."""
+    """The dlcli metadata of an exported file: task, output_name, classes (targets, labels), run_id, data_kind,
+    input_layout, input_dtype, ..."""
     return format_for(Path(path)).read_metadata(Path(path))
 
 
 # ---------------------------------------------------------------- the graph
 
 
-def _raw_input_model(model, normalizer, layout: str | None):
-    """model(normalise(raw)) -> softmax, with the image layout turned inside; buffers instead of a Normalizer so the
-    statistics are constants of the graph."""
+def _raw_input_model(model, normalizer, layout: str | None, task):
+    """task.export_output(model(normalise(raw))), with the image layout turned inside; buffers instead of a
+    Normalizer so the statistics are constants of the graph (the task's own, a regression's mean and std, are traced
+    in as constants)."""
     import torch
     from torch import nn
 
@@ -197,7 +207,7 @@ def _raw_input_model(model, normalizer, layout: str | None):
                 if normalizer.channels is not None and x.shape[1] != normalizer.channels:
                     x = x.expand(-1, normalizer.channels, -1, -1)
                 x = (x - self.mean) * self.inv_std
-            return torch.softmax(self.model(x).float(), dim=1)
+            return task.export_output(self.model(x))
 
     return RawInputModel().eval()
 
@@ -348,7 +358,7 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
         path = path / f"model{entry.suffix}"
 
     raw, checked_on = _check_inputs(loaded, info, kind, CHECK_SAMPLES, say)
-    reference = torch.softmax(loaded.logits(raw), dim=1).numpy()
+    reference = loaded.task.export_output(loaded.logits(raw)).numpy()
     as_input = raw.permute(0, 2, 3, 1).contiguous() if kind == "image" and layout == "nhwc" else raw.contiguous()
     if kind == "image":
         as_input = as_input if as_input.dtype == torch.uint8 else as_input.float()
@@ -357,10 +367,12 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
     else:
         as_input = as_input.long()
 
-    module = _raw_input_model(exportable(loaded.model), loaded.normalizer, layout if kind == "image" else None)
+    module = _raw_input_model(exportable(loaded.model), loaded.normalizer, layout if kind == "image" else None,
+                              loaded.task)
     example = as_input[:2] if len(as_input) >= 2 else as_input.repeat(2, *[1] * (as_input.dim() - 1))
     sidecar = None
-    metadata = _metadata(run, info, kind, layout, as_input, loaded.checkpoint.stem, loaded.epoch, __version__)
+    metadata = _metadata(run, loaded.task, info, kind, layout, as_input, loaded.checkpoint.stem, loaded.epoch,
+                         __version__)
     if kind != "image":
         sidecar = path.with_name(path.stem + (".vocab.json" if kind == "text" else ".columns.json"))
         metadata["preprocessing_file"] = sidecar.name
@@ -382,7 +394,8 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
         if got.shape != reference.shape or one.shape != reference[:1].shape:
             raise DlcliError(f"the exported {fmt} model gives shape {got.shape} for a batch of {len(values)} "
                              f"(expected {reference.shape})", RUNTIME)
-        diff = float(max(np.abs(got - reference).max(), np.abs(one - reference[:1]).max()))
+        scale = np.maximum(1.0, np.abs(reference))  # probabilities: absolute; larger values: relative
+        diff = float(max((np.abs(got - reference) / scale).max(), (np.abs(one - reference[:1]) / scale[:1]).max()))
         if not diff <= tolerance:
             raise DlcliError(f"the exported {fmt} model differs from the PyTorch model by up to {diff:.3g} on "
                              f"{checked_on} (tolerance {tolerance:g}): not written", RUNTIME)
@@ -396,21 +409,22 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
     return ExportResult(path, fmt, metadata, diff, checked_on, sidecar)
 
 
-def _metadata(run: Path, info: dict, kind: str, layout: str, x, checkpoint: str, epoch, version: str) -> dict:
+def _metadata(run: Path, task, info: dict, kind: str, layout: str, x, checkpoint: str, epoch, version: str) -> dict:
     shape = [-1, *x.shape[1:]]  # -1: any batch size
     meta = {
         "producer": f"dlcli {version}",
         "run_id": run.name,
         "checkpoint": checkpoint,
         "checkpoint_epoch": epoch,
-        "classes": list(info["classes"]),
+        "task": task.entry_name,
         "data_kind": kind,
         "input_name": INPUT_NAME,
         "input_dtype": str(x.dtype).removeprefix("torch."),
         "input_shape": shape,
         "input_layout": {"image": layout.upper(), "table": "NF", "text": "NT"}[kind],
-        "output_name": OUTPUT_NAME,
-        "output": "class probabilities (N, classes), softmax applied; the run's normalisation is inside",
+        "output_name": task.export_output_name,
+        "output_shape": [-1, len(task.names)],
+        **task.export_meta(),  # what the output holds: its description, and class, target or label names
     }
     if kind == "table":
         meta["input_features"] = feature_names(info["preprocessing"])

@@ -90,11 +90,13 @@ class Proposal:
     optimizer: list[Key]
     train: list[Key]
     warnings: list[str] = field(default_factory=list)
+    task: Key | None = None  # written only where the default, classification, does not fit
 
     def keys(self) -> list[Key]:
         return [
             Key("name", self.name, "run ids are <name>-<YYYYmmdd-HHMMSS>"),
             Key("seed", 42, "seeds weights, data order, splits and augmentation"),
+            *([self.task] if self.task else []),
             Key("data", self.data, "what to train on (paths are relative to where you run dlcli)"),
             Key("model", self.model, "the network; input and output sizes come from the data"),
             Key("optimizer", self.optimizer, "how weights are updated"),
@@ -314,6 +316,16 @@ def _columns(chunk) -> list[Column]:
     return out
 
 
+def _named_label(columns: list[Column], name: str, train_file: Path) -> tuple[Column, str]:
+    """The label column `dlcli init --label NAME` names."""
+    from dlcli.errors import closest
+
+    found = next((c for c in columns if c.name == name), None)
+    if found is None:
+        raise DlcliError(f"--label {name}: {train_file} has no such column{closest(name, [c.name for c in columns])}")
+    return found, "named by --label"
+
+
 def _guess_label(columns: list[Column], text: Column | None) -> tuple[Column, str]:
     """The label column and why it was chosen."""
     candidates = [c for c in columns if c is not text]
@@ -324,7 +336,26 @@ def _guess_label(columns: list[Column], text: Column | None) -> tuple[Column, st
     return candidates[-1], "the last column" + (" besides the texts" if text is columns[-1] else "")
 
 
-def propose_table(path: Path, given: Path) -> Proposal:
+def _regression(chunk, label: Column, sample_note: str) -> Key | None:
+    """`task: regression` when the label holds numbers with many values (training refuses to read those as classes:
+    the same rule), with why and what the run will be judged on; None for a label that looks like classes."""
+    import pyarrow.compute as pc
+
+    from dlcli.data.columns import as_strings
+    from dlcli.tasks.classification import looks_like_measurement
+    from dlcli.tasks.regression import Regression
+
+    values = pc.unique(as_strings(chunk.table.column(label.name))).drop_null().to_pylist()
+    if not looks_like_measurement(values):
+        return None
+    others = " and ".join(m for m in Regression.metrics if m != Regression.headline)
+    return Key("task", "regression", f"'{label.name}' holds numbers with {len(values):,} distinct values"
+                                     f"{sample_note}, not classes: predict the number; judged on "
+                                     f"{Regression.headline} (1 is perfect, 0 no better than predicting the mean), "
+                                     f"{others} reported too")
+
+
+def propose_table(path: Path, given: Path, label_name: str | None = None) -> Proposal:
     from dlcli.data.tables import FORMATS, TableSource
 
     train_file, test_file = _table_files(path)
@@ -340,17 +371,22 @@ def propose_table(path: Path, given: Path) -> Proposal:
         raise DlcliError(f"{train_file}: no data rows under the header")
     rows, sampled = _row_count(source), chunk.table.num_rows
     columns = _columns(chunk)
-    texts = [c for c in columns if not c.numeric and c.words >= TEXT_MIN_WORDS]
+    texts = [c for c in columns if not c.numeric and c.words >= TEXT_MIN_WORDS and c.name != label_name]
     text = max(texts, key=lambda c: c.words) if texts else None
-    label, why = _guess_label(columns, text)
+    label, why = _named_label(columns, label_name, train_file) if label_name else _guess_label(columns, text)
     if test_file is not None and label.name not in TableSource(str(test_file), fmt, "dlcli init").columns:
         test_file = None  # a test file without labels (to predict, not to score)
     few = min(FEW_VALUES, sampled / 2)  # values that repeat: classes rather than measurements or ids
     others = [c.name for c in columns if c is not label and c is not text and c.distinct <= few]
     alternatives = f"; other columns with few values: {_shown(others, 5)}" if others else ""
     sample_note = "" if sampled >= rows else f" in the first {sampled:,} rows"
+    task = _regression(chunk, label, sample_note)
     warnings = []
-    if label.distinct > min(100, max(2, rows // 2)):
+    if task is not None:
+        if why.startswith("the last column"):  # picked for its place, not its name: say how to pick another
+            warnings.append(f"label column '{label.name}' is a guess ({why}), predicted as a number: name the "
+                            f"column to predict with `dlcli init {given.as_posix()} --label COLUMN`")
+    elif label.distinct > min(100, max(2, rows // 2)):
         warnings.append(f"label column '{label.name}' has {label.distinct:,} distinct values{sample_note}: dlcli "
                         f"classifies, so set data.label_column to the column of classes")
     elif label.distinct < 2:
@@ -361,8 +397,10 @@ def propose_table(path: Path, given: Path) -> Proposal:
         Key("test_file", test_file.as_posix() if test_file else None,
             "a file with the same columns scored as the test split; null: test_split of the rows is held out"),
     ]
-    label_key = Key("label_column", label.name, f"the classes ({_plural(label.distinct, 'value')}{sample_note}); "
-                                                f"guessed: {why}{alternatives}")
+    what_label = "the number to predict" if task else "the classes"
+    label_key = Key("label_column", label.name, f"{what_label} ({_plural(label.distinct, 'value')}{sample_note}); "
+                                                f"{'' if label_name else 'guessed: '}{why}{alternatives}")
+    answer = "a number: regression" if task else _plural(label.distinct, "class")
     splits = [
         Key("val_split", 0.1, "seeded share of the rows held out for validation"),
         Key("test_split", 0.1, "share of the rows held out for the test" + (" (unused: test_file is set)"
@@ -370,7 +408,8 @@ def propose_table(path: Path, given: Path) -> Proposal:
     ]
     name = _name_of(given)
     if text is not None:
-        return _propose_text(name, given, rows, files, label_key, splits, text, chunk, columns, label, warnings)
+        return _propose_text(name, given, rows, files, label_key, splits, text, chunk, columns, label, warnings,
+                             task, answer)
 
     features = [c for c in columns if c is not label]
     categorical = [c for c in features if not c.numeric]
@@ -403,13 +442,14 @@ def propose_table(path: Path, given: Path) -> Proposal:
     header = [
         (f"Starter config written by `dlcli init {given.as_posix()}`: a table of {_plural(rows, 'row')} and "
         f"{_plural(len(columns), 'column')}: {_plural(len(features) - len(categorical), 'numeric feature')}, "
-        f"{_plural(len(categorical), 'categorical feature')}, label '{label.name}'."),
+        f"{_plural(len(categorical), 'categorical feature')}, label '{label.name}'{' (a number)' if task else ''}."),
     ]
-    what = f"{fmt} table, {_plural(rows, 'row')}, label '{label.name}' ({_plural(label.distinct, 'class')})"
-    return Proposal(name, what, header, data, model, optimizer, train_keys, warnings)
+    what = f"{fmt} table, {_plural(rows, 'row')}, label '{label.name}' ({answer})"
+    return Proposal(name, what, header, data, model, optimizer, train_keys, warnings, task)
 
 
-def _propose_text(name, given, rows, files, label_key, splits, text: Column, chunk, columns, label, warnings):
+def _propose_text(name, given, rows, files, label_key, splits, text: Column, chunk, columns, label, warnings,
+                  task: Key | None, answer: str):
     import numpy as np
     import pyarrow.compute as pc
 
@@ -440,7 +480,8 @@ def _propose_text(name, given, rows, files, label_key, splits, text: Column, chu
         *splits,
     ]
     model = [
-        Key("type", "lstm", "an embedding, then an LSTM reads the tokens; its last state is classified"),
+        Key("type", "lstm", "an embedding, then an LSTM reads the tokens; its last state " +
+            ("gives the number" if task else "is classified")),
         Key("embedding_dim", 64, "size of each token's vector"),
         Key("hidden_size", 64, "the LSTM's state size"),
         Key("bidirectional", True, "read the texts both ways"),
@@ -453,15 +494,16 @@ def _propose_text(name, given, rows, files, label_key, splits, text: Column, chu
         Key("grad_clip", 1.0, "cap the gradient norm: keeps the LSTM's updates stable"),
     ]
     header = [(f"Starter config written by `dlcli init {given.as_posix()}`: {_plural(rows, 'text')} in column "
-              f"'{text.name}', label '{label.name}'.")]
-    what = f"text_csv, {_plural(rows, 'text')}, label '{label.name}' ({_plural(label.distinct, 'class')})"
-    return Proposal(name, what, header, data, model, optimizer, train_keys, warnings)
+              f"'{text.name}', label '{label.name}'{' (a number)' if task else ''}.")]
+    what = f"text_csv, {_plural(rows, 'text')}, label '{label.name}' ({answer})"
+    return Proposal(name, what, header, data, model, optimizer, train_keys, warnings, task)
 
 
 # ---------------------------------------------------------------- the command
 
 
-def propose(path: Path) -> Proposal:
+def propose(path: Path, label: str | None = None) -> Proposal:
+    """What a look at the data at `path` proposes; `label`: the table's label column (else guessed)."""
     from dlcli.data.tables import FORMATS
 
     if not path.exists():
@@ -469,30 +511,34 @@ def propose(path: Path) -> Proposal:
     if path.is_dir():
         root = _image_root(path)
         if root is not None:
+            if label:
+                raise DlcliError(f"--label {label}: names a table's label column, but {path} is an image folder "
+                                 f"(its classes are the folders in train/)")
             return propose_images(root, path)
         if any(p.suffix.lower() in FORMATS for p in path.iterdir() if p.is_file()):
-            return propose_table(path, path)
+            return propose_table(path, path, label)
         if _images_in(path):
             raise DlcliError(f"{path}/ holds images directly: image_folder needs one folder per class, "
                              f"ROOT/train/<class>/*.png|jpg|...")
         raise DlcliError(f"{path}/: found neither image class folders ({path}/train/<class>/*.png|jpg|...) nor "
                          f".csv/.parquet files")
-    return propose_table(path, path)
+    return propose_table(path, path, label)
 
 
 def _exists(target: Path) -> DlcliError:
     return DlcliError(f"{target} exists; not overwriting it (delete it or choose another file with -o)")
 
 
-def write_starter(path: str, output: str | None = None) -> tuple[Path, Proposal]:
-    """Write the starter config for the data at `path` to `output` (default ./<name>.yaml); never overwrites."""
+def write_starter(path: str, output: str | None = None, label: str | None = None) -> tuple[Path, Proposal]:
+    """Write the starter config for the data at `path` to `output` (default ./<name>.yaml); never overwrites.
+    label: a table's label column (else guessed)."""
     import yaml
 
     from dlcli.config import validate_config
 
     if output and Path(output).exists():  # say so before looking at the data
         raise _exists(Path(output))
-    proposal = propose(Path(path.rstrip("/") or "/"))
+    proposal = propose(Path(path.rstrip("/") or "/"), label)
     target = Path(output) if output else Path(f"{proposal.name}.yaml")
     if not target.parent.is_dir():
         raise DlcliError(f"{target.parent}/: no such directory for the config")

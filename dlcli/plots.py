@@ -48,7 +48,7 @@ def write_curves(run_dir) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     epochs = [m["epoch"] for m in history]
-    from dlcli.tasks import running_metric
+    from dlcli.tasks.names import running_metric
 
     second = running_metric(history[0])  # accuracy, or the task's running metric (mae, subset_accuracy)
     for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], second, second.replace("_", " ").capitalize())):

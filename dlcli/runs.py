@@ -21,7 +21,7 @@ import yaml
 
 from dlcli import _callable
 from dlcli.errors import RUNTIME, DlcliError
-from dlcli.tasks import headline
+from dlcli.tasks.names import headline
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -592,7 +592,7 @@ def overview(run: Path) -> dict:
     monitor = section("train").get("checkpoint_monitor")
     if not isinstance(best, dict) and monitor and any(monitor in m for m in history):
         values = [m[monitor] for m in history if monitor in m]
-        from dlcli.tasks import metric_mode
+        from dlcli.tasks.names import metric_mode
 
         best = {"name": monitor, "value": max(values) if metric_mode(monitor) == "max" else min(values)}
     started = summary.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.stat().st_mtime))

@@ -3,6 +3,7 @@ passes (exit 0), --json lists the findings, and a folder or table path works in 
 
 import csv
 import json
+import random
 import shutil
 
 from tests.conftest import tiny_config
@@ -151,3 +152,105 @@ def test_bad_input_is_one_line_with_exit_2(cli, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     result = cli("data", "check", tmp_path / "notes.txt")
     assert result.exit_code == 2 and "not a config" in result.output
+
+
+# ---------------------------------------------------------------- the task's targets
+
+
+def measurements(path, n=120, seed=0, planted=()):
+    """x, kind, price: a number with a different value in nearly every row; `planted`: (row, price cell) pairs."""
+    rng = random.Random(seed)
+    rows = [[f"{rng.gauss(0, 1):.3f}", rng.choice("ab"), f"{20 + 3 * rng.gauss(0, 1):.2f}"] for _ in range(n)]
+    for i, cell in planted:
+        rows[i][2] = cell
+    return write_rows(path, ["x", "kind", "price"], rows)
+
+
+def test_a_numeric_label_is_refused_as_training_refuses_it(cli, write_config, tmp_path):
+    table = measurements(tmp_path / "cars.csv")
+    cfg = tiny_config(data={"dataset": "csv", "train_file": str(table), "label_column": "price"})
+    config = write_config(cfg)
+    refused = cli("train", config, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert refused.exit_code == 2, refused.output
+
+    result = cli("data", "check", config, "--json")
+    assert result.exit_code == 1, result.output
+    found = findings(result)
+    assert [f["severity"] for f in found["numeric-label"]] == ["error"]
+    assert f"error: {found['numeric-label'][0]['message']}" == refused.stderr.strip()  # word for word
+    assert "set `task: regression`" in refused.stderr and "'price'" in refused.stderr
+    assert "label-seen-once" not in found and "classes" not in json.loads(result.stdout)  # no table of 120 classes
+
+    spelled = write_config({**cfg, "task": "classification"}, "spelled.yaml")
+    result = cli("data", "check", spelled, "--json")  # classifying it anyway is the user's call
+    assert result.exit_code == 0 and "numeric-label" not in findings(result)
+    assert "label-seen-once" in findings(result)
+    result = cli("data", "check", table, "--set", "label_column=price", "--set", "task=regression")
+    assert result.exit_code == 0 and "nothing blocks training" in result.stdout, result.output
+
+
+def test_regression_targets_range_outliers_gaps_and_constants(cli, write_config, tmp_path):
+    train = measurements(tmp_path / "train.csv", planted=[(4, "cheap"), (9, ""), (30, "2100"), (31, "-400")])
+    test = write_rows(tmp_path / "test.csv", ["x", "kind", "price"], [["0.1", "a", "7"]] * 10)
+    cfg = tiny_config(task="regression", data={"dataset": "csv", "train_file": str(train), "test_file": str(test),
+                                               "label_column": "price"})
+    result = cli("data", "check", write_config(cfg), "--json")
+    assert result.exit_code == 1, result.output
+    found = findings(result)
+    gaps = found["missing-target"][0]
+    assert gaps["severity"] == "error" and f"{train}: 2 of 120 rows" in gaps["message"]
+    assert f"{train}: line 6" in gaps["message"] and "data.missing: drop" in gaps["message"]
+    outliers = found["outliers"][0]
+    assert outliers["severity"] == "warning" and "2 train values" in outliers["message"]
+    assert f"{train}: line 32: 2100, {train}: line 33: -400" in outliers["message"]  # the farthest first
+    assert "task.loss: huber" in outliers["message"]
+    assert found["constant-target"][0]["severity"] == "warning" and "test r2" in found["constant-target"][0]["message"]
+    assert not {"imbalance", "label-seen-once", "near-empty-class"} & set(found)  # no class advice for a number
+    report = json.loads(result.stdout)
+    assert "classes" not in report and "class weights" not in result.stdout
+    stats = report["targets"]["stats"]
+    assert stats["train"]["price"]["rows"] == 118 and stats["train"]["price"]["max"] == 2100
+    assert stats["train"]["price"]["outliers"] == 2 and stats["test"]["price"]["std"] == 0
+
+    dropped = write_config({**cfg, "task": {"type": "regression", "loss": "huber"},
+                            "data": {**cfg["data"], "missing": "drop", "test_file": None}}, "drop.yaml")
+    result = cli("data", "check", dropped)
+    assert result.exit_code == 0, result.output
+    for text in ("targets", "min", "outliers", "dropped (data.missing: drop)", "task.loss: huber keeps them"):
+        assert text in result.stdout, text
+
+    constant = write_rows(tmp_path / "constant.csv", ["x", "price"], [[str(i), "5"] for i in range(30)])
+    result = cli("data", "check", constant, "--set", "label_column=price", "--set", "task=regression", "--json")
+    assert result.exit_code == 1 and findings(result)["constant-target"][0]["severity"] == "error"
+
+
+def test_multilabel_label_frequencies_and_labels_never_on(cli, write_config, tmp_path):
+    rows = [[f"{i / 10:.1f}", str(i % 2), "1" if i < 3 else "0", "0"] for i in range(40)]
+    rows[7][2] = "maybe"
+    train = write_rows(tmp_path / "train.csv", ["x", "a", "b", "c"], rows)
+    test = write_rows(tmp_path / "test.csv", ["x", "a", "b", "c"], [["0.5", "1", "0", "1"], ["0.2", "0", "0", "0"]])
+    cfg = tiny_config(task="multilabel", data={"dataset": "csv", "train_file": str(train), "test_file": str(test),
+                                               "label_column": ["a", "b", "c"]})
+    result = cli("data", "check", write_config(cfg), "--json")
+    assert result.exit_code == 1, result.output
+    found = findings(result)
+    assert found["bad-label-cell"][0]["severity"] == "error" and f"{train}: line 9" in found["bad-label-cell"][0][
+        "message"]
+    never = found["label-never-on"][0]
+    assert never["severity"] == "error" and "label 'c' is on in 1 test row but never in train" in never["message"]
+    assert "label 'b' is on in only 3 of 39" in found["rare-label"][0]["message"]
+    assert "task.pos_weight: auto" in found["rare-label"][0]["message"]
+    assert {f["severity"] for f in found["no-label"]} == {"info"}
+    assert not {"imbalance", "label-seen-once"} & set(found)
+    labels = json.loads(result.stdout)["labels"]
+    assert labels["counts"] == {"train": {"a": 19, "b": 3, "c": 0}, "test": {"a": 1, "b": 0, "c": 1}}
+    assert labels["rows"] == {"train": 39, "test": 2} and labels["no_label"]["test"] == 1
+
+    joined = write_rows(tmp_path / "joined.csv", ["x", "tags"], [[str(i), "a|b" if i % 2 else "a"] for i in range(20)])
+    test = write_rows(tmp_path / "joined_test.csv", ["x", "tags"], [["1", "a|z"], ["2", ""]])
+    result = cli("data", "check", joined, "--set", "task=multilabel", "--set", "label_column=tags",
+                 "--set", 'label_separator="|"', "--set", f"test_file={test}")
+    assert result.exit_code == 1, result.output
+    for text in ("labels: rows on", "(no label)", "label-not-in-train", "label 'z' is on in 1 test row",
+                 "label-always-on", "label 'a' is on in every training row"):
+        assert text in result.stdout, text

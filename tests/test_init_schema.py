@@ -2,6 +2,7 @@
 prints the config's JSON Schema, which the committed dlcli.schema.json and every file in configs/ agree with."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,62 @@ def test_init_guesses_the_label_column_and_names_it(cli, tmp_path):
     load_config(path)
 
 
+def prices(path, n=300, seed=0, label="target"):
+    """x1, x2, kind and a number (about 1000 +- 80, a different one in nearly every row) made from them."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        f.write(f"x1,x2,kind,{label}\n")
+        for _ in range(n):
+            x1, x2, kind = rng.gauss(0, 1), rng.gauss(0, 1), rng.choice("abc")
+            price = 1000 + 60 * x1 - 40 * x2 + (50 if kind == "a" else 0) + rng.gauss(0, 5)
+            f.write(f"{x1:.3f},{x2:.3f},{kind},{price:.2f}\n")
+    return path
+
+
+def test_init_numeric_label_writes_regression_that_trains(cli, tmp_path):
+    table = prices(tmp_path / "prices.csv")
+    result = cli("init", table)
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.output  # named 'target': no guess
+    path = Path(result.stdout.strip().splitlines()[-1])
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["task"] == "regression" and cfg["data"]["label_column"] == "target"
+    text = path.read_text()
+    assert every_key_commented(text) and "label 'target' (a number: regression)" in result.stderr
+    distinct = len({line.rsplit(",", 1)[1] for line in table.read_text().splitlines()[1:]})
+    why = next(line for line in text.splitlines() if line.startswith("task:"))
+    assert f"'target' holds numbers with {distinct} distinct values" in why and "judged on r2" in why
+    load_config(path)
+    result = cli("train", path, "--runs-dir", tmp_path / "runs", "--quiet", "--set", "train.epochs=15")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "runs" / result.stdout.strip().splitlines()[-1] / "summary.json").read_text())
+    assert summary["headline"] == "r2" and summary["test"]["r2"] > 0.8
+
+    result = cli("init", prices(tmp_path / "unnamed.csv", label="price"))
+    assert result.exit_code == 0, result.output
+    assert "label column 'price' is a guess (the last column)" in result.stderr and "--label COLUMN" in result.stderr
+
+
+def test_init_label_option_names_the_column(cli, tmp_path):
+    prices(tmp_path / "prices.csv")
+    path, cfg = init(cli, tmp_path / "prices.csv", "--label", "kind", "-o", tmp_path / "kind.yaml")
+    assert cfg["data"]["label_column"] == "kind" and "task" not in cfg  # classes: today's config
+    assert "named by --label" in path.read_text()
+    load_config(path)
+
+    codes = "x,code\n" + "".join(f"{i / 7:.3f},{i % 30}\n" for i in range(90))  # 30 classes coded 0..29
+    (tmp_path / "codes.csv").write_text(codes)
+    _, cfg = init(cli, tmp_path / "codes.csv", "--label", "code")
+    assert "task" not in cfg and cfg["data"]["label_column"] == "code"
+
+    for args, text in (([tmp_path / "prices.csv", "--label", "targte"], "--label targte: "
+                        f"{tmp_path / 'prices.csv'} has no such column (did you mean 'target'?)"),
+                       ([make_folder(tmp_path / "shapes", per_class=2, splits=("train",)) or tmp_path / "shapes",
+                         "--label", "kind"], "image folder")):
+        result = cli("init", *args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        assert text in result.stderr
+
+
 def test_init_text_csv_trains_above_chance(cli, tmp_path):
     texts = write_texts(tmp_path / "reviews.csv")
     path, cfg = init(cli, texts)
@@ -178,6 +235,7 @@ def configs_and_starters(tmp_path, cli):
     paths.append(init(cli, tmp_path / "shapes")[0])
     paths.append(init(cli, write_table(tmp_path / "table.csv", n=40))[0])
     paths.append(init(cli, write_texts(tmp_path / "texts.csv", n=40))[0])
+    paths.append(init(cli, prices(tmp_path / "prices.csv", n=40))[0])
     return paths
 
 

@@ -1,6 +1,8 @@
-"""`dlcli serve`: predict over HTTP for each data kind (the same answers as `dlcli predict --json`), limits and errors
-as 4xx JSON after which the server goes on, batching of concurrent requests, and the page driven in a real browser."""
+"""`dlcli serve`: predict over HTTP for each data kind and task (the same answers as `dlcli predict --json`), limits and
+errors as 4xx JSON after which the server goes on, batching of concurrent requests, and the page driven in a real
+browser."""
 
+import contextlib
 import io
 import json
 import os
@@ -9,12 +11,14 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.test_export import cli, predict_json, train_runs
+from tests.test_export import TASK_ROWS, as_outputs, cli, predict_json, train_runs, train_task_runs, write_rows
 
 pytest.importorskip("fastapi", reason='the serve extra is not installed: pip install -e ".[dev]"')
 from fastapi.testclient import TestClient  # noqa: E402
@@ -25,6 +29,41 @@ from dlcli.serve.app import Batcher, Limits, create_app  # noqa: E402
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     return train_runs(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def task_runs(tmp_path_factory):
+    return train_task_runs(tmp_path_factory.mktemp("serve-tasks"))
+
+
+@contextlib.contextmanager
+def serving(run):
+    """`dlcli serve RUN --port 0` as typed, in a process of its own on a loopback port: yields (its URL, the line it
+    printed); SIGTERM stops it cleanly."""
+    server = subprocess.Popen([sys.executable, "-m", "dlcli", "serve", run.name, "--runs-dir", run.parent,
+                               "--port", "0"], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = server.stderr.readline()  # "serving run ... at http://127.0.0.1:PORT/ ..."
+        assert "serving run" in line, line + server.stderr.read()
+        yield line.split(" at ")[1].split()[0], line
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert server.returncode == 0
+
+
+def http(url, body=None, content_type="application/json"):
+    """(status, JSON) of a GET, or of a POST when there is a body."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type} if body else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+TASK_OUTPUTS = {"regression": ("targets", ["price", "km"], "r2"), "multilabel": ("labels", ["a", "b", "c"], "f1_micro")}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +110,9 @@ def test_health_info_and_page(trained, image_client):
     assert image_client.get("/health").json() == {"status": "ok", "run_id": trained["image"].name}
     info = image_client.get("/info").json()
     assert info["run_id"] == trained["image"].name and info["data_kind"] == "image"
-    assert info["classes"] == ["cross", "disc", "square"]
+    assert info["classes"] == info["output_names"] == ["cross", "disc", "square"]
+    assert (info["task"], info["outputs"], info["top_k"], info["metrics"]["headline"]) == \
+        ("classification", "classes", 5, "accuracy")
     assert info["input"]["channels"] == 3 and info["input"]["height"] == 16
     assert info["metrics"]["test"]["accuracy"] > 0 and info["limits"]["max_items"] == 4
     page = image_client.get("/")
@@ -148,6 +189,37 @@ def test_texts_as_json_or_lines(trained):
         empty = client.post("/predict", json={"texts": ["...", "ok"]})
         assert empty.status_code == 422 and empty.json()["error"].startswith("text 1 is empty")
         assert client.post("/predict", json={"texts": [1, 2]}).status_code == 400
+
+
+@pytest.mark.parametrize("task", ["regression", "multilabel"])
+def test_task_runs_answer_as_predict_on_a_real_port(task_runs, tmp_path, task):
+    """A regression answers a number per target in its own units, a multilabel run a label set with each label's
+    probability: predict's JSON, for CSV and JSON rows; /info names the task and its outputs."""
+    run, rows = task_runs[task], TASK_ROWS[task]
+    noun, names, headline = TASK_OUTPUTS[task]
+    path = write_rows(tmp_path / "rows.csv", rows)
+    expected = predict_json(run, path)
+    with serving(run) as (url, line):
+        assert f"(table, {len(names)} {noun}) at http://127.0.0.1:" in line
+        status, info = http(url + "info")
+        as_csv = http(url + "predict", path.read_bytes(), "text/csv")
+        as_json = http(url + "predict?top_k=1", json.dumps({"rows": rows}).encode())
+        bad = http(url + "predict", b"x1,x2,x3,kind\noops,1,1,a\n", "text/csv")
+        after = http(url + "predict", path.read_bytes(), "text/csv")
+    assert status == 200 and (info["task"], info["outputs"], info["output_names"]) == (task, noun, names)
+    assert info["top_k"] is None and info["metrics"]["headline"] == headline  # nothing ranked: top_k does not apply
+    assert info["metrics"]["test"][headline] == json.loads((run / "summary.json").read_text())["test"][headline]
+    assert bad[0] == 422 and bad[1]["error"] == "body: line 2, column 'x1': 'oops' is not a number"
+    for (status, answers), key in ((as_csv, "line"), (as_json, "row"), (after, "line")):
+        assert status == 200
+        assert [a["row"] for a in answers] == [f"{key} {i + (2 if key == 'line' else 1)}" for i in range(len(rows))]
+        assert [set(a) for a in answers] == [set(e) for e in expected]  # predict's keys: no "top"
+        got, want = as_outputs(answers, names), as_outputs(expected, names)
+        assert abs(got - want).max() <= 1e-6 * max(1.0, abs(want).max())
+        if task == "multilabel":
+            assert [a["labels"] for a in answers] == [e["labels"] for e in expected]
+        else:
+            assert 800 < got[:, 0].min() and got[:, 0].max() < 1300  # the price in its own units
 
 
 def test_concurrent_requests_share_forward_passes():
@@ -229,6 +301,41 @@ def test_the_page_in_a_browser_shows_the_class_of_a_chosen_image(trained, tmp_pa
         except subprocess.TimeoutExpired:
             server.kill()
     assert server.returncode == 0
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium (.ci/run does)")
+@pytest.mark.parametrize("task", ["regression", "multilabel"])
+def test_the_page_shows_a_number_per_target_or_a_label_set(task_runs, tmp_path, task):
+    playwright = pytest.importorskip("playwright.sync_api")
+    run, rows = task_runs[task], TASK_ROWS[task]
+    noun, names, headline = TASK_OUTPUTS[task]
+    path = write_rows(tmp_path / "rows.csv", rows[:1])
+    expected = predict_json(run, path)[0]
+    with serving(run) as (url, _), playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        meta = page.inner_text("#meta")
+        top_k_shown = page.locator("#table-input .topk").is_visible()
+        page.fill("#csv", path.read_text())
+        page.click("#send-csv")
+        page.wait_for_selector(".result .label", timeout=10_000)
+        labels = page.locator(".result .label").all_inner_texts()
+        numbers = page.locator(".result .number").all_inner_texts()
+        probs = page.locator(".result .prob").all_inner_texts()
+        chosen = page.locator(".result .row.on .label").all_inner_texts()
+        shown_set = page.locator(".result .set").all_inner_texts()
+        browser.close()
+    assert f"table {task} model, {noun}: {', '.join(names)} · test {headline} " in meta and not top_k_shown
+    if task == "regression":
+        assert labels == names and not probs
+        assert [float(v) for v in numbers] == pytest.approx([expected["prediction"][n] for n in names], rel=1e-5)
+    else:  # every label, most probable first, with its probability; the predicted ones marked
+        ranked = sorted(names, key=lambda n: -expected["probabilities"][n])
+        assert labels == ranked and not numbers and sorted(chosen) == sorted(expected["labels"])
+        assert probs == [f"{expected['probabilities'][n] * 100:.1f}%" for n in ranked]
+        assert shown_set == [f"predicted: {', '.join(expected['labels']) or 'no label'}"]
 
 
 def test_serve_errors_are_one_line(trained, tmp_path):

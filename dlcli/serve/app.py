@@ -1,8 +1,9 @@
 """The HTTP app: one run's model, loaded once, behind POST /predict, GET /health, GET /info and a page at /.
 
 Requests are turned into the model's input by the code `dlcli predict` uses (dlcli.data.images for images, the run's
-stored column encoding or vocabulary for rows and texts), and answered with `dlcli predict --json`'s list. Every
-failure is a 4xx JSON `{"error": "..."}` naming the problem; the server goes on serving.
+stored column encoding or vocabulary for rows and texts), and answered with `dlcli predict --json`'s list: the run's
+task (dlcli.tasks) decodes the model's outputs (top-k classes, a number per target, a set of labels). Every failure
+is a 4xx JSON `{"error": "..."}` naming the problem; the server goes on serving.
 
 Batching: the model runs in one worker thread. Whatever requests are waiting when it becomes free run through the
 model together (up to --max-batch samples), so a lone request never waits for a timer and concurrent ones share a
@@ -107,11 +108,10 @@ def _settle(setter, value) -> None:
 
 
 class Model:
-    """A run loaded once: what /info says about it, and its input preparation for each data kind."""
+    """A run loaded once: what /info says about it, its input preparation for each data kind, and its task, which
+    turns the batcher's raw outputs into answers."""
 
     def __init__(self, run: Path, checkpoint: str = "best", device: str = "cpu", max_batch: int = 32):
-        import torch
-
         from dlcli import runs
         from dlcli.evaluate import load_run, read_data_info
         from dlcli.export import data_kind
@@ -125,14 +125,17 @@ class Model:
             check_image_run(self.info, run.name)
         self.loaded = load_run(run, checkpoint, device, info=self.info)
         self.classes = self.loaded.classes
+        self.task = self.loaded.task
         self.state = {k: v for k, v in (self.info["preprocessing"] or {}).items() if k != "kind"}
         try:
             summary = runs.read_json(run / "summary.json")
         except DlcliError:
             summary = {}
         self.metrics = {k: summary[k] for k in ("test", "best_epoch", "best_metric") if k in summary}
+        self.metrics["headline"] = self.task.headline  # the test metric that sums the run up
         self.checkpoint = checkpoint
-        self.batcher = Batcher(lambda x: torch.softmax(self.loaded.logits(x), dim=1), max_batch)
+        # raw outputs: decoding them is the task's, per request (top_k differs between requests)
+        self.batcher = Batcher(self.loaded.logits, max_batch)
 
     def close(self) -> None:
         self.batcher.close()
@@ -301,8 +304,6 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
                          BAD_INPUT) from None
     if top_k < 1:
         raise DlcliError(f"--top-k must be at least 1, not {top_k}", BAD_INPUT)
-    from dlcli.predict import ranked
-
     limits = limits or Limits()
     model = Model(run, checkpoint, device, max_batch)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
@@ -335,10 +336,13 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
 
     @app.get("/info")
     async def info():
-        return {"run_id": run.name, "data_kind": model.kind, "classes": model.classes,
+        # top_k: null where the task's answers are not ranked lists (a number per target, a set of labels)
+        return {"run_id": run.name, "data_kind": model.kind, "task": model.task.entry_name,
+                "outputs": model.task.noun, "output_names": model.classes, "classes": model.classes,
                 "checkpoint": model.loaded.checkpoint.stem,  # the one used (the other where it was damaged)
                 "checkpoint_epoch": model.loaded.epoch, "dataset": model.loaded.cfg.data.dataset,
-                "input": model.input_spec(), "metrics": model.metrics, "top_k": top_k, "max_batch": max_batch,
+                "input": model.input_spec(), "metrics": model.metrics,
+                "top_k": top_k if model.task.uses_top_k else None, "max_batch": max_batch,
                 "limits": asdict(limits)}
 
     async def images_of(request: Request, invert: bool) -> tuple[list[str], list]:
@@ -440,8 +444,8 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
         else:
             names, x = await rows_of(request)
             key = "row"
-        probs = await asyncio.wrap_future(model.batcher.submit(x))
-        return [{key: name, "top": top} for name, top in zip(names, ranked(probs, model.classes, k))]
+        outputs = await asyncio.wrap_future(model.batcher.submit(x))
+        return [{key: name, **answer} for name, answer in zip(names, model.task.answers(outputs, k))]
 
     app.add_middleware(BodyLimit, max_bytes=limits.max_bytes)
     return app
@@ -479,8 +483,9 @@ def run_server(run: Path, host: str = "127.0.0.1", port: int = 8000, say=print, 
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    say(f"serving run {run.name} ({model.kind}, {len(model.classes)} classes) at http://{shown}:{bound}/ "
-        f"(POST /predict, GET /info, GET /health; Ctrl-C stops)")
+    n, noun = len(model.classes), model.task.noun
+    say(f"serving run {run.name} ({model.kind}, {n} {noun.removesuffix('s') if n == 1 else noun}) at "
+        f"http://{shown}:{bound}/ (POST /predict, GET /info, GET /health; Ctrl-C stops)")
     # at most 64 requests in flight (each may hold a body of up to --max-bytes): more get 503 at once
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                           limit_concurrency=64, backlog=256))

@@ -22,46 +22,7 @@ from dlcli.registry import Entry, ItemError, Registry
 
 TASKS = Registry("task")
 
-# Which way is better, by metric name (any train_/val_/test_ prefix removed): higher for these, lower for the rest
-# (loss, mae, rmse, ...).
-HIGHER_IS_BETTER = frozenset({
-    "accuracy", "balanced_accuracy", "top5_accuracy", "r2", "f1_micro", "f1_macro", "subset_accuracy",
-    "label_accuracy", "map", "roc_auc", "average_precision",
-})
-PREFIXES = ("train_", "val_", "test_")
-
-
-def bare(metric: str) -> str:
-    for prefix in PREFIXES:
-        if metric.startswith(prefix):
-            return metric[len(prefix):]
-    return metric
-
-
-def metric_mode(metric: str, mode: str = "auto") -> str:
-    """`max` or `min`: how a monitor improves (an explicit mode wins)."""
-    if mode != "auto":
-        return mode
-    return "max" if bare(metric) in HIGHER_IS_BETTER else "min"
-
-
-def short_name(metric: str) -> str:
-    """The progress display's name of a metric: `val_acc` for val_accuracy, the rest as they are."""
-    return metric.replace("accuracy", "acc")
-
-
-def running_metric(row: dict) -> str:
-    """The task's running metric in a metrics.jsonl row (accuracy, mae, ...): its train_ key besides the loss."""
-    found = [k[len("train_"):] for k in row if k.startswith("train_") and k != "train_loss"]
-    return found[0] if found else "accuracy"
-
-
-def headline(summary: dict) -> tuple[str, float | None]:
-    """(name, value) of a finished run's test headline (summary.json; runs from before tasks: accuracy)."""
-    name = summary.get("headline") if isinstance(summary.get("headline"), str) else "accuracy"
-    test = summary.get("test") if isinstance(summary.get("test"), dict) else {}
-    value = test.get(name)
-    return name, value if isinstance(value, (int, float)) else None
+from dlcli.tasks.names import HIGHER_IS_BETTER, bare, headline, metric_mode, running_metric, short_name  # noqa: F401
 
 
 @dataclass
@@ -208,10 +169,25 @@ class Task(Entry):
         (marking it in Targets.keep) and refuses nothing, so that `check_targets` can count and explain."""
         return self.reader(entry, columns)
 
-    def check_targets(self, files: dict[str, TargetFile], entry) -> tuple[list[tuple[str, str, str]], dict]:
+    def check_targets(self, files: dict[str, TargetFile], entry) -> tuple[list[tuple], dict]:
         """What in the targets would hurt a run: ({split: TargetFile} read by `survey`, train first) ->
-        ([(severity, check, message), ...], the report's sections, e.g. {"targets": {...}})."""
+        ([(severity, check, message[, paths]), ...], the report's sections, e.g. {"targets": {...}})."""
         return [], {}
+
+
+def unusable_rows(found: TargetFile, entry, check: str, what: str) -> tuple[str, str, str, list[str]]:
+    """`dlcli data check`'s finding on the rows whose target a survey could not use (Targets.keep): an error, for
+    training stops at the first, unless data.missing: drop skips them. `what`: such a row's target, "with ..."."""
+    import numpy as np
+
+    bad = ~found.targets.keep
+    n, rows = int(bad.sum()), len(bad)
+    if getattr(entry, "missing", "fill") == "drop":
+        return WARNING, check, f"{found.source}: {n:,} of {rows:,} rows with {what}: dropped (data.missing: drop)", \
+            [found.source]
+    fix = "fix them, or set data.missing: drop to skip them" if "missing" in type(entry).model_fields else "fix them"
+    return ERROR, check, (f"{found.source}: {n:,} of {rows:,} rows with {what} (the first: "
+                          f"{found.where(int(np.flatnonzero(bad)[0]))}): training stops there; {fix}"), [found.source]
 
 
 class TaskError(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from dlcli.errors import DlcliError, closest
-from dlcli.tasks import TASKS, Targets, Task
+from dlcli.tasks import ERROR, TASKS, WARNING, Targets, Task
 
 # A label column of numbers with more distinct values than this is refused unless `task: classification` is spelled
 # out: a measurement (price, mpg) read as classes trains a useless classifier without a word of warning.
@@ -38,6 +38,12 @@ def looks_like_measurement(names: list[str]) -> bool:
     return values != [float(i) for i in range(len(values))]
 
 
+def measurement_refusal(source: str, column: str, distinct: int) -> str:
+    """Why a numeric label column with many values is not read as classes (training and `dlcli data check` alike)."""
+    return (f"{source}: label column '{column}' holds numbers with {distinct:,} distinct values: set `task: "
+            f"regression` to predict the number, or `task: classification` to classify it anyway")
+
+
 class ClassReader:
     """One label column as class codes, chunk by chunk; names in first-seen order until `finish` sorts them."""
 
@@ -68,9 +74,7 @@ class ClassReader:
             if len(names) < 2:
                 raise DlcliError(f"{source}: label column '{self.column}' has only one class ({names[0]})")
             if not self.task._spelled and looks_like_measurement(names):
-                raise DlcliError(
-                    f"{source}: label column '{self.column}' holds numbers with {len(names):,} distinct values: "
-                    f"set `task: regression` to predict the number, or `task: classification` to classify it anyway")
+                raise DlcliError(measurement_refusal(source, self.column, len(names)))
         else:
             unseen = sorted(set(seen) - set(names))
             if unseen:
@@ -78,6 +82,37 @@ class ClassReader:
         to_class = np.asarray([names.index(v) for v in seen], dtype=np.int64)
         y = to_class[np.concatenate(self.codes)]
         return Targets(y, names, None, y)
+
+
+class ClassSurvey(ClassReader):
+    """ClassReader for `dlcli data check`: a row without a label is marked in Targets.keep rather than stopping the
+    read, and every file keeps its own classes (check_targets compares them with train's)."""
+
+    def __init__(self, task: "Classification", column: str):
+        super().__init__(task, column)
+        self.present = []
+
+    def add(self, cells) -> None:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        values = cells.strings(self.column)
+        present = values.is_valid().to_numpy(zero_copy_only=False)
+        encoded = pc.dictionary_encode(values.filter(present))
+        local = [self.index.setdefault(v, len(self.index)) for v in encoded.dictionary.to_pylist()]
+        codes = np.zeros(len(present), dtype=np.int64)
+        codes[present] = np.asarray(local, dtype=np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
+        self.codes.append(codes)
+        self.present.append(present)
+
+    def finish(self, source: str, names: list[str] | None = None) -> Targets:
+        import numpy as np
+
+        names = label_names(list(self.index))
+        to_class = np.asarray([names.index(v) for v in self.index] or [0], dtype=np.int64)
+        y = to_class[np.concatenate(self.codes)] if self.codes else np.zeros(0, dtype=np.int64)
+        keep = np.concatenate(self.present) if self.present else np.zeros(0, dtype=bool)
+        return Targets(y, names, None if keep.all() else keep, y)
 
 
 @TASKS.register("classification")
@@ -225,6 +260,35 @@ class Classification(Task):
         best = answer["top"][0]
         return f"{best['label']} ({best['probability']:.4f})"
 
+    # ------------------------------------------------------------ dlcli data check
+
+    def survey(self, entry, columns):
+        return ClassSurvey(self, columns[0])
+
+    def check_targets(self, files, entry):
+        """Rows without a label; a numeric label that training refuses as classes; else the class counts."""
+        import numpy as np
+
+        column = self.label_columns(entry)[0]
+        findings = []
+        for found in files.values():
+            keep = found.targets.keep
+            if keep is not None:
+                findings.append((ERROR, "missing-label", f"{found.source}: {int((~keep).sum()):,} rows have no value "
+                                 f"in label column '{column}'", [found.source]))
+        train = files["train"]
+        if not self._spelled and looks_like_measurement(train.targets.names):
+            # Training stops here; the classes' counts of a measurement would be hundreds of lines of noise.
+            return findings + [(ERROR, "numeric-label", measurement_refusal(
+                train.source, column, len(train.targets.names)))], {}
+        counts = {}
+        for split, found in files.items():
+            t = found.targets
+            y = t.y if t.keep is None else t.y[t.keep]
+            counts[split] = dict(zip(t.names, np.bincount(y, minlength=len(t.names)).tolist()))
+        more, section = class_findings(counts, "label")
+        return findings + more, {"classes": section}
+
 
 def metrics_table():
     from rich.table import Table
@@ -262,3 +326,54 @@ def class_weights(spec, y, classes: list[str]):
             raise DlcliError(f"train.class_weights: no class '{name}' in this dataset{closest(name, classes)}")
         weights[classes.index(name)] = value
     return weights
+
+
+# `dlcli data check` on classes (tables, image folders and the built-in sets)
+NEAR_EMPTY = 5  # a training class with fewer samples than this (or under NEAR_EMPTY_SHARE of the largest) is a warning
+NEAR_EMPTY_SHARE = 0.01
+IMBALANCE = 10.0  # largest / smallest training class at or above this is a warning
+
+
+def _samples(n: int) -> str:
+    return f"{n} sample{'' if n == 1 else 's'}"
+
+
+def class_findings(counts: dict[str, dict[str, int]], noun: str = "class") -> tuple[list[tuple[str, str, str]], dict]:
+    """Per-class counts of each split ({split: {class: n}}, train's first) -> (findings on empty, near-empty,
+    seen-once and unknown classes and the imbalance of train, the report's `classes` section)."""
+    train = counts["train"]
+    findings = []
+    for split, found in counts.items():
+        for name, n in found.items():
+            if split != "train" and name not in train:
+                findings.append((ERROR, "class-not-in-train", f"{noun} '{name}' has {_samples(n)} in {split} but "
+                                 f"none in train: a model cannot learn it"))
+    present = [n for n in train.values() if n]
+    largest = max(present, default=0)
+    for name, n in train.items():
+        if n == 0:
+            findings.append((ERROR, "empty-class", f"{noun} '{name}' has no training samples"))
+        elif n == 1:
+            findings.append((WARNING, "label-seen-once", f"{noun} '{name}' occurs once in train (a typo? it cannot "
+                             f"be learnt, nor land in both train and val)"))
+        elif n < NEAR_EMPTY or n < NEAR_EMPTY_SHARE * largest:
+            findings.append((WARNING, "near-empty-class", f"{noun} '{name}' has only {n} training samples "
+                             f"({n / largest:.1%} of the largest class)"))
+    for split, found in counts.items():
+        if split != "train":
+            for name, n in train.items():
+                if n and not found.get(name):
+                    findings.append((WARNING, "class-missing-from-split", f"{noun} '{name}' has no samples in "
+                                     f"{split}: its {split} scores will be missing"))
+    if len(train) < 2:
+        findings.append((ERROR, "too-few-classes", f"train has {len(train)} {noun}"
+                         f"{'es' if noun == 'class' else 's'}: a classifier needs at least two"))
+    ratio = largest / min(present) if present else None
+    if ratio is not None and ratio >= IMBALANCE:
+        smallest = min((n, name) for name, n in train.items() if n)[1]
+        biggest = max((n, name) for name, n in train.items())[1]
+        findings.append((WARNING, "imbalance", f"classes are imbalanced {ratio:.1f}:1 ('{biggest}' {largest} vs "
+                         f"'{smallest}' {train[smallest]}): consider class weights or resampling"))
+    names = list(train) + sorted({n for found in counts.values() for n in found} - set(train))
+    return findings, {"names": names, "counts": counts,
+                      "imbalance_ratio": round(ratio, 3) if ratio is not None else None}

@@ -10,10 +10,12 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from dlcli.errors import DlcliError
-from dlcli.tasks import TASKS, Targets, Task
+from dlcli.tasks import ERROR, INFO, TASKS, WARNING, Targets, Task, unusable_rows
 
 TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 FALSE = {"0", "0.0", "false", "no", "n", "f"}
+RARE = 5  # data check: a label on in fewer training rows than this (or under RARE_SHARE of them) is a warning
+RARE_SHARE = 0.01
 
 
 class FlagReader:
@@ -301,3 +303,58 @@ class Multilabel(Task):
 
     def answer_line(self, answer):
         return ", ".join(answer["labels"]) or "(no label)"
+
+    # ------------------------------------------------------------ dlcli data check
+
+    def survey(self, entry, columns):
+        separator = getattr(entry, "label_separator", None)
+        if separator is not None:
+            return SetReader(columns[0], separator)  # every file keeps its own labels: compared below
+        return FlagReader(columns, True)
+
+    def check_targets(self, files, entry):
+        """Label cells that are not 0/1; how often each label is on per file, and rows with none; labels that train
+        never (or always, or rarely) has on, or that only the test file has."""
+        findings, counts, rows, empty = [], {}, {}, {}
+        for split, found in files.items():
+            t = found.targets
+            if t.keep is not None:
+                findings.append(unusable_rows(found, entry, "bad-label-cell", "a label cell that is not 0 or 1"))
+            y = t.y if t.keep is None else t.y[t.keep]
+            counts[split] = dict(zip(t.names, y.sum(0).astype(int).tolist()))
+            rows[split], empty[split] = len(y), int((y.sum(1) == 0).sum())
+            if empty[split]:
+                findings.append((INFO, "no-label", f"{found.source}: {empty[split]:,} of {len(y):,} rows have no "
+                                 f"label on (the empty set: an answer the model learns to give)", [found.source]))
+        train = counts["train"]
+        for split, found in counts.items():
+            for name, n in found.items():
+                if split != "train" and name not in train and n:
+                    findings.append((ERROR, "label-not-in-train", f"label '{name}' is on in {_rows(n, split)} "
+                                     f"but never in train: a model cannot learn it"))
+        for name, n in train.items():
+            findings += self._rarity(name, n, rows["train"], {s: c.get(name, 0) for s, c in counts.items()
+                                                              if s != "train"})
+        names = list(train) + sorted({n for found in counts.values() for n in found} - set(train))
+        return findings, {"labels": {"names": names, "counts": counts, "rows": rows, "no_label": empty}}
+
+    def _rarity(self, name: str, n: int, rows: int, elsewhere: dict[str, int]) -> list[tuple[str, str, str]]:
+        if n == 0:
+            seen = ", ".join(_rows(k, split) for split, k in elsewhere.items() if k)
+            if seen:  # its test score would mean nothing
+                return [(ERROR, "label-never-on", f"label '{name}' is on in {seen} but never in train: a model "
+                         f"cannot learn it")]
+            return [(WARNING, "label-never-on", f"label '{name}' is never on in train: the model learns never to "
+                     f"predict it (drop it?)")]
+        if n == rows:
+            return [(WARNING, "label-always-on", f"label '{name}' is on in every training row: there is nothing to "
+                     f"learn (drop it?)")]
+        if n < RARE or n < RARE_SHARE * rows:
+            weigh = "; task.pos_weight: auto weighs its positives up" if self.pos_weight == "none" else ""
+            return [(WARNING, "rare-label", f"label '{name}' is on in only {n:,} of {rows:,} training rows "
+                     f"({n / rows:.1%}){weigh}")]
+        return []
+
+
+def _rows(n: int, split: str) -> str:
+    return f"{n:,} {split} row{'' if n == 1 else 's'}"

@@ -10,9 +10,11 @@ from typing import ClassVar, Literal
 from pydantic import Field, PositiveFloat
 
 from dlcli.errors import DlcliError
-from dlcli.tasks import TASKS, Targets, Task
+from dlcli.tasks import ERROR, TASKS, WARNING, Targets, Task, unusable_rows
 
 LOSSES = ("mse", "mae", "huber", "smooth_l1")
+OUTLIER_SCALES = 4.0  # data check: a value this many robust standard deviations from the median is an outlier
+OUTLIER_EXAMPLES = 3  # outliers named in the finding, the farthest first
 
 
 class NumberReader:
@@ -214,11 +216,89 @@ class Regression(Task):
     def render_answer(self, name, answer, console):
         console.print(f"{name}: {self.answer_line(answer)}", soft_wrap=True, markup=False)
 
+    # ------------------------------------------------------------ dlcli data check
+
+    def survey(self, entry, columns):
+        return NumberReader(columns, drop=True)
+
+    def check_targets(self, files, entry):
+        """Rows without a numeric target; per target and file its range, constant targets and outliers."""
+        import numpy as np
+
+        findings, stats = [], {}
+        for split, found in files.items():
+            t = found.targets
+            if t.keep is not None:
+                findings.append(unusable_rows(found, entry, "missing-target", "a target that is empty or not a "
+                                                                              "number"))
+            rows = np.flatnonzero(t.keep) if t.keep is not None else np.arange(len(t.y))
+            stats[split] = {}
+            for j, name in enumerate(t.names):
+                values = t.y[rows, j].astype(np.float64)
+                stats[split][name] = target_stats(values)
+                findings += self._spread(split, found, name, values, rows)
+        return findings, {"targets": {"names": list(files["train"].targets.names), "stats": stats}}
+
+    def _spread(self, split, found, name, values, rows) -> list[tuple[str, str, str]]:
+        """A constant target (nothing to learn, r2 undefined) or values far out (a typo, another unit)."""
+        import numpy as np
+
+        if not len(values):
+            return []
+        if values.min() == values.max():
+            # train: the headline r2 is NaN and the model learns a constant; test: only the test r2 is lost
+            why = ("there is nothing to learn and r2 is undefined; choose another label column" if split == "train"
+                   else f"the {split} r2 is undefined")
+            return [(ERROR if split == "train" else WARNING, "constant-target",
+                     f"target '{name}' is {values[0]:g} in every {split} row: {why}")]
+        far = outliers(values)
+        if not len(far):
+            return []
+        shown = ", ".join(f"{found.where(int(rows[i]))}: {values[i]:g}" for i in far[:OUTLIER_EXAMPLES])
+        advice = ("under loss mse they weigh most: fix them, or set task.loss: huber" if self.loss == "mse"
+                  else f"task.loss: {self.loss} keeps them from dominating")
+        lie = "value lies" if len(far) == 1 else "values lie"
+        return [(WARNING, "outliers", f"target '{name}': {len(far):,} {split} {lie} more than "
+                 f"{OUTLIER_SCALES:g} robust standard deviations from the median {np.median(values):g} (typos? "
+                 f"another unit?) e.g. {shown}; {advice}")]
+
     def answer_line(self, answer):
         value = answer["prediction"]
         if isinstance(value, dict):
             return "  ".join(f"{k} {_fmt(v)}" for k, v in value.items())
         return f"{self._names[0]} {_fmt(value)}"
+
+
+def target_stats(values) -> dict:
+    """A target's range in one file (data check's `targets` section); None where there is no value."""
+    import numpy as np
+
+    if not len(values):
+        return {"rows": 0, "min": None, "max": None, "mean": None, "std": None, "median": None, "outliers": 0}
+    figures = {"min": values.min(), "max": values.max(), "mean": values.mean(), "std": values.std(),
+               "median": np.median(values)}
+    # the targets are read as float32: more than its 7 significant digits would be noise
+    return {"rows": len(values), **{k: float(f"{v:.7g}") for k, v in figures.items()},
+            "outliers": len(outliers(values))}
+
+
+def outliers(values):
+    """Indices of the values beyond OUTLIER_SCALES robust standard deviations of the median, the farthest first.
+
+    The robust standard deviation is 1.4826 x the median absolute deviation (the standard deviation of normal
+    data), or the interquartile range / 1.349 where over half the values are equal; none where both are 0."""
+    import numpy as np
+
+    median = np.median(values)
+    distance = np.abs(values - median)
+    scale = 1.4826 * np.median(distance)
+    if scale == 0:
+        q1, q3 = np.percentile(values, [25, 75])
+        scale = (q3 - q1) / 1.349
+    if scale == 0:
+        return np.zeros(0, dtype=np.int64)
+    far = np.flatnonzero(distance > OUTLIER_SCALES * scale)
+    return far[np.argsort(-distance[far], kind="stable")]
 
 
 def _fmt(value) -> str:
