@@ -172,7 +172,8 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         resolve_image_size(cfg)
         shape, classes, vocab_size = describe(cfg)
         shape = model_input_shape(cfg, shape)  # what a pretrained backbone takes: RGB, at its image size
-        model, rows = build_model(cfg.model, shape, len(classes), vocab_size, pretrained=False)
+        model, rows = build_model(cfg.model, shape, len(classes), vocab_size, pretrained=False,
+                                  noun=cfg.task.noun)
         freeze_at_start(cfg, model)
         total = sum(r.parameters for r in rows)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -345,18 +346,21 @@ def export(run_id: RunIdArg,
                              "(default: RUN/export/model.onnx, or model.pt)")] = None,
            layout: Annotated[Literal["nhwc", "nchw"], typer.Option("--layout", help="Image runs: the input is uint8 "
                              "N x H x W x C (nhwc, as PIL and NumPy give) or N x C x H x W (nchw)")] = "nhwc",
-           tolerance: Annotated[float, typer.Option("--tolerance", help="Largest difference in probability from "
-                                "the PyTorch model allowed on the run's test samples")] = 1e-4,
+           tolerance: Annotated[float, typer.Option("--tolerance", help="Largest difference from the PyTorch "
+                                "model's outputs allowed on the run's test samples (relative for outputs over 1, "
+                                "a regression's values)")] = 1e-4,
            runs_dir: RunsDirOpt = None):
-    """Write a run's model as one ONNX or TorchScript file that takes raw inputs and returns class probabilities.
+    """Write a run's model as one ONNX or TorchScript file that takes raw inputs and returns its task's outputs.
 
-    The run's normalisation is inside; class names, input layout and run id are in the file's metadata. The file is
-    checked on the run's own test samples before it is kept. Prints the path.
+    Class probabilities, values in the targets' own units (regression) or per-label probabilities (multilabel); the
+    run's normalisation is inside; the task, output names, input layout and run id are in the file's metadata. The
+    file is checked on the run's own test samples before it is kept. Prints the path.
     """
 
     def body():
         from dlcli import runs
         from dlcli.export import export_run
+        from dlcli.tasks import TASKS
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
         result = export_run(run, format_, checkpoint, output, layout, tolerance,
@@ -364,8 +368,9 @@ def export(run_id: RunIdArg,
         meta = result.metadata
         shape = " x ".join("N" if d == -1 else str(d) for d in meta["input_shape"])
         extra = f"; preprocessing in {result.sidecar}" if result.sidecar else ""
+        width, noun = meta["output_shape"][1], TASKS.entries[meta["task"]].noun
         print(f"{result.format}: input '{meta['input_name']}' {meta['input_dtype']} {shape} ({meta['input_layout']}), "
-              f"output '{meta['output_name']}' N x {len(meta['classes'])}{extra}", file=sys.stderr)
+              f"output '{meta['output_name']}' N x {width} ({meta['task']}: {noun}){extra}", file=sys.stderr)
         print(f"checked on {result.checked_on}: max |difference| from PyTorch {result.max_difference:.2e} "
               f"(tolerance {tolerance:g})", file=sys.stderr)
         print(result.path)
@@ -720,8 +725,11 @@ def data_check(target: Annotated[str, typer.Argument(
     Class balance, corrupt files, duplicates across splits, image sizes, column types and gaps, text lengths.
 
     One finding per line: error (blocks training), warning or info. --json prints the report for scripts.
+    Targets are judged by the config's task: class balance, or a regression's range and outliers, or how often
+    each label of a multilabel task is on.
 
-    A path instead of a config is read with its kind's default keys; --set data.label_column=y changes one.
+    A path instead of a config is read with its kind's default keys; --set data.label_column=y changes one,
+    --set task=regression the task.
     """
 
     def body():
@@ -731,10 +739,10 @@ def data_check(target: Annotated[str, typer.Argument(
 
         if doctor.is_config(target):
             cfg = _load_config(target, set_)
-            entry, seed = cfg.data, cfg.seed
+            entry, task, seed = cfg.data, cfg.task, cfg.seed
         else:
-            entry, seed = doctor.entry_for_path(target, set_), 0
-        report = doctor.check(entry, seed, target)
+            (entry, task), seed = doctor.entry_for_path(target, set_), 0
+        report = doctor.check(entry, seed, target, task)
         if json_:
             print(json.dumps(report, indent=2))
         else:
@@ -750,17 +758,21 @@ def init(path: Annotated[str, typer.Argument(
              help="An image folder (PATH/train/<class>/*.png|jpg|...), a .csv or .parquet table, or a directory "
                   "of table part files")],
          output: Annotated[Optional[str], typer.Option(
-             "--output", "-o", help="Where to write the config [default: <name>.yaml in this directory]")] = None):
+             "--output", "-o", help="Where to write the config [default: <name>.yaml in this directory]")] = None,
+         label: Annotated[Optional[str], typer.Option(
+             "--label", metavar="COLUMN", help="A table's label column [default: guessed: one named label, target, "
+             "class, y or category, else the last]")] = None):
     """Write a commented starter config for your data that trains as it stands; prints its path.
 
     Looks at a sample (image headers, the first rows of a table) to choose the dataset kind, channels and image
-    size, or the label and text columns, a model and a schedule. Never overwrites a file.
+    size, or the label and text columns, a model and a schedule. A label of numbers with many distinct values is
+    predicted as a number (task: regression). Never overwrites a file.
     """
 
     def body():
         from dlcli.init import write_starter
 
-        target, proposal = write_starter(path, output)
+        target, proposal = write_starter(path, output, label)
         for warning in proposal.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"{target}: {proposal.what}; next: dlcli data check {target} && dlcli train {target}", file=sys.stderr)
