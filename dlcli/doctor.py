@@ -131,6 +131,8 @@ def check(entry, seed: int, source: str, task=None) -> dict:
     report = Report(source, entry.dataset)
     if entry.dataset == "image_folder":
         _check_image_folder(entry, report)
+    elif entry.dataset == "image_table":
+        _check_image_table(entry, seed, task if task is not None else parse_task(None), report)
     elif hasattr(entry, "train_file"):
         _check_table(entry, task if task is not None else parse_task(None), report)
     else:
@@ -318,6 +320,26 @@ def _check_tensors(entry, seed: int, report: Report) -> None:
         report.add(WARNING, "duplicate", f"{n} samples of {split} repeat an earlier one")
     report.sections["images"] = {"decoded_as": list(raw.train_x.shape[1:]), "dtype": str(raw.train_x.dtype).replace(
         "torch.", ""), **{s: {"files": len(y)} for s, (_, y) in splits.items()}}
+
+
+def _check_image_table(entry, seed: int, task, report: Report) -> None:
+    """image_table: the table's rows and every listed image read as training reads them (a missing or unreadable
+    file, a bad target, is the blocker training would meet); the splits' sizes and, for classes, their counts."""
+    import numpy as np
+
+    try:
+        bundle = entry.read(seed, task=task)
+    except DlcliError as err:
+        report.add(ERROR, "unreadable", str(err))
+        return
+    splits = {s: split for s, split in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))
+              if split is not None}
+    if not bundle.train.y.dtype.is_floating_point:  # class indices (not numbers or label sets): count them
+        counts = {s: dict(zip(bundle.classes, np.bincount(split.y.numpy(), minlength=len(bundle.classes)).tolist()))
+                  for s, split in splits.items()}
+        _check_classes(report, counts)
+    report.sections["images"] = {"decoded_as": list(bundle.input_shape),
+                                 **{s: {"files": len(split)} for s, split in splits.items()}}
 
 
 # ---------------------------------------------------------------- tables and texts

@@ -228,3 +228,22 @@ def test_the_table_is_checked_before_any_image_is_decoded(tmp_path):
         load_data(cfg)
     cfg = validate_config({**table_config(table, label_column=["brightness"]), "task": "regression"})
     assert cfg.data.describe(0, cfg.task) == ((1, 8, 8), ["brightness"], None)  # reads the table, no image
+
+
+def test_data_check_reads_an_image_table_as_training_does(tmp_path, cli, write_config):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    rows = []
+    for i in range(12):
+        Image.new("L", (8, 8), color=i * 20).save(tmp_path / "imgs" / f"{i}.png")
+        rows.append(f"imgs/{i}.png,{'dark' if i < 6 else 'light'}")
+    (tmp_path / "t.csv").write_text("image,label\n" + "\n".join(rows) + "\n")
+    cfg = {"data": {"dataset": "image_table", "table_file": str(tmp_path / "t.csv"), "channels": 1,
+                    "image_size": 8}, "model": {"type": "mlp"}}
+    result = cli("data", "check", write_config(cfg), "--json")
+    report = __import__("json").loads(result.stdout)
+    assert result.exit_code == 0 and report["classes"]["counts"]["train"] == {"dark": 4, "light": 4}
+    (tmp_path / "imgs" / "3.png").unlink()
+    result = cli("data", "check", write_config(cfg), "--json")
+    assert result.exit_code == 1 and "no such file: imgs/3.png" in result.stdout
