@@ -95,7 +95,7 @@ def in_process(run: Path, data: bytes, seconds: float) -> dict:
     import torch
 
     from dlcli.data.images import load_image
-    from dlcli.evaluate import load_run
+    from dlcli.loaded import load_run
     from dlcli.predict import ranked
 
     loaded = load_run(run, "best", "cpu")

@@ -216,7 +216,7 @@ class Run:
 
     def loaded(self, checkpoint: str = "best", device: str = "cpu"):
         """The run's model and preprocessing, loaded once per checkpoint and device (dlcli.evaluate.LoadedRun)."""
-        from dlcli.evaluate import load_run
+        from dlcli.loaded import load_run
 
         cache = self.__dict__.setdefault("_loaded", {})
         if (checkpoint, device) not in cache:
@@ -235,7 +235,7 @@ class Run:
         return self.loaded().normalizer
 
     def _config(self):
-        from dlcli.evaluate import read_run_config
+        from dlcli.loaded import read_run_config
 
         return read_run_config(self.dir)
 

@@ -307,7 +307,7 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
         console = _stdout()
-        from dlcli.evaluate import read_data_info
+        from dlcli.loaded import read_data_info
 
         kind = (read_data_info(run).get("preprocessing") or {}).get("kind")
         if kind in ("tabular", "text"):

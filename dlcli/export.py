@@ -288,11 +288,6 @@ def exportable(model):
 # ---------------------------------------------------------------- the run's inputs
 
 
-def data_kind(info: dict) -> str:
-    norm = info["normalization"]
-    return "text" if norm.get("tokens") else "image" if norm["image"] else "table"
-
-
 def _check_inputs(loaded, info: dict, kind: str, limit: int, say):
     """Up to `limit` of the run's test samples (raw, as the dataset stores them); random inputs of the right form
     when the run's data cannot be read here (a note says so)."""
@@ -343,7 +338,7 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
     import torch
 
     from dlcli import __version__
-    from dlcli.evaluate import load_run, read_data_info
+    from dlcli.loaded import data_kind, load_run, read_data_info
 
     entry = export_format(fmt)
     if layout not in ("nhwc", "nchw"):

@@ -54,15 +54,6 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return files, problems
 
 
-def check_image_run(info: dict, run_name: str) -> tuple[int, int, int]:
-    shape = tuple(info["input_shape"])
-    if len(shape) != 3 or not info["normalization"]["image"]:
-        raise DlcliError(f"run {run_name} was trained on non-image data of shape {shape}: predict takes images")
-    if shape[0] not in (1, 3):
-        raise DlcliError(f"run {run_name} takes {shape[0]}-channel images: predict reads grayscale (1) or RGB (3)")
-    return shape
-
-
 def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = False, checkpoint: str = "best",
                   device: str = "cpu", on_result=None, on_problem=None, batch_size: int = BATCH) -> tuple[list, int]:
     """Predict every readable image; returns (predictions in input order, number of inputs that failed).
@@ -72,7 +63,7 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
     """
     import torch
 
-    from dlcli.evaluate import load_run, read_data_info
+    from dlcli.loaded import check_image_run, load_run, read_data_info
 
     if top_k < 1:
         raise DlcliError(f"--top-k must be at least 1, not {top_k}", BAD_INPUT)
@@ -124,7 +115,7 @@ def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: st
     plus one per line of text_file), preprocessed with the run's stored columns, categories or vocabulary."""
     import torch
 
-    from dlcli.evaluate import load_run, read_data_info
+    from dlcli.loaded import load_run, read_data_info
 
     if top_k < 1:
         raise DlcliError(f"--top-k must be at least 1, not {top_k}", BAD_INPUT)

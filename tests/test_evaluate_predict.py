@@ -276,7 +276,7 @@ def test_predict_json_one_object_per_image_in_sorted_order(runs_root, gray, tmp_
 
 
 def test_predict_matches_the_model_on_the_same_tensor(runs_root, gray, tmp_path):
-    from dlcli.evaluate import load_run
+    from dlcli.loaded import load_run
 
     Image.fromarray(BASE).save(tmp_path / "a.png")
     out = json.loads(ok("predict", tmp_path / "a.png", "--top-k", "99", "--json", "--run", gray.name,
@@ -418,7 +418,8 @@ def test_write_curves_is_callable_on_a_run_directory(gray, tmp_path):
 @needs_fashion
 def test_fashion_mnist_predict_agrees_with_evaluate(tmp_path):
     from dlcli.data.loaders import read_idx
-    from dlcli.evaluate import load_run, rebuild_split
+    from dlcli.evaluate import rebuild_split
+    from dlcli.loaded import load_run
 
     config = Path(__file__).parent.parent / "configs" / "fashion_mnist_cnn.yaml"
     root = tmp_path / "runs"

@@ -113,14 +113,13 @@ class Model:
 
     def __init__(self, run: Path, checkpoint: str = "best", device: str = "cpu", max_batch: int = 32):
         from dlcli import runs
-        from dlcli.evaluate import load_run, read_data_info
-        from dlcli.export import data_kind
+        from dlcli.loaded import data_kind, load_run, read_data_info
 
         self.run = run
         self.info = read_data_info(run)
         self.kind = data_kind(self.info)
         if self.kind == "image":
-            from dlcli.predict import check_image_run
+            from dlcli.loaded import check_image_run
 
             check_image_run(self.info, run.name)
         self.loaded = load_run(run, checkpoint, device, info=self.info)
