@@ -149,3 +149,34 @@ def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: st
             names += row_names
         x = torch.cat(blocks)
     return [Prediction(name, answer, loaded.task) for name, answer in zip(names, loaded.answers(x, top_k))]
+
+
+def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> list[dict]:
+    """The Python API's predict: what a Python user holds (paths, PIL images, arrays, tensors, DataFrames, Arrow
+    tables, lists of dicts, strings; dlcli.inputs) through the run's preprocessing -> one answer per input, as
+    `dlcli predict --json` gives it. An unreadable input is an error naming it (the API has no partial results)."""
+    import torch
+
+    from dlcli.inputs import image_inputs, table_inputs, text_inputs
+    from dlcli.loaded import check_image_run, data_kind, read_data_info
+
+    if top_k < 1:
+        raise DlcliError(f"top_k must be at least 1, not {top_k}", BAD_INPUT)
+    info = read_data_info(loaded.path)
+    kind = data_kind(info)
+    state = {k: v for k, v in (info["preprocessing"] or {}).items() if k != "kind"}
+    if kind == "image":
+        x, names, problems = image_inputs(inputs, check_image_run(info, loaded.path.name), invert)
+        if problems:
+            name, reason = problems[0]
+            raise DlcliError(f"{name}: {reason}", BAD_INPUT)
+        key = "image"
+    elif kind == "text":
+        ids, names = text_inputs(inputs, loaded.cfg.data, state)
+        x, key = torch.from_numpy(ids), "text"
+    else:
+        rows, names = table_inputs(inputs, state, loaded.cfg.data)
+        x, key = torch.from_numpy(rows), "row"
+    if len(x) == 0:
+        raise DlcliError("no inputs given", BAD_INPUT)
+    return [{key: name, **answer} for name, answer in zip(names, loaded.answers(x, min(top_k, len(loaded.classes))))]

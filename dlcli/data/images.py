@@ -53,8 +53,7 @@ def _has_alpha(img) -> bool:
 
 def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, warn=None):
     """One image file -> a uint8 tensor (C, H, W) in the run's input format; ImageError with a one-line reason."""
-    import torch
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     channels, height, width = input_shape
     try:
@@ -64,15 +63,7 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
                 if img.format == "JPEG":  # decode big JPEGs at a reduced scale, still at least W x H
                     img.draft("L" if channels == 1 else "RGB", (width, height))
                 img.load()
-                try:
-                    img = ImageOps.exif_transpose(img)
-                except Exception:  # a malformed EXIF block: keep the image as stored
-                    pass
-                try:
-                    img = _convert(img, channels, invert)
-                except ValueError as err:  # e.g. LAB or HSV, which PIL cannot turn into RGB or grayscale
-                    raise ImageError(f"cannot convert a mode {img.mode} image to "
-                                     f"{'grayscale' if channels == 1 else 'RGB'} ({err})") from None
+                img = _oriented_converted(img, channels, invert)
         for w in caught:
             if warn is not None and issubclass(w.category, Image.DecompressionBombWarning):
                 warn(f"{path}: {w.message}")
@@ -93,14 +84,74 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ImageError(f"damaged or truncated image ({reason[:160]})") from None
+        raise _damaged(err) from None
+    return _sized_tensor(img, input_shape, invert)
+
+
+def _damaged(err: Exception) -> ImageError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ImageError(f"damaged or truncated image ({reason[:160]})")
+
+
+def image_tensor(img, input_shape: tuple[int, ...], invert: bool = False):
+    """A PIL image already in memory -> the uint8 tensor (C, H, W) load_image gives for a file holding it (steps 1-7
+    after decoding; a lazily opened image is read now, and a JPEG is decoded at full size); ImageError if it cannot."""
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
+        raise _damaged(err) from None
+    return _sized_tensor(_oriented_converted(img, input_shape[0], invert), input_shape, invert)
+
+
+def _oriented_converted(img, channels: int, invert: bool):
+    """Steps 1-4 on a decoded image: EXIF orientation, bit depth, transparency, channels (a new image)."""
+    from PIL import ImageOps
+
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a malformed EXIF block: keep the image as stored
+        pass
+    try:
+        return _convert(img, channels, invert)
+    except ValueError as err:  # e.g. LAB or HSV, which PIL cannot turn into RGB or grayscale
+        raise ImageError(f"cannot convert a mode {img.mode} image to "
+                         f"{'grayscale' if channels == 1 else 'RGB'} ({err})") from None
+
+
+def _sized_tensor(img, input_shape: tuple[int, ...], invert: bool):
+    """Steps 5-7: resized to W x H, inverted if asked, as a uint8 tensor (C, H, W)."""
+    import torch
+    from PIL import Image, ImageOps
+
+    channels, height, width = input_shape
     if img.size != (width, height):
         img = img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=3.0)
     if invert:
         img = ImageOps.invert(img)
     data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     return data.view(height, width, channels).permute(2, 0, 1).contiguous()
+
+
+def image_files(paths) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files as given, directories expanded to their image files (by extension, sorted by name, not recursive):
+    (files, [(path, problem)]), so one missing path does not stop the others. As `dlcli predict` reads its arguments."""
+    from pathlib import Path
+
+    files, problems = [], []
+    for raw in map(str, paths):
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted((p for p in path.iterdir()
+                            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()),
+                           key=lambda p: p.name)
+            if not found:
+                problems.append((raw, f"no image files in this directory ({', '.join(sorted(IMAGE_EXTENSIONS))})"))
+            files += [str(p) for p in found]
+        elif path.exists():
+            files.append(raw)
+        else:
+            problems.append((raw, "no such file or directory"))
+    return files, problems
 
 
 def _convert(img, channels: int, invert: bool):

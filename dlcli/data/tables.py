@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dlcli.data.columns import MISSING, as_numbers, as_strings, is_numeric_type, missing_mask
+from dlcli.data.memory import is_memory, table_for
 from dlcli.errors import DlcliError, closest
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -46,7 +47,10 @@ class Part:
     fmt: str  # csv or parquet
 
     def where(self, row: int) -> str:
-        """Row `row` (0-based, data rows) as a user finds it: a CSV line (the header is line 1) or a Parquet row."""
+        """Row `row` (0-based, data rows) as a user finds it: a CSV line (the header is line 1), a Parquet row, or a
+        row of an in-memory frame."""
+        if self.fmt == "memory":
+            return f"data frame: row {row + 1}"
         return f"{self.path}: line {row + 2}" if self.fmt == "csv" else f"{self.path}: row {row + 1}"
 
 
@@ -61,9 +65,13 @@ class Chunk:
         return self.part.where(self.part_row + i)
 
     def row_name(self, i: int) -> str:
-        """`file:line` (CSV) or `file:row N` (Parquet): how predict names a row."""
+        """`file:line` (CSV), `file:row N` (Parquet) or `row N` (a table given in memory): how predict names a row."""
         row = self.part_row + i
-        return f"{self.part.path}:{row + 2}" if self.part.fmt == "csv" else f"{self.part.path}:row {row + 1}"
+        if self.part.fmt == "csv":
+            return f"{self.part.path}:{row + 2}"
+        if self.part.fmt == "parquet":
+            return f"{self.part.path}:row {row + 1}"
+        return self.part.where(row)
 
 
 def _explain(err: Exception) -> str:
@@ -83,7 +91,10 @@ class TableSource:
     def __init__(self, path: str, default_fmt: str, role: str):
         p = Path(path)
         self.role = role
-        if p.is_dir():
+        if is_memory(path):  # a frame given to dlcli.train (dlcli.data.memory)
+            self.table = table_for(path, role)
+            self.parts = [Part(p, "memory")]
+        elif p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in FORMATS
                            and not f.name.startswith((".", "_")))
             wanted = [f for f in found if FORMATS[f.suffix.lower()] == default_fmt] or found
@@ -101,6 +112,8 @@ class TableSource:
         import pyarrow.parquet as pq
 
         try:
+            if part.fmt == "memory":
+                return self.table.schema
             if part.fmt == "parquet":
                 return pq.read_schema(part.path)
             with pacsv.open_csv(part.path, convert_options=_csv_options(None, ())) as reader:
@@ -129,7 +142,9 @@ class TableSource:
 
         total = 0
         for part in self.parts:
-            if part.fmt == "csv":
+            if part.fmt == "memory":
+                total += self.table.nbytes
+            elif part.fmt == "csv":
                 total += part.path.stat().st_size
             else:
                 meta = pq.ParquetFile(part.path).metadata
@@ -144,7 +159,9 @@ class TableSource:
         chunks, start = [], 0
         for part in self.parts:
             try:
-                if part.fmt == "parquet":
+                if part.fmt == "memory":
+                    table = self.table
+                elif part.fmt == "parquet":
                     table = pq.read_table(part.path)
                 else:
                     table = pacsv.read_csv(part.path, convert_options=_csv_options(None, strings))
@@ -175,7 +192,10 @@ class _Stream:
         for part in self.source.parts:
             row = 0
             try:
-                if part.fmt == "parquet":
+                if part.fmt == "memory":
+                    table = self.source.table.select(self.columns) if self.columns else self.source.table
+                    batches = table.to_batches(max_chunksize=CHUNK_ROWS)
+                elif part.fmt == "parquet":
                     batches = pq.ParquetFile(part.path).iter_batches(batch_size=CHUNK_ROWS, columns=self.columns)
                 else:
                     batches = pacsv.open_csv(part.path, convert_options=_csv_options(self.columns, self.strings),
@@ -434,6 +454,8 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
 
 def _streams(entry, source: TableSource) -> bool:
     stream = getattr(entry, "stream", False)
+    if source.parts[0].fmt == "memory":
+        return False  # already in memory
     if isinstance(stream, bool):
         return stream
     try:
@@ -584,22 +606,73 @@ class _CacheWriter:
         return {name: (np.load(self.folder / f"{name}_x.npy", mmap_mode="c"), labels[name]) for name in SPLIT_NAMES}
 
 
-# ---------------------------------------------------------------- predict: rows of a new file
+# ---------------------------------------------------------------- predict: rows of a new file or of a table in memory
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """The Part of a table given in memory to predict (dlcli.inputs): its rows are `row N` (1-based, as Parquet rows),
+    or `table[i] row N` for one of several tables."""
+
+    label: str = ""  # "table[1] ", or nothing
+    fmt = "input"
+
+    def where(self, row: int) -> str:
+        return f"{self.label}row {row + 1}"
 
 
 def encode_rows(path: str, state: dict, entry) -> tuple[np.ndarray, list[str]]:
     """(features of every kept row of a CSV/Parquet file, a name per row `file:line`) with a run's stored fit."""
     encoder = TableEncoder.restored(entry, state)
     source = TableSource(path, "csv", "input")
-    missing = [c for c in encoder.features if c not in source.columns]
-    if missing:
-        raise DlcliError(f"{path}: no column '{missing[0]}' (the run trained on {', '.join(encoder.features)})")
+    _require_features(encoder, source.columns, str(path))
     strings = tuple(c for c in encoder.state["categories"] if c in source.columns)
+    return _encode_chunks(encoder, source.read_all(strings), f"{path}: no data rows under the header")
+
+
+def encode_table(table: pa.Table, state: dict, entry, label: str = "") -> tuple[np.ndarray, list[str]]:
+    """encode_rows for a pyarrow Table in memory: its rows encoded as the same rows of a CSV or Parquet file would be
+    (columns by name, extra ones ignored), named `row N`. `label` ("table[1] ") names one of several tables."""
+    encoder = TableEncoder.restored(entry, state)
+    _require_features(encoder, table.column_names, label.strip() or "input table")
+    for c in encoder.features:
+        if table.column_names.count(c) > 1:
+            raise DlcliError(f"{label.strip() or 'input table'}: column '{c}' appears more than once (keep one)")
+    part = InputTable(label)
+    table = pa.table({c: _as_cell_column(table.column(c), part, c) for c in encoder.features})
+    chunks = [Chunk(table.slice(offset, CHUNK_ROWS), offset, part, offset)
+              for offset in range(0, table.num_rows, CHUNK_ROWS)]
+    return _encode_chunks(encoder, chunks, f"{label.strip() or 'input table'}: no rows")
+
+
+def _require_features(encoder: TableEncoder, columns: list[str], where: str) -> None:
+    missing = [c for c in encoder.features if c not in columns]
+    if missing:
+        raise DlcliError(f"{where}: no column '{missing[0]}' (the run trained on {', '.join(encoder.features)})")
+
+
+def _as_cell_column(column, part: InputTable, name: str):
+    """A column of an in-memory table as the file readers give cells: dictionary-encoded values decoded, dates and
+    times as text; a column of lists, structs or bytes is refused in one line."""
+    t = column.type
+    if pa.types.is_dictionary(t):
+        column = pc.cast(column, t.value_type)
+        t = column.type
+    if pa.types.is_temporal(t):
+        return pc.cast(column, pa.string())
+    if not (is_numeric_type(t) or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)
+            or pa.types.is_null(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)):
+        raise DlcliError(f"{part.label.strip() or 'input table'}: column '{name}' holds {t} values; a table cell is "
+                         f"a number or text (convert the column)")
+    return column
+
+
+def _encode_chunks(encoder: TableEncoder, chunks, empty: str) -> tuple[np.ndarray, list[str]]:
     blocks, names = [], []
-    for chunk in source.read_all(strings):
+    for chunk in chunks:
         x, keep = encoder.encode(chunk)
         blocks.append(x[keep])
         names += [chunk.row_name(int(i)) for i in np.flatnonzero(keep)]
     if not blocks:
-        raise DlcliError(f"{path}: no data rows under the header")
+        raise DlcliError(empty)
     return np.concatenate(blocks), names
