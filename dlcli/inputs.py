@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from dlcli.errors import BAD_INPUT, DlcliError
+from dlcli.errors import BAD_INPUT, DataError, DlcliError
 
 IMAGE_TYPES = "file paths (str or pathlib.Path), PIL images, NumPy arrays or torch tensors"
 TABLE_TYPES = "a pandas DataFrame, a pyarrow Table, a list of dicts (one per row) or CSV/Parquet file paths"
@@ -89,7 +89,7 @@ def image_inputs(items, input_shape, invert: bool = False, warn=None):
 
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or shape[0] not in (1, 3):
-        raise DlcliError(f"this run takes inputs of shape {shape}, not images: images are read as grayscale "
+        raise DataError(f"this run takes inputs of shape {shape}, not images: images are read as grayscale "
                          f"(1, H, W) or RGB (3, H, W)", BAD_INPUT)
     listed, many = _listed(items)
     blocks, names, problems = [], [], []
@@ -124,10 +124,10 @@ def image_inputs(items, input_shape, invert: bool = False, warn=None):
             blocks += [fast] if fast is not None else \
                 [_array_tensor(image, shape, invert, f"{label}[{k}]")[None] for k, image in enumerate(batch)]
         else:
-            raise DlcliError(f"input{at}: {_what(item)} is not an image; a run trained on images takes {IMAGE_TYPES}",
+            raise DataError(f"input{at}: {_what(item)} is not an image; a run trained on images takes {IMAGE_TYPES}",
                              BAD_INPUT)
     if not names and not problems:
-        raise DlcliError(f"no images given: pass {IMAGE_TYPES}", BAD_INPUT)
+        raise DataError(f"no images given: pass {IMAGE_TYPES}", BAD_INPUT)
     if not blocks:
         return torch.empty((0, *shape), dtype=torch.uint8), names, problems
     return (torch.cat(blocks) if len(blocks) > 1 else blocks[0]), names, problems
@@ -145,7 +145,7 @@ def _pixels(obj, kind: str, name: str, channels: int) -> tuple[np.ndarray, bool]
         try:
             obj = t.numpy()
         except (TypeError, RuntimeError) as err:
-            raise DlcliError(f"{name}: a {t.dtype} tensor is not pixels ({err}); pass torch.uint8 values 0-255",
+            raise DataError(f"{name}: a {t.dtype} tensor is not pixels ({err}); pass torch.uint8 values 0-255",
                              BAD_INPUT) from None
     batch, single = _layout(obj, name, channels)
     return _depth(batch, name, kind), single
@@ -167,9 +167,9 @@ def _layout(arr: np.ndarray, name: str, channels: int) -> tuple[np.ndarray, bool
             return arr, False
         if s[1] in (1, 3, 4):  # (N, C, H, W)
             return arr.transpose(0, 2, 3, 1), False
-        raise DlcliError(f"{name}: cannot tell the channel axis of shape {tuple(s)}; pass (N, H, W, C) or "
+        raise DataError(f"{name}: cannot tell the channel axis of shape {tuple(s)}; pass (N, H, W, C) or "
                          f"(N, C, H, W) with C 1, 3 or 4", BAD_INPUT)
-    raise DlcliError(f"{name}: shape {tuple(s)} is not an image or a batch of images; pass (H, W), (H, W, C), "
+    raise DataError(f"{name}: shape {tuple(s)} is not an image or a batch of images; pass (H, W), (H, W, C), "
                      f"(N, H, W), (N, H, W, C) or (N, C, H, W)", BAD_INPUT)
 
 
@@ -186,15 +186,15 @@ def _depth(arr: np.ndarray, name: str, kind: str) -> np.ndarray:
             return arr.astype(np.uint8)
         seen = "values that are not finite" if not finite else f"values {lo:.4g} to {hi:.4g}" + \
             ("" if whole or not (0 <= lo and hi <= 255) else ", not whole numbers")
-        raise DlcliError(f"{name}: a {arr.dtype} {kind} with {seen}; pass uint8 pixels 0-255 (0-1 floats: "
+        raise DataError(f"{name}: a {arr.dtype} {kind} with {seen}; pass uint8 pixels 0-255 (0-1 floats: "
                          f"(x * 255).round() as uint8; undo any normalisation first)", BAD_INPUT)
     if arr.dtype.kind in "iu":
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 65535:
-            raise DlcliError(f"{name}: a {arr.dtype} {kind} with values {lo} to {hi}; pass uint8 pixels 0-255 "
+            raise DataError(f"{name}: a {arr.dtype} {kind} with values {lo} to {hi}; pass uint8 pixels 0-255 "
                              f"(or uint16 for 16-bit images)", BAD_INPUT)
         return arr.astype(np.uint8 if hi <= 255 else np.int32)
-    raise DlcliError(f"{name}: a {arr.dtype} {kind} is not pixels; pass uint8 values 0-255", BAD_INPUT)
+    raise DataError(f"{name}: a {arr.dtype} {kind} is not pixels; pass uint8 values 0-255", BAD_INPUT)
 
 
 def _array_tensor(image: np.ndarray, shape, invert: bool, name: str):
@@ -204,7 +204,7 @@ def _array_tensor(image: np.ndarray, shape, invert: bool, name: str):
     from dlcli.data.images import ImageError, image_tensor
 
     if 0 in image.shape:
-        raise DlcliError(f"{name}: an empty image of shape {tuple(image.shape)}", BAD_INPUT)
+        raise DataError(f"{name}: an empty image of shape {tuple(image.shape)}", BAD_INPUT)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.dtype == np.bool_:
@@ -216,7 +216,7 @@ def _array_tensor(image: np.ndarray, shape, invert: bool, name: str):
     try:
         return image_tensor(Image.fromarray(np.ascontiguousarray(image)), shape, invert)
     except ImageError as err:
-        raise DlcliError(f"{name}: {err}", BAD_INPUT) from None
+        raise DataError(f"{name}: {err}", BAD_INPUT) from None
 
 
 def _as_is(batch: np.ndarray, shape, invert: bool):
@@ -248,12 +248,12 @@ def table_inputs(items, state: dict, entry):
     if isinstance(items, (list, tuple)) and any(isinstance(row, dict) for row in items):
         at = next((i for i, row in enumerate(items) if not isinstance(row, dict)), None)
         if at is not None:
-            raise DlcliError(f"input[{at}]: {_what(items[at])} among dicts; a list of rows holds one dict per row",
+            raise DataError(f"input[{at}]: {_what(items[at])} among dicts; a list of rows holds one dict per row",
                              BAD_INPUT)
         return encode_table(_rows_table(items, features), state, entry)
     listed, many = _listed(items)
     if not listed:
-        raise DlcliError(f"no rows given: pass {TABLE_TYPES}", BAD_INPUT)
+        raise DataError(f"no rows given: pass {TABLE_TYPES}", BAD_INPUT)
     blocks, names = [], []
     for i, item in enumerate(listed):
         kind, label = _kind(item), f"table[{i}] " if many else ""
@@ -264,7 +264,7 @@ def table_inputs(items, state: dict, entry):
             x, rows = encode_table(table, state, entry, label)
         else:
             at = f"[{i}]" if many else ""
-            raise DlcliError(f"input{at}: {_what(item)} is not a table; a run trained on a table takes {TABLE_TYPES}",
+            raise DataError(f"input{at}: {_what(item)} is not a table; a run trained on a table takes {TABLE_TYPES}",
                              BAD_INPUT)
         blocks.append(x)
         names += rows
@@ -286,7 +286,7 @@ def _frame_table(frame, features: list[str], label: str):
     for c in features:
         where = [j for j, n in enumerate(names) if n == c]
         if len(where) > 1:
-            raise DlcliError(f"{label.strip() or 'DataFrame'}: column '{c}' appears {len(where)} times (keep one)",
+            raise DataError(f"{label.strip() or 'DataFrame'}: column '{c}' appears {len(where)} times (keep one)",
                              BAD_INPUT)
         if where:  # else dlcli.data.tables names the missing column
             series = frame.iloc[:, where[0]]
@@ -348,11 +348,11 @@ def text_inputs(items, cfg_data, state: dict):
         for i, item in enumerate(listed):
             if not isinstance(item, str):
                 at = f"[{i}]" if many else ""
-                raise DlcliError(f"input{at}: {_what(item)} is not a text; a run trained on text takes {TEXT_TYPES}",
+                raise DataError(f"input{at}: {_what(item)} is not a text; a run trained on text takes {TEXT_TYPES}",
                                  BAD_INPUT)
         texts = listed
     if not texts:
-        raise DlcliError(f"no text given: pass {TEXT_TYPES}", BAD_INPUT)
+        raise DataError(f"no text given: pass {TEXT_TYPES}", BAD_INPUT)
     ids = TextEncoder(cfg_data, state).ids(texts, lambda i: f"text[{i}]")
     return ids, texts
 
@@ -361,6 +361,6 @@ def _column_texts(table, column: str) -> list[str]:
     from dlcli.data.columns import as_strings
 
     if column not in table.column_names:
-        raise DlcliError(f"input table: no column '{column}' (the run reads its texts from column '{column}')",
+        raise DataError(f"input table: no column '{column}' (the run reads its texts from column '{column}')",
                          BAD_INPUT)
     return [t or "" for t in as_strings(table.column(column)).to_pylist()]

@@ -73,6 +73,9 @@ def test_errors_raise_one_line_exceptions_and_nothing_exits(tmp_path):
         dlcli.train(tiny_config(train={"epoch": 1}), overrides={"train.epoch.x": 1}, runs_dir=tmp_path)
     with pytest.raises(dlcli.DlcliError, match="no runs in"):
         dlcli.load("nope", runs_dir=tmp_path)
+    table = {"dataset": "csv", "train_file": str(tmp_path / "absent.csv")}
+    with pytest.raises(dlcli.DataError, match="absent.csv: no such file or directory"):
+        dlcli.train(tiny_config(data=table), runs_dir=tmp_path)
     with pytest.raises(dlcli.DlcliError, match="a YAML path, a dict or a dlcli Config"):
         dlcli.train(42)
     assert not any(tmp_path.iterdir())
@@ -165,3 +168,15 @@ def test_predict_takes_what_a_python_user_holds(tmp_path):
     assert len(by_file[0]["top"]) == 2 and by_file[0]["image"] == files[0]
     with pytest.raises(dlcli.DlcliError, match="top_k must be at least 1"):
         run.predict(files, top_k=0)
+
+
+def test_the_example_script_runs_as_the_readme_says(tmp_path):
+    pytest.importorskip("pandas")
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "from_python.py")], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "DLCLI_RUNS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    r2 = float(next(line for line in lines if line.startswith("test r2")).split()[2].rstrip(","))
+    assert r2 > 0.9 and lines[-1] == "True"
+    assert sum(line.startswith("array[") for line in lines) == 4
+    assert len(dlcli.runs(tmp_path)) == 2

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dlcli.data.stats import statistics  # noqa: F401 (dlcli.data.statistics)
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError
 
 
 @dataclass
@@ -137,7 +137,7 @@ class Splitter:
         idx = self.order[~self.taken]
         idx = idx if cap is None else idx[:cap]
         if len(idx) == 0:
-            raise DlcliError(f"data.val_split {val_split} leaves no training samples of {self.n}")
+            raise DataError(f"data.val_split {val_split} leaves no training samples of {self.n}")
         return idx.sort().values
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dlcli.data.images import IMAGE_EXTENSIONS
 from dlcli.data.loaders import Raw
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError
 
 SPLITS = ("train", "val", "test")
 STREAM_ABOVE_BYTES = 2 << 30  # stream: auto decodes into memory up to 2 GiB of uint8 pixels
@@ -21,11 +21,11 @@ STREAM_ABOVE_BYTES = 2 << 30  # stream: auto decodes into memory up to 2 GiB of 
 def folder_classes(root: Path) -> list[str]:
     train = root / "train"
     if not train.is_dir():
-        raise DlcliError(f"image_folder: {train}/ is missing: put one folder of images per class in it "
+        raise DataError(f"image_folder: {train}/ is missing: put one folder of images per class in it "
                          f"(e.g. {train}/cat/1.png)")
     classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise DlcliError(f"image_folder: {train}/ needs at least two class folders, found {len(classes)}")
+        raise DataError(f"image_folder: {train}/ needs at least two class folders, found {len(classes)}")
     return classes
 
 
@@ -36,14 +36,14 @@ def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], 
         return None
     extra = sorted(p.name for p in directory.iterdir() if p.is_dir() and p.name not in classes)
     if extra:
-        raise DlcliError(f"image_folder: {directory}/{extra[0]}/ is not a class of train/ ({', '.join(classes)})")
+        raise DataError(f"image_folder: {directory}/{extra[0]}/ is not a class of train/ ({', '.join(classes)})")
     files, labels = [], []
     for index, name in enumerate(classes):
         folder = directory / name
         found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS) \
             if folder.is_dir() else []
         if not found and split == "train":
-            raise DlcliError(f"image_folder: class folder {folder}/ has no images "
+            raise DataError(f"image_folder: class folder {folder}/ has no images "
                              f"({', '.join(sorted(IMAGE_EXTENSIONS)[:6])}, ...)")
         files += found
         labels += [index] * len(found)

@@ -21,7 +21,7 @@ import numpy as np
 
 from dlcli.data.columns import as_strings
 from dlcli.data.tables import Chunk, TableSource, scan_targets
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError
 
 
 class Listing:
@@ -57,7 +57,7 @@ def _list_images(chunks, column: str, drop: bool) -> tuple[Listing, np.ndarray |
         for i, cell in enumerate(cells):
             if cell is None:
                 if not drop:
-                    raise DlcliError(f"{chunk.where(i)}, column '{column}' is empty: every row needs an image "
+                    raise DataError(f"{chunk.where(i)}, column '{column}' is empty: every row needs an image "
                                      "(fill it, or set data.missing: drop to skip such rows)")
                 ok[i], empty = False, empty + 1
                 paths.append(None)
@@ -66,7 +66,7 @@ def _list_images(chunks, column: str, drop: bool) -> tuple[Listing, np.ndarray |
             if not path.is_file():
                 what = "is a directory, not an image file" if path.is_dir() else "no such file"
                 shown = str(path) if str(path) == cell else f"{cell} (looked for {path})"
-                raise DlcliError(f"{chunk.where(i)}, column '{column}': {what}: {shown}")
+                raise DataError(f"{chunk.where(i)}, column '{column}': {what}: {shown}")
             paths.append(path)
         listing.add(chunk, paths)
         keep.append(ok)
@@ -83,7 +83,7 @@ class _Table:
                                   role)
         targets = task.label_columns(entry)
         if entry.image_column in targets:
-            raise DlcliError(f"data.image_column '{entry.image_column}' is also a label column")
+            raise DataError(f"data.image_column '{entry.image_column}' is also a label column")
         self.source.require([entry.image_column, *targets])
         self.chunks = self.source.read_all((entry.image_column, *targets))  # read as text, as the table kinds do
         self.targets = scan_targets(self.chunks, entry, task, targets, [], None, path, names=names)
@@ -127,7 +127,7 @@ def read_image_table(entry, seed: int, task=None):
                  keep=_both(train.targets.keep, image_keep))
     picked = {name: np.flatnonzero(rows.split_of == s) for s, name in enumerate(("train", "val", "test"))}
     if not len(picked["train"]):
-        raise DlcliError(f"{entry.table_file}: no training rows left (every one lacks an image or a target; "
+        raise DataError(f"{entry.table_file}: no training rows left (every one lacks an image or a target; "
                          "data.missing: drop)")
     lists = {name: ([listing.paths[i] for i in idx], y_all[idx], listing) for name, idx in picked.items()}
     if test is not None:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from dlcli.data.cache import cached_tensors, file_stamp
-from dlcli.errors import RUNTIME, DlcliError
+from dlcli.errors import DataError, RUNTIME
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_DATASETS = Path("/usr/share/datasets")
@@ -66,16 +66,16 @@ def read_idx(path: Path) -> torch.Tensor:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as err:
-        raise DlcliError(f"{path}: cannot read IDX file ({err})", RUNTIME) from None
+        raise DataError(f"{path}: cannot read IDX file ({err})", RUNTIME) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DlcliError(f"{path}: not an IDX file of unsigned bytes (bad magic number)", RUNTIME)
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number)", RUNTIME)
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     start, count = 4 + 4 * ndim, 1
     for d in dims:
         count *= d
     if len(raw) - start != count:
-        raise DlcliError(f"{path}: truncated IDX file ({len(raw) - start} bytes of data, header says {count})", RUNTIME)
+        raise DataError(f"{path}: truncated IDX file ({len(raw) - start} bytes of data, header says {count})", RUNTIME)
     return torch.frombuffer(bytearray(raw[start:]), dtype=torch.uint8).reshape(dims)
 
 
@@ -98,7 +98,7 @@ def load_idx_dataset(source):
             t = cached_tensors(cache, parse)
             return t["train_x"], t["train_y"], t["test_x"], t["test_y"], list(source.classes)
     if not source.download:
-        raise DlcliError(_missing_message(source, root, "data.download is false"), RUNTIME)
+        raise DataError(_missing_message(source, root, "data.download is false"), RUNTIME)
     tx, ty, vx, vy = _torchvision(source, root, lambda ds: (ds.data.unsqueeze(1), ds.targets.long()))
     return tx, ty, vx, vy, list(source.classes)
 
@@ -120,8 +120,8 @@ def _torchvision(source, root: Path, convert):
     except Exception as err:  # urllib and torchvision raise many kinds; all mean the same to the user
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         if source.reader == "idx":
-            raise DlcliError(_missing_message(source, root, f"download failed: {reason}"), RUNTIME) from None
-        raise DlcliError(
+            raise DataError(_missing_message(source, root, f"download failed: {reason}"), RUNTIME) from None
+        raise DataError(
             f"{source.dataset}: download into {root}/ failed ({reason}). Offline? Copy the extracted "
             f"torchvision archive (e.g. cifar-10-batches-py/) into {root}/ and set data.download: false",
             RUNTIME,
@@ -148,7 +148,7 @@ def load_cifar(source):
         classes = list(splits[0].classes)
     except RuntimeError:
         if not source.download:
-            raise DlcliError(
+            raise DataError(
                 f"{source.dataset}: not found in {root}/ and data.download is false: copy the extracted torchvision "
                 f"archive there or set data.download: true on a machine with internet",
                 RUNTIME,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError
 
 PREFIX = "memory:"
 _FRAMES: dict[str, object] = {}  # fingerprint -> pyarrow.Table, while an API call runs
@@ -27,8 +27,8 @@ def as_arrow(frame, role: str):
         try:
             return pa.Table.from_pandas(frame, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError) as err:
-            raise DlcliError(f"{role}: the DataFrame cannot become an Arrow table ({str(err)[:160]})") from None
-    raise DlcliError(f"{role}: a pandas DataFrame or a pyarrow Table, not {type(frame).__name__}")
+            raise DataError(f"{role}: the DataFrame cannot become an Arrow table ({str(err)[:160]})") from None
+    raise DataError(f"{role}: a pandas DataFrame or a pyarrow Table, not {type(frame).__name__}")
 
 
 def fingerprint(table) -> str:
@@ -60,7 +60,7 @@ def table_for(path: str, role: str):
     """The registered table behind `memory:<fingerprint>`, or a one-line error saying the data lived in memory."""
     found = _FRAMES.get(path[len(PREFIX):])
     if found is None:
-        raise DlcliError(f"{role}: this run's table lived in memory (a DataFrame given to dlcli.train, {path}); "
+        raise DataError(f"{role}: this run's table lived in memory (a DataFrame given to dlcli.train, {path}); "
                          f"pass the same frame again from Python: dlcli.load(RUN).evaluate(data=df) or "
                          f".resume(data=df)")
     return found
@@ -79,7 +79,7 @@ def frames(cfg, data=None, test_data=None):
         yield
         return
     if not hasattr(cfg.data, "train_file"):
-        raise DlcliError(f"data=: only table datasets (csv, parquet, text_csv) take a DataFrame; this config's is "
+        raise DataError(f"data=: only table datasets (csv, parquet, text_csv) take a DataFrame; this config's is "
                          f"{cfg.data.dataset}")
     added = []
     try:
@@ -90,7 +90,7 @@ def frames(cfg, data=None, test_data=None):
             print_ = fingerprint(table)
             recorded = getattr(cfg.data, key)
             if is_memory(recorded) and recorded not in (PREFIX, PREFIX + print_):  # PREFIX: a new run
-                raise DlcliError(f"{'test_data' if key == 'test_file' else 'data'}: not the frame this run was "
+                raise DataError(f"{'test_data' if key == 'test_file' else 'data'}: not the frame this run was "
                                  f"trained with (its fingerprint is {recorded[len(PREFIX):][:12]}..., this one's "
                                  f"{print_[:12]}...)")
             _FRAMES[print_] = table

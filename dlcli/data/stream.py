@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dlcli.data.images import ImageError, decode_all, load_image
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError, DlcliError
 
 
 CACHED_SPLITS = 6  # decoded splits kept per folder (train/val/test of the last two seeds or sizes, say)
@@ -125,7 +125,7 @@ class StreamingSplit:
             x, problems = next(loader) if chunk else (torch.zeros((0, *self.x.image_shape), dtype=torch.uint8), [])
             bad = next((p for p in problems if p), None)
             if bad:
-                raise DlcliError(bad)
+                raise DataError(bad)
             y = self.y[chunk]
             if device is not None:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

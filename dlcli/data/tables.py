@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from dlcli.data.columns import MISSING, as_numbers, as_strings, is_numeric_type, missing_mask
 from dlcli.data.memory import is_memory, table_for
-from dlcli.errors import DlcliError, closest
+from dlcli.errors import DataError, closest
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 CHUNK_ROWS = 1 << 18  # rows per pass step: bounds the temporaries of encoding, streamed or not
@@ -99,12 +99,12 @@ class TableSource:
                            and not f.name.startswith((".", "_")))
             wanted = [f for f in found if FORMATS[f.suffix.lower()] == default_fmt] or found
             if not wanted:
-                raise DlcliError(f"{role}: {p}/ holds no .csv or .parquet part files")
+                raise DataError(f"{role}: {p}/ holds no .csv or .parquet part files")
             self.parts = [Part(f, FORMATS[f.suffix.lower()]) for f in wanted]
         elif p.is_file():
             self.parts = [Part(p, FORMATS.get(p.suffix.lower(), default_fmt))]
         else:
-            raise DlcliError(f"{role}: {p}: no such file or directory")
+            raise DataError(f"{role}: {p}: no such file or directory")
         self.columns = self._columns()
 
     def _schema(self, part: Part) -> pa.Schema:
@@ -119,7 +119,7 @@ class TableSource:
             with pacsv.open_csv(part.path, convert_options=_csv_options(None, ())) as reader:
                 return reader.schema
         except (pa.ArrowException, OSError) as err:
-            raise DlcliError(f"{part.path}: {_explain(err)}") from None
+            raise DataError(f"{part.path}: {_explain(err)}") from None
 
     def _columns(self) -> list[str]:
         first = self._schema(self.parts[0]).names
@@ -127,14 +127,14 @@ class TableSource:
             other = self._schema(part).names
             if set(other) != set(first):
                 missing = sorted(set(first) ^ set(other))[0]
-                raise DlcliError(f"{part.path}: the part files disagree on column '{missing}' "
+                raise DataError(f"{part.path}: the part files disagree on column '{missing}' "
                                  f"(every part of {self.parts[0].path.parent}/ needs the same columns)")
         return first
 
     def require(self, columns: list[str]) -> None:
         for c in columns:
             if c not in self.columns:
-                raise DlcliError(f"{self.parts[0].path}: no column '{c}'{closest(c, self.columns)}")
+                raise DataError(f"{self.parts[0].path}: no column '{c}'{closest(c, self.columns)}")
 
     def nbytes_estimate(self) -> int:
         """About what the table takes in memory as Arrow arrays."""
@@ -166,7 +166,7 @@ class TableSource:
                 else:
                     table = pacsv.read_csv(part.path, convert_options=_csv_options(None, strings))
             except (pa.ArrowException, OSError) as err:
-                raise DlcliError(f"{part.path}: {_explain(err)}") from None
+                raise DataError(f"{part.path}: {_explain(err)}") from None
             _check_text(table.schema, part)
             for offset in range(0, max(table.num_rows, 1), CHUNK_ROWS):
                 piece = table.slice(offset, CHUNK_ROWS)
@@ -207,7 +207,7 @@ class _Stream:
             except (pa.ArrowException, OSError) as err:
                 hint = (" (streamed CSV columns keep the type of their first block: list the column in "
                         "data.categorical, or convert the file to Parquet)") if "conversion error" in str(err) else ""
-                raise DlcliError(f"{part.path}: {_explain(err)}{hint}") from None
+                raise DataError(f"{part.path}: {_explain(err)}{hint}") from None
             start += row
 
 
@@ -221,7 +221,7 @@ def _csv_options(columns, strings):
 def _check_text(schema: pa.Schema, part: Part) -> None:
     for field in schema:
         if part.fmt == "csv" and pa.types.is_binary(field.type):  # Arrow's reading of bytes that are not UTF-8
-            raise DlcliError(f"{part.path}: column '{field.name}' is not UTF-8 text (save the file as UTF-8)")
+            raise DataError(f"{part.path}: column '{field.name}' is not UTF-8 text (save the file as UTF-8)")
 
 
 # ---------------------------------------------------------------- pass A: labels, gaps, rows
@@ -255,13 +255,13 @@ def scan_targets(chunks, entry, task, columns: list[str], features: list[str], t
         if text_column is not None:
             empty = as_strings(chunk.table.column(text_column)).is_null().to_numpy(zero_copy_only=False)
             if empty.any():
-                raise DlcliError(f"{chunk.where(int(np.flatnonzero(empty)[0]))}, column '{text_column}' is empty")
+                raise DataError(f"{chunk.where(int(np.flatnonzero(empty)[0]))}, column '{text_column}' is empty")
         if getattr(entry, "missing", "fill") != "fill" and features:
             gaps = np.zeros(chunk.table.num_rows, dtype=bool)
             for c in features:
                 gap = missing_mask(chunk.table.column(c))
                 if entry.missing == "error" and gap.any():
-                    raise DlcliError(f"{chunk.where(int(np.flatnonzero(gap)[0]))}, column '{c}' is empty "
+                    raise DataError(f"{chunk.where(int(np.flatnonzero(gap)[0]))}, column '{c}' is empty "
                                      f"(data.missing: error; use fill or drop to accept gaps)")
                 gaps |= gap
             keep.append(~gaps)
@@ -298,7 +298,7 @@ class TableEncoder:
         if configured != "auto":
             for c in configured:
                 if c not in self.features:
-                    raise DlcliError(f"data.categorical: '{c}' is not a feature column of {self.entry.train_file}")
+                    raise DataError(f"data.categorical: '{c}' is not a feature column of {self.entry.train_file}")
         stats = {c: {"present": 0, "numbers": 0, "sum": 0.0, "bad": None, "categories": set()} for c in self.features}
         for chunk in chunks:
             train = train_of(chunk)
@@ -327,7 +327,7 @@ class TableEncoder:
             if is_numeric:
                 if s["bad"] is not None:
                     where, value = s["bad"]
-                    raise DlcliError(f"{where}, column '{c}': '{value}' is not a number "
+                    raise DataError(f"{where}, column '{c}': '{value}' is not a number "
                                      f"(fix it, or list '{c}' in data.categorical)")
                 numeric.append(c)
                 fill[c] = s["sum"] / s["numbers"] if s["numbers"] else 0.0
@@ -352,7 +352,7 @@ class TableEncoder:
             values, bad, text = as_numbers(chunk.table.column(c))
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise DlcliError(f"{chunk.where(i)}, column '{c}': '{text[i].as_py()}' is not a number")
+                raise DataError(f"{chunk.where(i)}, column '{c}': '{text[i].as_py()}' is not a number")
             missing = np.isnan(values)
             gaps |= missing
             out[:, j] = np.where(missing, self.state["fill"][c], values)
@@ -388,7 +388,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
     source.require(targets + ([text_column] if text_column else []))
     features = [text_column] if text_column else [c for c in source.columns if c not in targets]
     if not features:
-        raise DlcliError(f"{entry.train_file}: no feature columns besides {', '.join(map(repr, targets))}")
+        raise DataError(f"{entry.train_file}: no feature columns besides {', '.join(map(repr, targets))}")
     strings = tuple(targets + ([text_column] if text_column else []) +
                     ([] if text_column or entry.categorical == "auto" else list(entry.categorical)))
     streamed = _streams(entry, source)
@@ -403,7 +403,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
         test_source = TableSource(entry.test_file, default_fmt, "data.test_file")
         missing = [c for c in source.columns if c not in test_source.columns]
         if missing:
-            raise DlcliError(f"{entry.test_file}: no column '{missing[0]}' (the train file has it)")
+            raise DataError(f"{entry.test_file}: no column '{missing[0]}' (the train file has it)")
         test_chunks = test_source.stream(None, strings) if streamed else test_source.read_all(strings)
         test_found = scan_targets(test_chunks, entry, task, targets, [] if text_column else features, text_column,
                                   entry.test_file, names=classes)
@@ -437,7 +437,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
     splits = _encode_splits(encoder, chunks, test_chunks, rows, y_all, test_y, test_keep, source, key)
     made = {name: Split(torch.from_numpy(x), torch.from_numpy(y)) for name, (x, y) in splits.items()}
     if len(made["train"]) == 0:
-        raise DlcliError(f"{entry.train_file}: every training row has a missing value (data.missing: drop)")
+        raise DataError(f"{entry.train_file}: every training row has a missing value (data.missing: drop)")
     val = made.get("val") if len(made.get("val", [])) else None
     if encoder.kind == "text":
         normalizer = Normalizer([0.0], [1.0], image=False, tokens=True)
@@ -580,7 +580,7 @@ class _CacheWriter:
             return np.lib.format.open_memmap(self.tmp / f"{name}_x.npy", mode="w+", dtype=self.dtype,
                                              shape=(self.sizes[name], self.width))
         except OSError as err:
-            raise DlcliError(f"cannot write the streamed table cache in {self.tmp} ({err.strerror or err}): "
+            raise DataError(f"cannot write the streamed table cache in {self.tmp} ({err.strerror or err}): "
                              f"free some space or set data.stream: false") from None
 
     def finish(self, out: dict, labels: dict) -> dict:
@@ -597,7 +597,7 @@ class _CacheWriter:
                 shutil.rmtree(self.tmp, ignore_errors=True)
         except OSError as err:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            raise DlcliError(f"cannot write the streamed table cache in {self.root} ({err.strerror or err}): "
+            raise DataError(f"cannot write the streamed table cache in {self.root} ({err.strerror or err}): "
                              f"free some space or set data.stream: false") from None
         old = sorted((p for p in self.root.glob("table-*") if p.is_dir() and ".tmp" not in p.name),
                      key=lambda p: p.stat().st_mtime_ns, reverse=True)
@@ -637,7 +637,7 @@ def encode_table(table: pa.Table, state: dict, entry, label: str = "") -> tuple[
     _require_features(encoder, table.column_names, label.strip() or "input table")
     for c in encoder.features:
         if table.column_names.count(c) > 1:
-            raise DlcliError(f"{label.strip() or 'input table'}: column '{c}' appears more than once (keep one)")
+            raise DataError(f"{label.strip() or 'input table'}: column '{c}' appears more than once (keep one)")
     part = InputTable(label)
     table = pa.table({c: _as_cell_column(table.column(c), part, c) for c in encoder.features})
     chunks = [Chunk(table.slice(offset, CHUNK_ROWS), offset, part, offset)
@@ -648,7 +648,7 @@ def encode_table(table: pa.Table, state: dict, entry, label: str = "") -> tuple[
 def _require_features(encoder: TableEncoder, columns: list[str], where: str) -> None:
     missing = [c for c in encoder.features if c not in columns]
     if missing:
-        raise DlcliError(f"{where}: no column '{missing[0]}' (the run trained on {', '.join(encoder.features)})")
+        raise DataError(f"{where}: no column '{missing[0]}' (the run trained on {', '.join(encoder.features)})")
 
 
 def _as_cell_column(column, part: InputTable, name: str):
@@ -662,7 +662,7 @@ def _as_cell_column(column, part: InputTable, name: str):
         return pc.cast(column, pa.string())
     if not (is_numeric_type(t) or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)
             or pa.types.is_null(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)):
-        raise DlcliError(f"{part.label.strip() or 'input table'}: column '{name}' holds {t} values; a table cell is "
+        raise DataError(f"{part.label.strip() or 'input table'}: column '{name}' holds {t} values; a table cell is "
                          f"a number or text (convert the column)")
     return column
 
@@ -674,5 +674,5 @@ def _encode_chunks(encoder: TableEncoder, chunks, empty: str) -> tuple[np.ndarra
         blocks.append(x[keep])
         names += [chunk.row_name(int(i)) for i in np.flatnonzero(keep)]
     if not blocks:
-        raise DlcliError(empty)
+        raise DataError(empty)
     return np.concatenate(blocks), names

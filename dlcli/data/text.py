@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError
 
 PAD, UNK = "<pad>", "<unk>"  # token ids 0 and 1
 
@@ -63,7 +63,7 @@ class TextEncoder:
         for i, text in enumerate(texts):
             tokens = tokenize(text or "", tok.lowercase, tok.pattern)[:limit]
             if not tokens:
-                raise DlcliError(f"{name(i)} is empty (no tokens matching {tok.pattern!r})")
+                raise DataError(f"{name(i)} is empty (no tokens matching {tok.pattern!r})")
             out[i, : len(tokens)] = [index.get(t, 1) for t in tokens]
         return out
 

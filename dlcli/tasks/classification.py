@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from dlcli.errors import DlcliError, closest
+from dlcli.errors import DataError, closest
 from dlcli.tasks import ERROR, TASKS, WARNING, Targets, Task
 
 # A label column of numbers with more distinct values than this is refused unless `task: classification` is spelled
@@ -58,7 +58,7 @@ class ClassReader:
         values = cells.strings(self.column)
         if values.null_count:
             row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DlcliError(f"{cells.where(row)} has no value in label column '{self.column}'")
+            raise DataError(f"{cells.where(row)} has no value in label column '{self.column}'")
         encoded = pc.dictionary_encode(values)
         local = [self.index.setdefault(v, len(self.index)) for v in encoded.dictionary.to_pylist()]
         self.codes.append(np.asarray(local, dtype=np.int64)[encoded.indices.to_numpy(zero_copy_only=False)])
@@ -67,18 +67,18 @@ class ClassReader:
         import numpy as np
 
         if not self.codes:
-            raise DlcliError(f"{source}: no data rows under the header")
+            raise DataError(f"{source}: no data rows under the header")
         seen = list(self.index)
         if names is None:  # the training file decides the classes
             names = label_names(seen)
             if len(names) < 2:
-                raise DlcliError(f"{source}: label column '{self.column}' has only one class ({names[0]})")
+                raise DataError(f"{source}: label column '{self.column}' has only one class ({names[0]})")
             if not self.task._spelled and looks_like_measurement(names):
-                raise DlcliError(measurement_refusal(source, self.column, len(names)))
+                raise DataError(measurement_refusal(source, self.column, len(names)))
         else:
             unseen = sorted(set(seen) - set(names))
             if unseen:
-                raise DlcliError(f"{source}: label '{unseen[0]}' does not occur in the train file")
+                raise DataError(f"{source}: label '{unseen[0]}' does not occur in the train file")
         to_class = np.asarray([names.index(v) for v in seen], dtype=np.int64)
         y = to_class[np.concatenate(self.codes)]
         return Targets(y, names, None, y)
@@ -132,7 +132,7 @@ class Classification(Task):
     def label_columns(self, entry) -> list[str]:
         columns = super().label_columns(entry)
         if len(columns) != 1:
-            raise DlcliError(f"data.label_column: classification reads one column of classes, not {len(columns)} "
+            raise DataError(f"data.label_column: classification reads one column of classes, not {len(columns)} "
                              "(several 0/1 columns are `task: multilabel`, several numbers `task: regression`)")
         return columns
 
@@ -323,7 +323,7 @@ def class_weights(spec, y, classes: list[str]):
     weights = torch.ones(k)
     for name, value in spec.items():
         if name not in classes:
-            raise DlcliError(f"train.class_weights: no class '{name}' in this dataset{closest(name, classes)}")
+            raise DataError(f"train.class_weights: no class '{name}' in this dataset{closest(name, classes)}")
         weights[classes.index(name)] = value
     return weights
 

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError
 from dlcli.tasks import ERROR, INFO, TASKS, WARNING, Targets, Task, unusable_rows
 
 TRUE = {"1", "1.0", "true", "yes", "y", "t"}
@@ -42,7 +42,7 @@ class FlagReader:
                     ok[i] = False
                 else:
                     what = "is empty" if value is None else f"'{value}' is not 0 or 1"
-                    raise DlcliError(f"{cells.where(i)}, column '{column}' {what} (a label column holds 0/1, "
+                    raise DataError(f"{cells.where(i)}, column '{column}' {what} (a label column holds 0/1, "
                                      "true/false or yes/no; fix the cell, or set data.missing: drop)")
         self.blocks.append(block)
         self.keep.append(ok)
@@ -52,7 +52,7 @@ class FlagReader:
         import numpy as np
 
         if not self.blocks:
-            raise DlcliError(f"{source}: no data rows under the header")
+            raise DataError(f"{source}: no data rows under the header")
         rows = f"{self.dropped:,} row{'s' if self.dropped != 1 else ''}"
         notes = (f"{source}: {rows} with a label cell that is not 0 or 1 dropped (data.missing: drop)",) \
             if self.dropped else ()
@@ -76,16 +76,16 @@ class SetReader:
         import numpy as np
 
         if not self.rows:
-            raise DlcliError(f"{source}: no data rows under the header")
+            raise DataError(f"{source}: no data rows under the header")
         seen = sorted({label for row in self.rows for label in row})
         if names is None:
             names = seen
             if not names:
-                raise DlcliError(f"{source}: label column '{self.column}' holds no labels")
+                raise DataError(f"{source}: label column '{self.column}' holds no labels")
         else:
             unseen = sorted(set(seen) - set(names))
             if unseen:
-                raise DlcliError(f"{source}: label '{unseen[0]}' does not occur in the train file")
+                raise DataError(f"{source}: label '{unseen[0]}' does not occur in the train file")
         index = {name: i for i, name in enumerate(names)}
         y = np.zeros((len(self.rows), len(names)), dtype=np.float32)
         for i, row in enumerate(self.rows):
@@ -130,7 +130,7 @@ class Multilabel(Task):
         columns = super().label_columns(entry)
         separator = getattr(entry, "label_separator", None)
         if separator is not None and len(columns) != 1:
-            raise DlcliError(f"data.label_separator: splits one column of labels, but data.label_column names "
+            raise DataError(f"data.label_separator: splits one column of labels, but data.label_column names "
                              f"{len(columns)}: name one column, or drop label_separator for 0/1 columns")
         return columns
 

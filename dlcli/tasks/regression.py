@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveFloat
 
-from dlcli.errors import DlcliError
+from dlcli.errors import DataError
 from dlcli.tasks import ERROR, TASKS, WARNING, Targets, Task, unusable_rows
 
 LOSSES = ("mse", "mae", "huber", "smooth_l1")
@@ -36,10 +36,10 @@ class NumberReader:
             if not self.drop and gap.any():
                 row = int(np.flatnonzero(gap)[0])
                 if bad[row]:
-                    raise DlcliError(f"{cells.where(row)}, column '{column}': '{text[row].as_py()}' is not a number "
+                    raise DataError(f"{cells.where(row)}, column '{column}': '{text[row].as_py()}' is not a number "
                                      "(a regression target must be one; fix the cell, or set data.missing: drop "
                                      "to skip such rows)")
-                raise DlcliError(f"{cells.where(row)}, column '{column}' has no target value (fill it, or set "
+                raise DataError(f"{cells.where(row)}, column '{column}' has no target value (fill it, or set "
                                  "data.missing: drop to skip such rows)")
             ok &= ~gap
             block[:, j] = np.where(gap, 0.0, values)
@@ -51,7 +51,7 @@ class NumberReader:
         import numpy as np
 
         if not self.blocks:
-            raise DlcliError(f"{source}: no data rows under the header")
+            raise DataError(f"{source}: no data rows under the header")
         keep = np.concatenate(self.keep)
         rows = f"{self.dropped:,} row{'s' if self.dropped != 1 else ''}"
         notes = (f"{source}: {rows} without a numeric target dropped (data.missing: drop)",) \
