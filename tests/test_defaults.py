@@ -57,7 +57,7 @@ def test_class_weights_auto_is_inverse_frequency_and_weights_the_loss():
     counts = torch.bincount(data.train.y, minlength=3).float()
     assert trainer.task._weights.tolist() == pytest.approx((counts.sum() / (3 * counts)).tolist())
     logits, target = torch.randn(8, 3), torch.tensor([0, 1, 2, 0, 1, 2, 0, 0])
-    expected = F.cross_entropy(logits, target, weight=trainer.class_weights)
+    expected = F.cross_entropy(logits, target, weight=trainer.task._weights)
     assert trainer.loss_fn(logits, target).item() == pytest.approx(expected.item())
     assert expected.item() != pytest.approx(F.cross_entropy(logits, target).item())
 
