@@ -114,20 +114,21 @@ class Regression(Task):
     def criterion(self, out, y, reduction="mean"):
         import torch.nn.functional as F
 
-        out, z = out.float(), self._scaled(y)
+        # every sample has as many targets, so the mean over all values is the mean of the samples' means
+        out, z, reduce = out.float(), self._scaled(y), "sum" if reduction == "sum" else "mean"
         if self.loss == "mse":
-            per = F.mse_loss(out, z, reduction="none")
+            loss = F.mse_loss(out, z, reduction=reduce)
         elif self.loss == "mae":
-            per = F.l1_loss(out, z, reduction="none")
+            loss = F.l1_loss(out, z, reduction=reduce)
         elif self.loss == "huber":
-            per = F.huber_loss(out, z, reduction="none", delta=self.delta)
+            loss = F.huber_loss(out, z, reduction=reduce, delta=self.delta)
         else:
-            per = F.smooth_l1_loss(out, z, reduction="none", beta=self.delta)
-        per = per.mean(1)  # a sample's loss: the mean over its targets
-        return per.sum() if reduction == "sum" else per.mean()
+            loss = F.smooth_l1_loss(out, z, reduction=reduce, beta=self.delta)
+        return loss / out.shape[1] if reduction == "sum" else loss  # a sum over samples of their mean
 
     def step_stat(self, out, y):
-        return ((self.predictions(out.detach()) - y).abs().mean(1)).sum()
+        """The batch's summed absolute error in the targets' units, averaged over targets."""
+        return ((out.detach().float() - self._scaled(y)).abs() * self._std.to(y.device)).sum() / out.shape[1]
 
     def predictions(self, out):
         return out.float() * self._std.to(out.device) + self._mean.to(out.device)
