@@ -375,3 +375,17 @@ def test_a_regression_sweep_ranks_trials_by_the_tasks_metric(cli, write_config, 
     best_runs = [max(m["val_r2"] for m in runs.read_metrics(p)) for p in (tmp_path / "runs").glob("sweepreg-*")]
     assert summary["best"]["value"] == pytest.approx(max(best_runs))
     assert summary["best"]["test_metric"] == "r2" and "test r2" in result.stderr
+
+
+def test_tuned_thresholds_come_from_a_grid_and_need_enough_positives():
+    from dlcli.tasks import parse_task
+
+    task = parse_task({"type": "multilabel", "threshold": "tuned"})
+    rng = np.random.default_rng(0)
+    truth = torch.zeros(200, 2)
+    truth[:60, 0] = 1  # label 0: 60 positives, scored 0.3..0.4 (below 0.5); the negatives below 0.25
+    truth[:5, 1] = 1  # label 1: 5 positives, too few to tune on
+    p = torch.tensor(np.where(truth[:, 0] == 1, rng.uniform(0.3, 0.4, 200), rng.uniform(0.0, 0.25, 200)))
+    logits = torch.stack([torch.logit(p.float()), torch.randn(200)], 1)
+    thresholds = task.tune(logits, truth)["thresholds"]
+    assert thresholds[1] == 0.5 and thresholds[0] in (0.25, 0.3)  # a grid point separating the two groups

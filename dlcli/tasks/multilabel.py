@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from dlcli.errors import DataError
 from dlcli.tasks import ERROR, INFO, TASKS, WARNING, Targets, Task, unusable_rows
 
+MIN_TUNING_POSITIVES = 10  # positives a label needs in the validation split before its threshold is tuned
 TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 FALSE = {"0", "0.0", "false", "no", "n", "f"}
 RARE = 5  # data check: a label on in fewer training rows than this (or under RARE_SHARE of them) is a warning
@@ -205,24 +206,27 @@ class Multilabel(Task):
         return self.threshold == "tuned"
 
     def tune(self, out, y) -> dict | None:
-        """threshold: tuned -> per label, the threshold of the best F1 on these (validation) outputs."""
+        """threshold: tuned -> per label, the threshold of the best F1 on these (validation) outputs, from a grid of
+        0.05 steps (thresholds at the exact scores of a few rows fit those rows, not the next ones). A label with
+        fewer than MIN_TUNING_POSITIVES positives here keeps 0.5: its F1 curve is noise."""
         if self.threshold != "tuned":
             return None
         import torch
 
         probs, truth = out.float().sigmoid().cpu(), y.bool().cpu()
+        grid = torch.arange(1, 20, dtype=torch.float32) / 20
         chosen = []
         for j in range(probs.shape[1]):
             p, t = probs[:, j], truth[:, j]
-            candidates = torch.unique(torch.cat([p, torch.tensor([0.5])]))
-            best, best_f1 = 0.5, -1.0
-            for c in candidates.tolist():
-                pred = p >= c
-                tp, fp, fn = (pred & t).sum().item(), (pred & ~t).sum().item(), (~pred & t).sum().item()
-                f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-                if f1 > best_f1 + 1e-12:
-                    best, best_f1 = c, f1
-            chosen.append(float(best))
+            if int(t.sum()) < MIN_TUNING_POSITIVES:
+                chosen.append(0.5)
+                continue
+            pred = p[None, :] >= grid[:, None]  # (thresholds, rows)
+            tp, fp, fn = (pred & t).sum(1), (pred & ~t).sum(1), (~pred & t).sum(1)
+            f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+            best = f1.max()
+            ties = (f1 == best).nonzero().flatten()  # of equal F1, the threshold nearest 0.5
+            chosen.append(round(float(grid[ties[(grid[ties] - 0.5).abs().argmin()]]), 2))
         return {"thresholds": chosen}
 
     # ------------------------------------------------------------ using
