@@ -380,8 +380,8 @@ def export(run_id: RunIdArg,
 
 @app.command()
 def serve(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or `latest`")] = "latest",
-          host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface)")]
-          = "127.0.0.1",
+          host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; give "
+                                            "a --token then)")] = "127.0.0.1",
           port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one)")] = 8000,
           checkpoint: CheckpointOpt = "best", runs_dir: RunsDirOpt = None,
           device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu",
@@ -390,12 +390,31 @@ def serve(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of
           max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Samples of concurrent requests run "
                                                  "through the model together at most (1: one request at a time)")]
           = 32,
+          token: Annotated[Optional[str], typer.Option(
+              "--token", envvar="DLCLI_SERVE_TOKEN", show_envvar=True,
+              help="Require 'Authorization: Bearer TOKEN' on every request but / and /health")] = None,
+          allowed_host: Annotated[Optional[list[str]], typer.Option(
+              "--allowed-host", help="A host name requests may address besides loopback names, IP addresses and "
+              "--host (repeat it; '*': any)")] = None,
           max_bytes: Annotated[int, typer.Option("--max-bytes", min=1, help="Largest request body")]
           = 16 * 1024 * 1024,
-          max_pixels: Annotated[int, typer.Option("--max-pixels", min=1, help="Largest image (width x height)")]
-          = 25_000_000,
+          max_pixels: Annotated[Optional[int], typer.Option(
+              "--max-pixels", min=1, help="Largest image as decoded, width x height (default: 256 x the model's "
+              "input, 4,194,304 to 25,000,000; JPEGs decode reduced first)")] = None,
+          max_request_pixels: Annotated[Optional[int], typer.Option(
+              "--max-request-pixels", min=1, help="Pixels decoded for all the images of one request (default: 8 x "
+              "--max-pixels)")] = None,
           max_items: Annotated[int, typer.Option("--max-items", min=1, help="Most images, rows or texts per "
-                                                 "request")] = 64):
+                                                 "request")] = 64,
+          max_in_flight: Annotated[int, typer.Option("--max-in-flight", min=1, help="Requests handled at once; "
+                                                     "more are answered 503 with Retry-After")] = 64,
+          header_timeout: Annotated[float, typer.Option("--header-timeout", min=0.1, help="Seconds a client has "
+                                                        "to send a request's headers (idle connections close)")]
+          = 10.0,
+          body_timeout: Annotated[float, typer.Option("--body-timeout", min=0.1, help="Seconds a client has to "
+                                                      "send a request's body after its headers (408)")] = 60.0,
+          docs: Annotated[bool, typer.Option("--docs", help="Serve /docs (Swagger UI; the browser loads it from a "
+                                             "CDN)")] = False):
     """Serve a run over HTTP: POST /predict (images, CSV rows or texts), GET /health, GET /info, and a page at /.
 
     The model is loaded once; concurrent requests are batched. Answers are `dlcli predict --json`'s.
@@ -406,8 +425,11 @@ def serve(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of
         from dlcli.serve.app import Limits, run_server
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        limits = Limits(max_bytes=max_bytes, max_pixels=max_pixels, max_request_pixels=max_request_pixels,
+                        max_items=max_items, max_in_flight=max_in_flight, header_timeout=header_timeout,
+                        body_timeout=body_timeout)
         run_server(run, host, port, checkpoint=checkpoint, device=device, top_k=top_k, max_batch=max_batch,
-                   limits=Limits(max_bytes, max_pixels, max_items),
+                   limits=limits, token=token, allowed_hosts=allowed_host or (), docs=docs,
                    say=lambda line: print(line, file=sys.stderr, flush=True))
 
     guarded(body)

@@ -63,13 +63,14 @@ def http(url, body=None, content_type="application/json"):
         return err.code, json.loads(err.read())
 
 
+LOCAL = "http://127.0.0.1"  # TestClient's own host name, testserver, is not one this server answers to
 TASK_OUTPUTS = {"regression": ("targets", ["price", "km"], "r2"), "multilabel": ("labels", ["a", "b", "c"], "f1_micro")}
 
 
 @pytest.fixture(scope="module")
 def image_client(trained):
     app = create_app(trained["image"], limits=Limits(max_bytes=200_000, max_pixels=64 * 64, max_items=4))
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         yield client
 
 
@@ -159,7 +160,7 @@ def test_table_rows_as_csv_or_json(trained, tmp_path):
     rows = tmp_path / "rows.csv"
     rows.write_text("x1,x2,color\n3.0,3.0,red\n-3.0,-3.0,blue\n0.1,,green\n")
     expected = predict_json(run, rows)
-    with TestClient(create_app(run, top_k=10)) as client:
+    with TestClient(create_app(run, top_k=10), base_url=LOCAL) as client:
         answer = client.post("/predict", content=rows.read_bytes(), headers={"Content-Type": "text/csv"}).json()
         assert [a["row"] for a in answer] == ["line 2", "line 3", "line 4"]
         close_to(answer, expected)
@@ -180,7 +181,7 @@ def test_texts_as_json_or_lines(trained):
     run = trained["text"]
     texts = ["Pizza and bread soup taste", "Robot code and chip data", "Match goal team score"]
     expected = predict_json(run, *texts)
-    with TestClient(create_app(run, top_k=10)) as client:
+    with TestClient(create_app(run, top_k=10), base_url=LOCAL) as client:
         answer = client.post("/predict", json={"texts": texts}).json()
         assert [a["text"] for a in answer] == texts
         close_to(answer, expected)

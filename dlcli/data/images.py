@@ -28,6 +28,18 @@ class ImageError(Exception):
     """One input that cannot become a model input; reported on its own line, the others go on."""
 
 
+class UnreadFormat(ImageError):
+    """An image in a format outside the `formats` load_image was given (dlcli serve's allow-list)."""
+
+
+class ImageTooLarge(ImageError):
+    """An image over load_image's `max_pixels`, even decoded at the smallest scale its format allows."""
+
+    def __init__(self, width: int, height: int, limit: int):
+        super().__init__(f"{width} x {height} = {width * height:,} pixels, over the limit of {limit:,}")
+        self.width, self.height, self.limit = width, height, limit
+
+
 def _to_8bit(img):
     """16/32-bit integer and float images -> mode L, scaled to 0-255 (PIL's own convert('L') would clip)."""
     import numpy as np
@@ -51,17 +63,27 @@ def _has_alpha(img) -> bool:
     )
 
 
-def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, warn=None):
-    """One image file -> a uint8 tensor (C, H, W) in the run's input format; ImageError with a one-line reason."""
+def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, warn=None, formats=None,
+               max_pixels: int | None = None, admit=None):
+    """One image file -> a uint8 tensor (C, H, W) in the run's input format; ImageError with a one-line reason.
+
+    For untrusted bytes (dlcli serve), all checked before any pixel is decoded: `formats`, the PIL formats opened
+    (others: UnreadFormat naming theirs); `max_pixels`, the most pixels decoded, at a reduced scale where the format
+    decodes one (ImageTooLarge beyond); `admit(width, height)`, told the size about to be decoded, may raise.
+    Without them, images decode as they always have."""
     from PIL import Image, UnidentifiedImageError
 
     channels, height, width = input_shape
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=formats) as img:
                 if img.format == "JPEG":  # decode big JPEGs at a reduced scale, still at least W x H
                     img.draft("L" if channels == 1 else "RGB", (width, height))
+                if max_pixels is not None:
+                    _reduce_to(img, max_pixels, channels, (width, height))
+                if admit is not None:
+                    admit(*_decoded_size(img))
                 img.load()
                 img = _oriented_converted(img, channels, invert)
         for w in caught:
@@ -74,6 +96,10 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
             size = os.path.getsize(path) if os.path.isfile(path) else None
         else:  # an in-memory upload (dlcli serve)
             size = len(path.getbuffer()) if hasattr(path, "getbuffer") else None
+        if size and formats is not None:
+            found = _sniffed_format(path)
+            if found is not None and found not in formats:
+                raise UnreadFormat(f"{found} images are not read here (send {', '.join(formats)})") from None
         raise ImageError("empty file, not an image" if size == 0 else "not an image PIL can read") from None
     except FileNotFoundError:
         raise ImageError("no such file") from None
@@ -86,6 +112,58 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
         raise _damaged(err) from None
     return _sized_tensor(img, input_shape, invert)
+
+
+def _decoded_size(img) -> tuple[int, int]:
+    """The size img.load() will decode at: JPEG 2000's `reduce` shrinks it only when loading."""
+    reduce = getattr(img, "_reduce", 0) if img.format == "JPEG2000" else 0
+    if not reduce:
+        return img.size
+    power = 1 << reduce
+    return tuple((side + (power >> 1)) // power for side in img.size)
+
+
+def _reduce_to(img, max_pixels: int, channels: int, size: tuple[int, int]) -> None:
+    """Where the format decodes at a reduced scale (the JPEG frames of an MPO: draft, as JPEGs always are; JPEG 2000:
+    its resolution levels), ask for the scale that fits max_pixels; ImageTooLarge if none does. A big image of
+    another format (a PNG) is refused: decoding it costs its full size in memory and time."""
+    w, h = img.size
+    if w * h <= max_pixels:
+        return
+    if img.format == "MPO":
+        img.draft("L" if channels == 1 else "RGB", size)
+    elif img.format == "JPEG2000":
+        for reduce in range(1, 6):  # 5 levels: what encoders write by default; more can be absent from the file
+            img.reduce = reduce
+            dw, dh = _decoded_size(img)
+            if dw * dh <= max_pixels:
+                break
+    dw, dh = _decoded_size(img)
+    if dw * dh > max_pixels:
+        raise ImageTooLarge(w, h, max_pixels)
+
+
+def _sniffed_format(path) -> str | None:
+    """The format PIL would recognise these bytes as, from their first bytes only (nothing decoded)."""
+    from PIL import Image
+
+    try:
+        if hasattr(path, "getbuffer"):
+            prefix = bytes(path.getbuffer()[:16])
+        else:
+            with open(path, "rb") as f:
+                prefix = f.read(16)
+    except OSError:
+        return None
+    Image.init()
+    for fmt in Image.ID:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(prefix):
+                return fmt
+        except Exception:  # a plugin's check on too few bytes
+            continue
+    return None
 
 
 def _damaged(err: Exception) -> ImageError:

@@ -626,6 +626,9 @@ def encode_rows(path: str, state: dict, entry) -> tuple[np.ndarray, list[str]]:
     encoder = TableEncoder.restored(entry, state)
     source = TableSource(path, "csv", "input")
     _require_features(encoder, source.columns, str(path))
+    for c in encoder.features:  # Arrow keeps both, and reading the column by name fails
+        if source.columns.count(c) > 1:
+            raise DataError(f"{path}: column '{c}' appears more than once (keep one)")
     strings = tuple(c for c in encoder.state["categories"] if c in source.columns)
     return _encode_chunks(encoder, source.read_all(strings), f"{path}: no data rows under the header")
 
