@@ -389,3 +389,10 @@ def test_tuned_thresholds_come_from_a_grid_and_need_enough_positives():
     logits = torch.stack([torch.logit(p.float()), torch.randn(200)], 1)
     thresholds = task.tune(logits, truth)["thresholds"]
     assert thresholds[1] == 0.5 and thresholds[0] in (0.25, 0.3)  # a grid point separating the two groups
+
+
+def test_a_repeated_header_column_is_one_line_before_training(cli, write_config, tmp_path):
+    data = write_csv(tmp_path / "dup.csv", ["x", "x", "price"], [[1, 2, 3], [4, 5, 6]] * 10)
+    result = cli("train", write_config(table_config("dup", data, "price", "regression")), "--runs-dir", tmp_path / "r")
+    assert result.exit_code == 2 and not (tmp_path / "r").exists()
+    assert f"{data}: column 'x' appears more than once (keep one)" in one_error_line(result)

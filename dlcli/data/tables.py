@@ -123,6 +123,9 @@ class TableSource:
 
     def _columns(self) -> list[str]:
         first = self._schema(self.parts[0]).names
+        repeated = next((c for i, c in enumerate(first) if c in first[:i]), None)
+        if repeated is not None:  # Arrow reads it, but a column by name would be ambiguous
+            raise DataError(f"{self.parts[0].path}: column '{repeated}' appears more than once (keep one)")
         for part in self.parts[1:]:
             other = self._schema(part).names
             if set(other) != set(first):
