@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlcli.data.images import IMAGE_EXTENSIONS, ImageError, load_image
+from dlcli.data.images import ImageError, image_files, load_image
 from dlcli.errors import BAD_INPUT, DlcliError
 
 BATCH = 256
@@ -35,23 +35,7 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
     Returns (files, [(path, problem)]) so one missing path does not stop the others.
     """
-    files, problems = [], []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(
-                (p for p in path.iterdir()
-                 if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()),
-                key=lambda p: p.name,
-            )
-            if not found:
-                problems.append((raw, f"no image files in this directory ({', '.join(sorted(IMAGE_EXTENSIONS))})"))
-            files += [str(p) for p in found]
-        elif path.exists():
-            files.append(raw)
-        else:
-            problems.append((raw, "no such file or directory"))
-    return files, problems
+    return image_files(paths)
 
 
 def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = False, checkpoint: str = "best",
