@@ -50,6 +50,38 @@ class TargetFile:
     where: Callable[[int], str]  # a row index -> "file: line N", as training's errors name a row
 
 
+class ColumnsReader:
+    """Target columns read into a float32 (N, columns) block per chunk; a subclass's `read(cells)` gives a chunk's
+    (block, rows kept). Rows dropped under data.missing: drop are counted and named in a note."""
+
+    dropped_because = "with a bad target"  # the note's reason
+
+    def __init__(self, columns: list[str], drop: bool):
+        self.columns, self.drop = columns, drop
+        self.blocks, self.keep, self.dropped = [], [], 0
+
+    def read(self, cells):
+        raise NotImplementedError
+
+    def add(self, cells) -> None:
+        block, ok = self.read(cells)
+        self.blocks.append(block)
+        self.keep.append(ok)
+        self.dropped += int((~ok).sum())
+
+    def finish(self, source: str, names: list[str] | None = None) -> Targets:
+        import numpy as np
+
+        from dlcli.errors import DataError
+
+        if not self.blocks:
+            raise DataError(f"{source}: no data rows under the header")
+        rows = f"{self.dropped:,} row{'s' if self.dropped != 1 else ''}"
+        notes = (f"{source}: {rows} {self.dropped_because} dropped (data.missing: drop)",) if self.dropped else ()
+        return Targets(np.concatenate(self.blocks), list(self.columns),
+                       np.concatenate(self.keep) if self.dropped else None, None, notes)
+
+
 class Task(Entry):
     """The base of every task entry. Class attributes describe it; methods do its work (torch inside them)."""
 

@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from dlcli.errors import DataError
-from dlcli.tasks import ERROR, INFO, TASKS, WARNING, Targets, Task, unusable_rows
+from dlcli.tasks import ERROR, INFO, TASKS, WARNING, ColumnsReader, Targets, Task, unusable_rows
 
 MIN_TUNING_POSITIVES = 10  # positives a label needs in the validation split before its threshold is tuned
 TRUE = {"1", "1.0", "true", "yes", "y", "t"}
@@ -19,14 +19,12 @@ RARE = 5  # data check: a label on in fewer training rows than this (or under RA
 RARE_SHARE = 0.01
 
 
-class FlagReader:
+class FlagReader(ColumnsReader):
     """Several 0/1 columns (numbers, true/false, yes/no) as float32 (N, L)."""
 
-    def __init__(self, columns: list[str], drop: bool):
-        self.columns, self.drop = columns, drop
-        self.blocks, self.keep, self.dropped = [], [], 0
+    dropped_because = "with a label cell that is not 0 or 1"
 
-    def add(self, cells) -> None:
+    def read(self, cells):
         import numpy as np
 
         block = np.zeros((cells.rows, len(self.columns)), dtype=np.float32)
@@ -45,20 +43,7 @@ class FlagReader:
                     what = "is empty" if value is None else f"'{value}' is not 0 or 1"
                     raise DataError(f"{cells.where(i)}, column '{column}' {what} (a label column holds 0/1, "
                                      "true/false or yes/no; fix the cell, or set data.missing: drop)")
-        self.blocks.append(block)
-        self.keep.append(ok)
-        self.dropped += int((~ok).sum())
-
-    def finish(self, source: str, names: list[str] | None = None) -> Targets:
-        import numpy as np
-
-        if not self.blocks:
-            raise DataError(f"{source}: no data rows under the header")
-        rows = f"{self.dropped:,} row{'s' if self.dropped != 1 else ''}"
-        notes = (f"{source}: {rows} with a label cell that is not 0 or 1 dropped (data.missing: drop)",) \
-            if self.dropped else ()
-        return Targets(np.concatenate(self.blocks), list(self.columns),
-                       np.concatenate(self.keep) if self.dropped else None, None, notes)
+        return block, ok
 
 
 class SetReader:

@@ -10,22 +10,20 @@ from typing import ClassVar, Literal
 from pydantic import Field, PositiveFloat
 
 from dlcli.errors import DataError
-from dlcli.tasks import ERROR, TASKS, WARNING, Targets, Task, unusable_rows
+from dlcli.tasks import ERROR, TASKS, WARNING, ColumnsReader, Task, unusable_rows
 
 LOSSES = ("mse", "mae", "huber", "smooth_l1")
 OUTLIER_SCALES = 4.0  # data check: a value this many robust standard deviations from the median is an outlier
 OUTLIER_EXAMPLES = 3  # outliers named in the finding, the farthest first
 
 
-class NumberReader:
+class NumberReader(ColumnsReader):
     """Numeric target columns as float32 (N, T); a missing or non-numeric cell is an error naming its file, line
     and column, or (data.missing: drop) drops its row with a note."""
 
-    def __init__(self, columns: list[str], drop: bool):
-        self.columns, self.drop = columns, drop
-        self.blocks, self.keep, self.dropped = [], [], 0
+    dropped_because = "without a numeric target"
 
-    def add(self, cells) -> None:
+    def read(self, cells):
         import numpy as np
 
         block = np.empty((cells.rows, len(self.columns)), dtype=np.float32)
@@ -43,20 +41,7 @@ class NumberReader:
                                  "data.missing: drop to skip such rows)")
             ok &= ~gap
             block[:, j] = np.where(gap, 0.0, values)
-        self.blocks.append(block)
-        self.keep.append(ok)
-        self.dropped += int((~ok).sum())
-
-    def finish(self, source: str, names: list[str] | None = None) -> Targets:
-        import numpy as np
-
-        if not self.blocks:
-            raise DataError(f"{source}: no data rows under the header")
-        keep = np.concatenate(self.keep)
-        rows = f"{self.dropped:,} row{'s' if self.dropped != 1 else ''}"
-        notes = (f"{source}: {rows} without a numeric target dropped (data.missing: drop)",) \
-            if self.dropped else ()
-        return Targets(np.concatenate(self.blocks), list(self.columns), keep if self.dropped else None, None, notes)
+        return block, ok
 
 
 @TASKS.register("regression")
