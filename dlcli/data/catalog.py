@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import AfterValidator, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from dlcli.augment import AUGMENTS
 from dlcli.errors import closest
@@ -27,6 +27,20 @@ def _notice(text: str) -> None:
     found = NOTICES.get()
     if found is not None and text not in found:
         found.append(text)
+
+
+def _distinct_columns(v):
+    if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+        raise ValueError("a list of distinct column names, at least one")
+    return v
+
+
+# The target keys of the kinds that read targets from a table's columns (csv, parquet, text_csv, image_table).
+LabelColumn = Annotated[str | list[str], AfterValidator(_distinct_columns), Field(
+    description="the target: a column, or a list (several numbers for regression, several 0/1 columns for multilabel)")]
+LabelSeparator = Annotated[str | None, Field(min_length=1, description="multilabel: one column of labels joined by "
+                                                                       "this (cat|dog)")]
+EVERY_TASK = ("classification", "regression", "multilabel")
 
 
 class DataEntry(Entry):
@@ -205,10 +219,8 @@ class ImageTable(ImageEntry):
     test_file: str | None = None  # else test_split of the rows is held out
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of table_file when there is no test_file")
     image_column: str = "image"
-    label_column: str | list[str] = Field("label", description="the target: a column, or a list (several numbers "
-                                          "for regression, several 0/1 columns for multilabel)")
-    label_separator: str | None = Field(None, min_length=1, description="multilabel: one column of labels joined "
-                                        "by this (cat|dog)")
+    label_column: LabelColumn = "label"
+    label_separator: LabelSeparator = None
     missing: Literal["error", "drop"] = Field("error", description="a row without an image path or a target: "
                                               "an error naming it, or drop the row")
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
@@ -217,14 +229,7 @@ class ImageTable(ImageEntry):
     num_workers: int = Field(2, ge=0, le=64)
     cache: bool = True  # keep the decoded pixels in .cache/ beside the table for the next run over the same files
 
-    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
-
-    @field_validator("label_column")
-    @classmethod
-    def _columns(cls, v):
-        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
-            raise ValueError("a list of distinct column names, at least one")
-        return v
+    tasks: ClassVar[tuple[str, ...]] = EVERY_TASK
 
     size = ImageFolder.size  # (height, width) of image_size
 
@@ -248,19 +253,10 @@ class FileEntry(DataEntry):
     train_file: str  # a file, or a directory whose .csv/.parquet files are read as one table
     test_file: str | None = None  # else test_split of the rows is held out
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of train_file when there is no test_file")
-    label_column: str | list[str] = Field("label", description="the target: a column, or a list (several numbers "
-                                          "for regression, several 0/1 columns for multilabel)")
-    label_separator: str | None = Field(None, min_length=1, description="multilabel: one column of labels joined "
-                                        "by this (cat|dog)")
+    label_column: LabelColumn = "label"
+    label_separator: LabelSeparator = None
 
-    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
-
-    @field_validator("label_column")
-    @classmethod
-    def _columns(cls, v):
-        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
-            raise ValueError("a list of distinct column names, at least one")
-        return v
+    tasks: ClassVar[tuple[str, ...]] = EVERY_TASK
 
     def label_list(self) -> list[str]:
         return list(self.label_column) if isinstance(self.label_column, list) else [self.label_column]
