@@ -596,6 +596,7 @@ def overview(run: Path) -> dict:
 
         best = {"name": monitor, "value": max(values) if metric_mode(monitor) == "max" else min(values)}
     started = summary.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.stat().st_mtime))
+    shown = headline(summary)
     return {
         "id": run.name,
         "dataset": section("data").get("dataset"),
@@ -604,8 +605,8 @@ def overview(run: Path) -> dict:
         "epochs": summary.get("epochs") or section("train").get("epochs"),
         "best_metric": best if isinstance(best, dict) else None,
         "task": task_name(cfg, summary),
-        "test_metric": headline(summary)[0],  # the task's headline: accuracy, r2, f1_micro
-        "test_value": headline(summary)[1],
+        "test_metric": shown[0],  # the task's headline: accuracy, r2, f1_micro
+        "test_value": shown[1],
         "test_accuracy": test.get("accuracy") if isinstance(test := summary.get("test"), dict) else None,
         "test_loss": test.get("loss") if isinstance(test, dict) else None,
         **{f"test_{k}": v for k, v in (test.items() if isinstance(test, dict) else ())
