@@ -154,8 +154,12 @@ class Batcher:
         self.jobs.put((x, future))
         return future
 
-    def close(self) -> None:
+    def close(self, wait: float = 10.0) -> None:
+        """Stop the model thread after the batches already queued, and wait for it: a daemon thread still inside
+        torch while the interpreter tears down can abort the process (seen as an exit by SIGABRT on shutdown)."""
         self.jobs.put(STOP)
+        if self.thread is not threading.current_thread():
+            self.thread.join(wait)
 
     def _loop(self) -> None:
         import torch
