@@ -211,8 +211,13 @@ class OneCycle(Scheduler):
             max_lr = self.max_lr or lrs[0]
         else:  # parameter groups keep the ratios of their learning rates to the optimizer's
             max_lr = [lr * self.max_lr / optimizer.defaults["lr"] for lr in lrs] if self.max_lr else lrs
+        # torch divides by the warm-up's length in steps minus one: a warm-up of exactly one step (pct_start x total
+        # steps == 1, e.g. 4 steps at 0.25) would divide by zero, so it is lengthened by a negligible fraction.
+        pct = self.pct_start
+        if abs(pct * epochs * steps_per_epoch - 1.0) < 1e-9:
+            pct *= 1.0 + 1e-6
         return lr_scheduler.OneCycleLR(
-            optimizer, max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=self.pct_start
+            optimizer, max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct
         )
 
 

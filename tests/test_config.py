@@ -137,3 +137,22 @@ def test_help_and_validate_do_not_import_torch(tmp_path):
     for args in (["--help"], ["validate", str(config)]):
         out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, check=True)
         assert out.stdout.strip().endswith("NO-TORCH"), (args, out.stdout[-300:])
+
+
+@pytest.mark.parametrize("epochs,steps,pct", [(1, 4, 0.25), (2, 1, 0.5), (1, 10, 0.1), (3, 7, 0.3)])
+def test_onecycle_runs_every_step_even_with_a_one_step_warmup(epochs, steps, pct):
+    """torch's OneCycleLR divides by zero when pct_start x steps is exactly 1 (a tiny speed-run slice hit it)."""
+    import torch
+
+    from dlcli.optim import SCHEDULERS
+
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = SCHEDULERS.parse({"onecycle": {"pct_start": pct}}).build(opt, epochs, steps)
+    lrs = []
+    for _ in range(epochs * steps):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(lr == lr and lr >= 0 for lr in lrs)  # no NaN, no error
+    assert max(lrs) <= 0.1 + 1e-12
