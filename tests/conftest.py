@@ -10,7 +10,8 @@ from dlcli.cli import app
 
 # Every test computes with as many torch threads as there are cores, whatever else the machine is doing: a
 # training decides its thread count from the idle cores (dlcli.engine.auto_threads) unless OMP_NUM_THREADS is set,
-# and the exact-resume tests compare separate trainings bit for bit.
+# and the exact-resume tests compare separate trainings bit for bit. The tests of that choice itself unset it
+# (tests/test_precision.py).
 os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                              else os.cpu_count() or 1))
 

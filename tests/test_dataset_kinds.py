@@ -13,7 +13,7 @@ from dlcli.data.catalog import DATASETS
 from dlcli.errors import DlcliError
 
 MINIMAL = {"csv": {"train_file": "t.csv"}, "parquet": {"train_file": "t.parquet"}, "text_csv": {"train_file": "t.csv"},
-           "image_table": {"table_file": "t.csv"}}
+           "image_table": {"table_file": "t.csv"}, "sequences": {"train_file": "t.npz"}, "series": {"train_file": "t.csv"}}
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
@@ -21,7 +21,7 @@ def test_a_kinds_resolved_config_holds_only_its_own_keys(name):
     cfg = validate_config({"data": {"dataset": name, **MINIMAL.get(name, {})}, "model": {"type": "mlp"}})
     data = cfg.resolved()["data"]
     assert set(data) == {"dataset", *DATASETS.entries[name].model_fields}
-    assert data["dataset"] == name and data["val_split"] == 0.1
+    assert data["dataset"] == name and data["val_split"] == DATASETS.entries[name].model_fields["val_split"].default
     assert validate_config(cfg.resolved()).resolved() == cfg.resolved()  # round trip
 
 
@@ -41,7 +41,8 @@ def error_of(data) -> str:
 
 @pytest.mark.parametrize("data, expected", [
     ({"dataset": "mnist", "label_column": "y"},
-     "c.yaml: data.label_column: not a key of the mnist dataset (it belongs to csv, image_table, parquet, text_csv;"),
+     "c.yaml: data.label_column: not a key of the mnist dataset (it belongs to csv, image_table, parquet, sequences, "
+     "series, text_csv;"),
     ({"dataset": "csv", "train_file": "t.csv", "image_size": 32},
      "c.yaml: data.image_size: not a key of the csv dataset (it belongs to image_folder, image_table;"),
     ({"dataset": "csv", "train_file": "t.csv", "label_colum": "y"},

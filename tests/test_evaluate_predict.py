@@ -104,6 +104,34 @@ def test_evaluate_json_reports_every_metric_and_writes_files(runs_root, gray):
         assert png.format == "PNG" and png.size[0] > 100
 
 
+def test_evaluate_scores_agree_with_scikit_learn_on_the_models_own_predictions(runs_root, rgb):
+    """Per-class and macro precision/recall/F1 and the confusion matrix, against scikit-learn on the labels and the
+    argmax of the run's logits, computed here. The rgb run (one epoch) errs, and never predicts some class."""
+    from sklearn import metrics as skm
+
+    from dlcli.evaluate import rebuild_split
+    from dlcli.loaded import load_run
+
+    report = json.loads(ok("evaluate", rgb.name, "--json", "--runs-dir", runs_root).stdout)
+    loaded = load_run(rgb, device="cpu")
+    samples = rebuild_split(loaded, "test")
+    truth, pred = samples.y.numpy(), loaded.logits(samples.x).argmax(1).numpy()
+    labels = list(range(4))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, pred, labels=labels,
+                                                                         zero_division=0)
+    assert not np.allclose(precision, recall)  # else swapping the two would go unnoticed
+    got = report["per_class"]
+    assert [c["precision"] for c in got] == pytest.approx(precision.tolist(), abs=1e-9)
+    assert [c["recall"] for c in got] == pytest.approx(recall.tolist(), abs=1e-9)
+    assert [c["f1"] for c in got] == pytest.approx(f1.tolist(), abs=1e-9)
+    assert [c["support"] for c in got] == support.tolist()
+    assert report["confusion_matrix"] == skm.confusion_matrix(truth, pred, labels=labels).tolist()
+    assert report["accuracy"] == pytest.approx(skm.accuracy_score(truth, pred))
+    assert report["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(truth, pred))
+    for name, score in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
+        assert report["macro"][name] == pytest.approx(score(truth, pred, average="macro", zero_division=0))
+
+
 def test_evaluate_prints_tables_with_class_names(runs_root, gray):
     out = ok("evaluate", gray.name, "--runs-dir", runs_root).stdout
     for text in ("accuracy", "top-5 accuracy", "macro F1", "per class", "confusion matrix", "class_7", "eval-test.json"):
@@ -343,7 +371,8 @@ def test_predict_bad_options_and_non_image_runs(runs_root, gray, tmp_path):
     data = json.loads((run / "data.json").read_text())
     data.update(input_shape=[784], normalization={"mean": [0.0], "std": [1.0], "image": False})
     (run / "data.json").write_text(json.dumps(data))
-    one_line_error(cli("predict", tmp_path / "a.png", "--runs-dir", tmp_path / "runs"), 2, "non-image")
+    one_line_error(cli("predict", tmp_path / "a.png", "--runs-dir", tmp_path / "runs"), 2, "is a table model",
+                   "not images")
 
 
 def test_predict_and_help_stay_light(runs_root, gray, tmp_path):

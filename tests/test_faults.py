@@ -236,27 +236,71 @@ def test_a_runs_directory_that_cannot_be_written_is_one_line_before_training(cli
         subprocess.run(["umount", str(ro)], check=False)
 
 
+# The child of the random kills: every step sleeps STEP_SLEEP, so a training of EPOCHS x STEPS_PER_EPOCH steps lasts
+# at least that long on any machine, however fast, and a kill timed from the first checkpoint lands mid-run.
+STEP_SLEEP = 0.1
+PACED = textwrap.dedent(f"""
+    import sys, time
+    import dlcli.train
+    from dlcli.engine import Callback
+
+    class Paced(Callback):
+        def on_step(self, trainer, seen, loss, correct):
+            time.sleep({STEP_SLEEP})
+
+    Base = dlcli.train.Trainer
+    class PacedTrainer(Base):
+        def __init__(self, cfg, data, model, device, callbacks=(), *world):
+            super().__init__(cfg, data, model, device, [Paced(), *callbacks], *world)
+    dlcli.train.Trainer = PacedTrainer
+    sys.argv = ["dlcli", *sys.argv[1:]]
+    from dlcli.cli import main
+    main()
+""")
+
+
 def test_sigkill_at_random_moments(cli, tmp_path, reference, monkeypatch):
-    """Three kills at seeded random times of a real child process: whatever moment it was, the status is true and
-    resume either ends exactly like the uninterrupted run or refuses in one line."""
+    """Three kills at seeded random times of real child processes (run side by side, to keep the suite short), each
+    timed from the moment its first checkpoint appears, so that it lands mid-run whatever the machine's load
+    (asserted): the status is true and resume ends exactly like the uninterrupted run."""
     rng = random.Random(20261125)
     cfg = config(tmp_path)
-    for i in range(3):
-        root = tmp_path / f"random-{i}"
-        proc = subprocess.Popen([sys.executable, "-m", "dlcli", "train", str(cfg), "--runs-dir", str(root), "-q"],
-                                env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.0, 4.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-        listed = runs.list_runs(root)
-        if not listed:
-            continue  # killed before the run existed (or it was never listed): nothing to resume
-        (run,) = listed
+    # After epoch 1's checkpoint, 2 epochs of steps (each at least STEP_SLEEP long) are left: a delay well below
+    # that, with a margin for noticing the checkpoint late, kills the run in epoch 2 or 3, before its end.
+    left = (EPOCHS - 1) * STEPS_PER_EPOCH * STEP_SLEEP
+    delays = [rng.uniform(0.05, left - 0.4) for _ in range(3)]
+    roots = [tmp_path / f"random-{i}" for i in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", PACED, "train", str(cfg), "--runs-dir", str(root), "-q"],
+                              env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for root in roots]
+    try:
+        due: dict[int, float] = {}  # child -> when to kill it
+        deadline = time.monotonic() + 120
+        while any(p.poll() is None for p in procs):
+            now = time.monotonic()
+            assert now < deadline, "the trainings made no progress"
+            for i, (proc, root) in enumerate(zip(procs, roots)):
+                if proc.poll() is not None:
+                    continue
+                if i not in due and any(root.glob("*/checkpoints/last.pt")):
+                    due[i] = now + delays[i]
+                if i in due and now >= due[i]:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=60)
+            time.sleep(0.005)
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc in procs:
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read()  # killed, not finished
+        proc.stderr.close()
+    resumed_from = []
+    for root in roots:
+        (run,) = runs.list_runs(root)
         row = runs.overview(run)
-        if row["status"] == "completed":
-            continue
-        expected = row["last_checkpoint"]
-        check_after_kill(cli, root, expected, reference, monkeypatch)
+        assert row["status"] == "killed" and row["last_checkpoint"] in range(1, EPOCHS), row
+        assert check_after_kill(cli, root, row["last_checkpoint"], reference, monkeypatch).startswith("resumed")
+        resumed_from.append(row["last_checkpoint"])
+    print("random kills resumed from epochs", resumed_from)
 
 
 def test_a_killed_run_shows_as_killed_in_the_runs_table(cli, tmp_path):

@@ -85,7 +85,7 @@ def test_malformed_folders_give_one_line(cli, write_config, tmp_path, breakage, 
     make_folder(tmp_path / "shapes", per_class=4)
     breakage(tmp_path / "shapes")
     result = cli("train", write_config(folder_config(tmp_path / "shapes")), "--runs-dir", tmp_path / "runs")
-    assert result.exit_code != 0 and result.stderr.count("\n") == 1
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert __import__("re").search(message, result.stderr), result.stderr
     assert not (tmp_path / "runs").exists()
 
@@ -112,7 +112,7 @@ def test_a_bad_file_met_while_streaming_is_one_line(cli, write_config, tmp_path)
     (tmp_path / "shapes" / "train" / "disc" / "3.png").write_bytes(b"\x89PNG broken")
     cfg = folder_config(tmp_path / "shapes", stream=True, num_workers=1)
     result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "runs")
-    assert result.exit_code != 0 and result.stderr.count("\n") == 1, result.output
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "3.png" in result.stderr
 
 

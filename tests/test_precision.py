@@ -7,9 +7,11 @@ import platform
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from dlcli import engine
+from tests.conftest import tiny_config
 from tests.test_resume import assert_same_training, rich_config, summary, train
 
 CPU = torch.device("cpu")
@@ -106,6 +108,30 @@ def test_auto_threads_keeps_an_explicit_omp_num_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setattr(engine, "idle_cores", lambda: pytest.fail("sampled the CPU despite OMP_NUM_THREADS"))
     assert engine.auto_threads() is None
+
+
+@pytest.mark.parametrize("idle, chosen", [(1.0, 1), (2.0, None)])
+def test_train_without_omp_num_threads_takes_the_idle_cores_and_resume_keeps_them(cli, write_config, tmp_path,
+                                                                                   monkeypatch, idle, chosen):
+    """End to end, with OMP_NUM_THREADS unset as a user's shell has it (conftest sets it for every other test): a
+    training on a 2-core CPU with one core busy computes with 1 thread and records it; a resume on a machine that
+    has since got busier or idler keeps the thread count the run trained with, without sampling the CPU."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)  # torch's default on a 2-core machine (the threads fixture restores the count)
+    monkeypatch.setattr(engine, "idle_cores", lambda seconds=0.1: idle)
+    cfg = tiny_config(train={"epochs": 1, "batch_size": 32})
+    result = cli("train", write_config(cfg), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / result.stdout.strip().splitlines()[-1]
+    assert ("train.threads: 1 of 2 (1.0 cores are busy with other processes)" in result.stderr) == (chosen == 1)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["threads"] == chosen
+    assert summary(run)["threads"] == (chosen or 2)
+
+    torch.set_num_threads(2)  # a new process starts with torch's default again
+    monkeypatch.setattr(engine, "idle_cores", lambda seconds=0.1: pytest.fail("a resume sampled the idle cores"))
+    resumed = cli("resume", run.name, "--epochs", 2, "--runs-dir", tmp_path / "runs", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert summary(run)["threads"] == (chosen or 2) and summary(run)["epochs_completed"] == 2
 
 
 def test_idle_cores_reads_this_machine():

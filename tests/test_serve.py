@@ -371,3 +371,84 @@ def test_serve_prints_where_it_listens(trained):
         server.terminate()
         server.wait(10)
     assert server.returncode == 0
+
+
+# ---------------------------------------------------------------- the command line's limits, on a real server
+
+# Imported first by the server process (sitecustomize on its PYTHONPATH): every forward pass of the real model
+# appends its batch size to a file, and the first one after the test creates `<file>.hold` holds the model thread a
+# second, so that the requests sent meanwhile queue up behind it.
+COUNT_BATCHES = """
+import os, time
+import dlcli.loaded
+
+real = dlcli.loaded.LoadedRun.logits
+
+def logits(self, x, batch_size=None):
+    path = os.environ["DLCLI_TEST_BATCHES"]
+    with open(path, "a") as f:
+        f.write(f"{len(x)}\\n")
+    try:
+        os.remove(path + ".hold")
+        time.sleep(1.0)
+    except FileNotFoundError:
+        pass
+    return real(self, x, batch_size)
+
+dlcli.loaded.LoadedRun.logits = logits
+"""
+
+
+def test_command_line_limits_and_invert_on_a_real_server(trained, tmp_path):
+    """`dlcli serve RUN --max-batch 2 --max-bytes 5000 --max-pixels 1600 --max-items 3` on the shapes run: each
+    limit holds as typed, and ?invert=true answers as `dlcli predict --invert` does."""
+    from tests.test_serve_hardening import IMAGE, SOURCE, Server, at_once, multipart, png
+
+    run = trained["image"]
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(COUNT_BATCHES)
+    batches = tmp_path / "batches.txt"
+    env = {"PYTHONPATH": f"{hooks}{os.pathsep}{SOURCE}", "DLCLI_TEST_BATCHES": str(batches)}
+    picture = next(f for f in shape_files(run, 30) if Image.open(f).size == (40, 40))
+    body = picture.read_bytes()
+    assert len(body) < 5000
+    server = Server(run, "--max-batch", "2", "--max-bytes", "5000", "--max-pixels", "1600", "--max-items", "3",
+                    env=env)
+    try:
+        limits = server.call("/info")[2]["limits"]
+        assert (limits["max_bytes"], limits["max_pixels"], limits["max_items"]) == (5000, 1600, 3)
+
+        answered = {}
+        for invert in (False, True):  # predict's probabilities, to float precision
+            expected = predict_json(run, picture, *(["--invert"] if invert else []))[0]["top"]
+            status, _, answer = server.call(f"/predict?top_k=3&invert={str(invert).lower()}", body, IMAGE)
+            assert status == 200, answer
+            answered[invert] = {t["index"]: t["probability"] for t in answer[0]["top"]}
+            assert answered[invert] == pytest.approx({t["index"]: t["probability"] for t in expected}, abs=1e-6)
+        assert max(abs(answered[True][i] - answered[False][i]) for i in range(3)) > 1e-3  # inverting counts
+
+        status, _, answer = server.call("/predict", b"\x89PNG" + bytes(6000), IMAGE)
+        assert status == 413, answer
+        assert answer["error"] == "the request body (6,004 bytes) is over this server's limit of 5,000 bytes " \
+                                  "(--max-bytes)"
+        status, _, answer = server.call("/predict", png((41, 40)), IMAGE)
+        assert status == 413, answer
+        assert answer["error"] == "body: 41 x 40 = 1,640 pixels, over this server's limit of 1,600 (--max-pixels)"
+        small = png((8, 8))
+        status, _, answer = server.call("/predict", *multipart([("files", (f"{i}.png", small)) for i in range(4)]))
+        assert status == 413 and "(--max-items)" in answer["error"] and "3" in answer["error"], answer
+        status, _, answer = server.call("/predict", *multipart([("files", (f"{i}.png", small)) for i in range(3)]))
+        assert status == 200 and len(answer) == 3
+
+        # Seven requests of one image while the model thread is held: they queue, then run 2 by 2 (--max-batch).
+        seen = len(batches.read_text().split())
+        (tmp_path / "batches.txt.hold").touch()
+        answers = at_once(7, lambda: server.call("/predict", small, IMAGE))
+        assert {a[0] for a in answers} == {200}
+        sizes = [int(n) for n in batches.read_text().split()[seen:]]
+        assert sum(sizes) == 7 and max(sizes) == 2, sizes
+        server.stop()
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
