@@ -10,7 +10,12 @@ processes are running, up to `trials` in all. A trial stopped by Ctrl-C or SIGTE
 queued again with the same parameters, and the next `dlcli sweep` resumes its run where it stopped; so is a trial
 whose process was killed (found at once on the same machine, or when its heartbeat goes silent elsewhere).
 
-At the end: a ranked table, and the best trial's config as <sweep dir>/best.yaml, ready for `dlcli train`.
+A study ranks its trials together, so it keeps to the space, metric and base config (the file with --set applied) it
+was started with: another is refused with what changed, until the sweep gets a new --name or --restart deletes the
+old study (its runs stay).
+
+At the end: a ranked table, and the best trial's config as <sweep dir>/best.yaml, ready for `dlcli train`, its
+header naming the --set overrides it carries.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ class Plan:
     trials: int
     metric: str
     direction: str  # maximize | minimize
+    overrides: list[str]  # --set as given: best.yaml says which of its values came from the command line
+    settings: dict  # the base config as written (--set applied, no `sweep:`): a study keeps to one
 
     @property
     def space(self):
@@ -99,12 +106,13 @@ def make_plan(config: str, overrides: list[str] | None, space_file: str | None, 
     raw = read_yaml(config)
     for override in overrides or []:
         apply_override(raw, override)
+    settings = json.loads(json.dumps({k: v for k, v in raw.items() if k != "sweep"}, default=str))
     if space_file:
         extra = read_yaml(space_file)
         section = extra if "space" in extra else {"space": extra}  # a whole sweep section, or just its space
         base = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
         raw["sweep"] = {**base, **section}
-    cfg = validate_config(raw, source=config)
+    cfg = validate_config(raw, source=config, overrides=overrides)
     if cfg.sweep is None:
         raise DlcliError(f"{config}: no `sweep:` section: add one with a `space:` of keys to search, or pass "
                          "--space FILE (see README, Experiments)")
@@ -132,7 +140,7 @@ def make_plan(config: str, overrides: list[str] | None, space_file: str | None, 
     metric = cfg.sweep.metric or cfg.train.checkpoint_monitor
     direction = "maximize" if metric_mode(metric) == "max" else "minimize"
     return Plan(config, base, cfg, name, directory, storage or f"sqlite:///{(directory / 'study.db').resolve()}",
-                runs_root, trials or cfg.sweep.trials, metric, direction)
+                runs_root, trials or cfg.sweep.trials, metric, direction, list(overrides or []), settings)
 
 
 # ---------------------------------------------------------------- the study
@@ -159,14 +167,14 @@ def open_study(plan: Plan, seed_offset: int = 0):
             time.sleep(0.2 * 2**attempt)
     study = optuna.create_study(study_name=plan.name, storage=storage, direction=plan.direction, load_if_exists=True)
     ours = {"metric": plan.metric, "direction": plan.direction,
-            "space": {k: v.to_spec() for k, v in plan.space.items()}}
+            "space": {k: v.to_spec() for k, v in plan.space.items()}, "settings": plan.settings}
     found = study.user_attrs.get("dlcli")
     if found is None:
         study.set_user_attr("dlcli", ours)
-    elif json.loads(json.dumps(found)) != json.loads(json.dumps(ours)):
-        what = "metric" if found.get("metric") != ours["metric"] else "space"
-        raise DlcliError(f"sweep {plan.name} in {plan.where} was started with another {what} "
-                         f"({json.dumps(found.get(what))}); keep it, or start a new sweep with --name")
+    else:
+        refuse_another_start(plan, {"settings": ours["settings"], **found}, ours, len(study.trials))
+        if "settings" not in found:  # a study from before settings were kept: they are kept from now on
+            study.set_user_attr("dlcli", {**found, "settings": ours["settings"]})
     sweep = plan.cfg.sweep
     seed = plan.cfg.seed + len(study.trials) + 7919 * seed_offset  # a continued study draws new values
     if sweep.sampler == "tpe":
@@ -176,6 +184,62 @@ def open_study(plan: Plan, seed_offset: int = 0):
     pruner = optuna.pruners.NopPruner() if sweep.pruner is None else optuna.pruners.MedianPruner(
         n_startup_trials=sweep.pruner.startup_trials, n_warmup_steps=sweep.pruner.min_epochs)
     return optuna.load_study(study_name=plan.name, storage=storage, sampler=sampler, pruner=pruner), storage
+
+
+def refuse_another_start(plan: Plan, found: dict, ours: dict, trials: int) -> None:
+    """A study's trials are ranked together, so they must have trained alike: another metric, space or base config
+    (the config file edited, other --set values) is refused, saying what changed and how to go on."""
+    found, ours = json.loads(json.dumps(found)), json.loads(json.dumps(ours))
+    ways = f"keep it, start a new sweep with --name, or delete its {trials} trials and start over with --restart"
+    for what in ("metric", "space"):
+        if found.get(what) != ours[what]:
+            raise DlcliError(f"sweep {plan.name} in {plan.where} was started with another {what} "
+                             f"({json.dumps(found.get(what))}); {ways}")
+    changed = differences(found["settings"], ours["settings"])
+    if changed:
+        shown = "; ".join(f"{key}: {before} then, {now} now" for key, before, now in changed[:4])
+        more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise DlcliError(f"sweep {plan.name} in {plan.where} was started with other settings ({shown}{more}): its "
+                         f"trials would be ranked with trials trained otherwise; use the config and --set values it "
+                         f"started with, or {ways.removeprefix('keep it, ')}")
+
+
+_UNSET = object()  # a key one side of a comparison lacks
+
+
+def differences(before, now, prefix: str = "") -> list[tuple[str, str, str]]:
+    """The dotted keys (list items by index, as --set spells them) whose values differ: (key, before, now)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [d for key in dict.fromkeys([*before, *now])
+                for d in differences(before.get(key, _UNSET), now.get(key, _UNSET), f"{prefix}{key}.")]
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        return [d for i, (b, n) in enumerate(zip(before, now)) for d in differences(b, n, f"{prefix}{i}.")]
+    if before == now:
+        return []
+    shown = lambda v: "unset" if v is _UNSET else json.dumps(v)  # noqa: E731
+    return [(prefix.rstrip("."), shown(before), shown(now))]
+
+
+def restart(plan: Plan) -> int:
+    """Delete the plan's study (its trials' runs stay); returns how many trials it held, 0 where there was none."""
+    optuna = optuna_module()
+    if not _exists(plan):
+        return 0
+    try:
+        trials = len(optuna.load_study(study_name=plan.name, storage=plan.storage).trials)
+        optuna.delete_study(study_name=plan.name, storage=plan.storage)
+    except KeyError:  # no study of that name
+        return 0
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise DlcliError(f"--storage {plan.where}: cannot delete sweep {plan.name} ({type(err).__name__}: {first})",
+                         RUNTIME) from None
+    return trials
+
+
+def _exists(plan: Plan) -> bool:
+    """Whether the storage may hold studies: a SQLite file that is not there holds none (and is not created)."""
+    return not plan.storage.startswith("sqlite:///") or Path(plan.storage.removeprefix("sqlite:///")).is_file()
 
 
 def queue_again(study, trial) -> None:
@@ -564,9 +628,13 @@ def report(plan: Plan, console, seconds: float) -> dict:
         values = {k: plan.space[k].value(best.params[k]) for k in keys if k in best.params}
         data = with_values(plan.raw, values)
         cfg = validate_config(data, source=f"sweep {plan.name}: best trial {best.number}")  # it trains as written
+        last = {o.split("=", 1)[0].strip(): o for o in plan.overrides}  # a key set twice: its last value counts
+        carried = [o for key, o in last.items() if not key.startswith("sweep.")]
         header = (f"# dlcli sweep {plan.name}: the best of {summary['complete']} completed trials by {plan.metric} "
                   f"({best.value:.4f}, trial {best.number}, run {best.user_attrs.get('run_id')})\n"
-                  f"# searched: {', '.join(keys)}; train it with: dlcli train {plan.directory / 'best.yaml'}\n")
+                  f"# searched: {', '.join(keys)}; train it with: dlcli train {plan.directory / 'best.yaml'}\n"
+                  + (f"# it carries the sweep's --set overrides: {', '.join(carried)} (set them back for a full "
+                     "run)\n" if carried else "# no --set overrides: the rest is the config file as written\n"))
         path = plan.directory / "best.yaml"
         runs.atomic_write(path, lambda f: f.write((header + to_yaml(data)).encode()))
         summary["best"] = {"trial": best.number, "value": best.value, "params": values,

@@ -3,6 +3,7 @@ interruption (the interrupted trial's run resumed), shared between processes thr
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from dlcli import runs
-from tests.conftest import tiny_config
+from tests.conftest import FASHION, needs_fashion, tiny_config
 
 optuna = pytest.importorskip("optuna", reason="pip install -e '.[dev]' installs optuna")
 
@@ -178,15 +179,43 @@ def test_two_processes_sharing_one_storage_fill_one_study(write_config, tmp_path
     assert not (tmp_path / "r" / "sweeps" / "shared" / "study.db").exists()  # the study is where --storage says
 
 
-def test_jobs_run_trials_in_parallel_processes(cli, write_config, tmp_path):
+# Imported by every job process of a sweep (sitecustomize on PYTHONPATH): each holds its first trial until both jobs
+# hold one, so that one job cannot take every trial while the other is still importing torch on a loaded machine.
+BOTH_JOBS_AT_ONCE = textwrap.dedent("""
+    import os, time
+    from pathlib import Path
+    import dlcli.sweep
+
+    real, first = dlcli.sweep.run_trial, [True]
+
+    def run_trial(*args, **kwargs):
+        if first:  # this process's first trial
+            first.clear()
+            barrier = Path(os.environ["BARRIER"])
+            (barrier / str(os.getpid())).touch()
+            deadline = time.monotonic() + 60
+            while len(list(barrier.iterdir())) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return real(*args, **kwargs)
+
+    dlcli.sweep.run_trial = run_trial
+""")
+
+
+def test_jobs_run_trials_in_parallel_processes(cli, write_config, tmp_path, monkeypatch):
     cfg = sweep_config(pruner=None, trials=4)
     cfg["train"]["epochs"] = 1
     config = write_config(cfg)
+    hooks, barrier = tmp_path / "hooks", tmp_path / "barrier"
+    hooks.mkdir(), barrier.mkdir()
+    (hooks / "sitecustomize.py").write_text(BOTH_JOBS_AT_ONCE)
+    monkeypatch.setenv("PYTHONPATH", f"{hooks}{os.pathsep}{ROOT}")
+    monkeypatch.setenv("BARRIER", str(barrier))
     result = cli("sweep", config, "--jobs", "2", "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert "2 jobs x" in result.stderr
     study = load(default_storage(tmp_path / "runs"))
-    assert len(study.trials) == 4 and len({t.user_attrs["pid"] for t in study.trials}) <= 2
+    assert len(study.trials) == 4 and len({t.user_attrs["pid"] for t in study.trials}) == 2
     assert os.getpid() not in {t.user_attrs["pid"] for t in study.trials}  # trained by the job processes
     assert result.stdout.strip().endswith("best.yaml")
 
@@ -213,3 +242,102 @@ def test_sweep_refusals_are_one_line(cli, write_config, tmp_path, monkeypatch):
     assert "was started with another space" in cli("sweep", write_config(other), "--runs-dir", root).stderr
     monkeypatch.setitem(sys.modules, "optuna", None)
     one_line(cli("sweep", write_config(other), "--runs-dir", root), 'pip install "dlcli[sweep]"')
+
+
+def test_a_sweep_run_again_with_other_settings_is_refused_until_renamed_or_restarted(cli, write_config, tmp_path):
+    cfg = sweep_config(trials=1, pruner=None)
+    config, root = write_config(cfg), tmp_path / "runs"
+    storage, best_path = default_storage(root), root / "sweeps" / "tiny" / "best.yaml"
+
+    first = cli("sweep", config, "--set", "train.epochs=1", "--set", "sweep.trials=1", "--runs-dir", root)
+    assert first.exit_code == 0, first.output
+    header = [line for line in best_path.read_text().splitlines() if line.startswith("#")]
+    assert header[-1] == "# it carries the sweep's --set overrides: train.epochs=1 (set them back for a full run)"
+    assert yaml.safe_load(best_path.read_text())["train"]["epochs"] == 1
+
+    again = cli("sweep", config, "--set", "train.epochs=1", "--runs-dir", root)  # the same settings continue it
+    assert again.exit_code == 0, again.output
+
+    def refused(result, *texts):
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert all(t in result.stderr for t in ("started with other settings", "--name", "--restart", *texts)), \
+            result.stderr
+
+    refused(cli("sweep", config, "--set", "train.epochs=2", "--runs-dir", root), "train.epochs: 1 then, 2 now")
+    refused(cli("sweep", config, "--runs-dir", root), "train.epochs: 1 then, 3 now")
+    cfg["data"]["train_samples"] = 200  # the config file edited
+    write_config(cfg)
+    refused(cli("sweep", config, "--set", "train.epochs=1", "--runs-dir", root),
+            "data.train_samples: 240 then, 200 now")
+    cfg["data"]["train_samples"] = 240
+    write_config(cfg)
+    refused(cli("sweep", config, "--set", "train.epochs=1", "--set", "data.max_train_samples=100", "--runs-dir", root),
+            "data.max_train_samples: unset then, 100 now")
+    assert len(load(storage).trials) == 1  # nothing was added by a refused command
+
+    old_run = load(storage).trials[0].user_attrs["run_id"]
+    restarted = cli("sweep", config, "--restart", "--runs-dir", root)
+    assert restarted.exit_code == 0, restarted.output
+    assert "sweep tiny: deleted its study of 1 trials to start over" in restarted.stderr
+    trials = load(storage).trials
+    assert len(trials) == 1 and trials[0].user_attrs["run_id"] != old_run
+    assert yaml.safe_load((root / trials[0].user_attrs["run_id"] / "config.yaml").read_text())["train"]["epochs"] == 3
+    assert (root / old_run / "summary.json").is_file()  # the old study's runs stay
+    assert yaml.safe_load(best_path.read_text())["train"]["epochs"] == 3
+    assert best_path.read_text().splitlines()[2] == "# no --set overrides: the rest is the config file as written"
+
+
+@needs_fashion
+def test_the_readme_sweep_commands_run_as_written(cli, tmp_path, monkeypatch):
+    """Each command of the README's Sweeps section that names a shipped file, typed in a fresh folder whose data/
+    holds a slice of Fashion-MNIST (600 training and 200 test images, found before the full set), cut down further
+    (300 images, 1 epoch, 1 or 2 trials) by --set values appended the same way to every sweep."""
+    readme = (ROOT / "README.md").read_text().split("### Sweeps", 1)[1].split("\n### ", 1)[0]
+    lines = [line for block in readme.split("```bash\n")[1:] for line in block.split("```")[0].splitlines()]
+    commands = [shlex.split(line, comments=True) for line in lines if "--storage" not in line]
+    assert len(commands) >= 6 and all(c[0] == "dlcli" for c in commands), lines
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DLCLI_RUNS_DIR", raising=False)
+    for folder in ("configs", "benchmarks"):
+        (tmp_path / folder).symlink_to(ROOT / folder)
+    for name, count in (("train", 600), ("t10k", 200)):
+        fashion_slice(name, count, tmp_path / "data" / "fashion_mnist")
+    tiny = ["--set", "data.max_train_samples=300", "--set", "train.epochs=1"]
+    outputs = []
+    for command in commands:
+        args = command[1:]
+        if args[0] == "sweep":
+            args += [*tiny, "--set", f"sweep.trials={2 if '--jobs' in args else 1}"]
+        result = cli(*args)
+        assert result.exit_code == 0, (command, result.output)
+        outputs.append(result)
+
+    sweep_dir = tmp_path / "runs" / "sweeps" / "fashion_mnist_sweep"
+    study = load(f"sqlite:///{sweep_dir / 'study.db'}", "fashion_mnist_sweep")
+    assert len(study.trials) == 2 and len({t.user_attrs["pid"] for t in study.trials}) == 2  # --jobs 2
+    assert "2 done" in outputs[1].stderr  # the second command continues the study
+    best = (sweep_dir / "best.yaml").read_text()
+    assert "# it carries the sweep's --set overrides: data.max_train_samples=300, train.epochs=1 (" in best
+    assert outputs[0].stdout.strip().splitlines()[-1] == "runs/sweeps/fashion_mnist_sweep/best.yaml"
+    trained = tmp_path / "runs" / outputs[2].stdout.strip().splitlines()[-1]
+    assert yaml.safe_load((trained / "config.yaml").read_text())["data"]["max_train_samples"] == 300
+    listed = outputs[3].stdout
+    assert all(t.user_attrs["run_id"] in listed for t in study.trials) and trained.name not in listed
+    spaced = load(f"sqlite:///{tmp_path / 'runs/sweeps/fashion_mnist_cnn/study.db'}", "fashion_mnist_cnn")
+    assert set(spaced.trials[0].params) == set(yaml.safe_load((ROOT / "benchmarks/fashion_sweep_space.yaml")
+                                                               .read_text()))
+    quick = (tmp_path / "runs" / "sweeps" / "quick" / "best.yaml").read_text()
+    assert "overrides: data.max_train_samples=300, train.epochs=1 (" in quick  # the last of a key set twice
+
+
+def fashion_slice(split: str, count: int, folder: Path) -> None:
+    """The first `count` images and labels of a Fashion-MNIST split as IDX files in `folder`."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, header, size in (("images-idx3", 16, 28 * 28), ("labels-idx1", 8, 1)):
+        name = f"{split}-{kind}-ubyte"
+        with gzip.open(FASHION / f"{name}.gz", "rb") as f:
+            head, body = f.read(header), f.read(count * size)
+        (folder / name).write_bytes(head[:4] + count.to_bytes(4, "big") + head[8:] + body)
