@@ -4,6 +4,7 @@
     python benchmarks/finetune.py --archs resnet18 --sizes 64 --images 256 --repeats 3 --threads 2
     python benchmarks/finetune.py --device cuda --images 4096 --batch-size 128
     python benchmarks/finetune.py --json
+    python benchmarks/finetune.py --layouts --sizes 32 64 96 128   # NCHW against channels_last, per training step
 
 Both sides train torchvision's network with a new 10-class linear layer on uint8 RGB images already at the size (no
 resize), normalised per batch with ImageNet's mean and std, Adam at lr 1e-3, float32, batch 32. The weights come from
@@ -11,10 +12,17 @@ a file saved from torchvision (its random initial values: the speed is the same,
 "frozen": the backbone gets no gradient and its BatchNorm layers run in eval mode; only the new layer trains.
 
 - dlcli: `model: {type: backbone, arch, weights: FILE}` (+ `train.freeze: backbone`) on an image folder of random
-  PNGs (train/ and a small test/, no validation split), as a whole `dlcli train` process.
+  PNGs (train/ and a small test/, no validation split), as a whole `dlcli train` process, with `train.precise_bn:
+  false` unless `--precise-bn` says otherwise (recomputing BatchNorm statistics is work the plain loop does not do).
 - plain: this file with `--plain`: the network built and loaded the same way, `fc` / the classifier's last layer
   replaced, random uint8 tensors in memory, a seeded permutation per epoch, batches cut by indexing, no `.item()` per
-  step: the loop a competent user writes (NCHW, torch's default Adam; dlcli uses channels_last and the fused Adam).
+  step: the loop a competent user writes (NCHW, torch's default Adam; dlcli uses the fused Adam, and channels_last
+  where train.channels_last: auto picks it).
+
+`--layouts` measures what `train.channels_last: auto` (dlcli.engine.use_channels_last) decides by: one process, one
+thread, a training step (forward, backward, fused Adam) at batch 32 of each network in NCHW and in channels_last,
+alternating, frozen (only the new layer trains) or trained, with seed 000's CNN on 28x28 digits besides; the figure
+is channels_last's images/s over NCHW's (median of the steps), with what the rule chooses.
 
 Images/s is the training loop alone: each side trains `--epochs` epochs of `--images` images and the first (warm-up:
 allocation, oneDNN's kernel choice) is dropped; the figure is the median over the other epochs and the repeats (the
@@ -96,6 +104,60 @@ def plain(args) -> dict:
     return {"seconds": seconds}
 
 
+# ---------------------------------------------------------------- NCHW against channels_last
+
+
+def seed000():
+    from torch import nn
+
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def layouts(arch: str, size: int, frozen: bool, args) -> dict:
+    """Images/s of a training step in NCHW and in channels_last, alternating; and what dlcli's rule picks."""
+    import torch
+    import torchvision.models as tvm
+    from torch import nn
+
+    from dlcli.engine import use_channels_last
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = seed000() if arch == "seed000" else tvm.get_model(arch, num_classes=10)
+    channels = 1 if arch == "seed000" else 3
+    head = model[-1] if arch == "seed000" else new_head(model, arch, 10)
+    for p in model.parameters():
+        p.requires_grad_(not frozen)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    chosen = use_channels_last("auto", model, (channels, size, size))
+    x = torch.randn(args.batch_size, channels, size, size)
+    y = torch.randint(0, 10, (args.batch_size,))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=True)
+    seconds = {False: [], True: []}
+    for rep in range(args.steps + 1):  # the first round warms both layouts up
+        for nhwc in (False, True):
+            fmt = torch.channels_last if nhwc else torch.contiguous_format
+            model.to(memory_format=fmt).train()
+            if frozen:
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+            xb = x.contiguous(memory_format=fmt)
+            started = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(xb), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if rep:
+                seconds[nhwc].append(time.perf_counter() - started)
+    nchw, nhwc = (args.batch_size / statistics.median(seconds[k]) for k in (False, True))
+    return {"arch": arch, "size": size, "backbone": "frozen" if frozen else "trained",
+            "nchw_images_per_s": round(nchw, 1), "channels_last_images_per_s": round(nhwc, 1),
+            "ratio": round(nhwc / nchw, 3), "auto_chooses": "channels_last" if chosen else "NCHW"}
+
+
 # ---------------------------------------------------------------- dlcli
 
 
@@ -122,6 +184,7 @@ def dlcli(args, folder: Path, weights: Path, frozen: bool, work: Path) -> dict:
            "optimizer": {"name": "adam", "lr": 0.001},
            "train": {"epochs": args.epochs, "batch_size": args.batch_size, "device": args.device,
                      "precision": "32", "threads": args.threads, "channels_last": args.channels_last,
+                     "precise_bn": args.precise_bn,
                      **({"freeze": "backbone"} if frozen else {})}}
     path = work / f"{args.arch}-{args.size}-{int(frozen)}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -145,9 +208,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--channels-last", choices=["auto", "true", "false"], default="auto",
-                        help="dlcli's train.channels_last (auto: on for conv models)")
+    parser.add_argument("--channels-last", nargs="+", choices=["auto", "true", "false"], default=["auto"],
+                        help="dlcli's train.channels_last (auto: dlcli.engine.use_channels_last decides); several: "
+                             "each runs in every repeat, against the same plain loop")
+    parser.add_argument("--precise-bn", choices=["false", "auto", "true"], default="false",
+                        help="dlcli's train.precise_bn (default false: the plain loop recomputes no statistics)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--layouts", action="store_true",
+                        help="NCHW against channels_last per training step, in this process (seed 000's CNN too)")
+    parser.add_argument("--steps", type=int, default=8, help="--layouts: timed steps per layout")
     # one plain run, as a child process of this script
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--arch", help=argparse.SUPPRESS)
@@ -155,9 +224,22 @@ def main():
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--frozen", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.channels_last = {"true": True, "false": False}.get(args.channels_last, "auto")
+    args.precise_bn = {"true": True, "false": False}.get(args.precise_bn, "auto")
     if args.plain:
         print(json.dumps(plain(args)))
+        return
+    if args.layouts:
+        sys.path.insert(0, str(ROOT))
+        rows = []
+        for arch, size in [("seed000", 28)] + [(a, s) for a in args.archs for s in args.sizes]:
+            for frozen in (True, False):
+                rows.append(r := layouts(arch, size, frozen, args))
+                if not args.json:
+                    print(f"| {arch} | {size} | {r['backbone']} | {r['nchw_images_per_s']:,.1f} | "
+                          f"{r['channels_last_images_per_s']:,.1f} | **{r['ratio']:.2f}** | {r['auto_chooses']} |",
+                          flush=True)
+        if args.json:
+            print(json.dumps(rows, indent=2))
         return
 
     import torch
@@ -177,7 +259,7 @@ def main():
                     image_folder(folder, args.images, size)
                 for frozen in (True, False):
                     one = argparse.Namespace(**{**vars(args), "arch": arch, "size": size})
-                    times = {"dlcli": [], "plain": []}
+                    times = {"plain": [], **{layout: [] for layout in args.channels_last}}
                     for _ in range(args.repeats):
                         cmd = [sys.executable, __file__, "--plain", "--arch", arch, "--size", str(size),
                                "--weights", str(weights), "--images", str(args.images), "--epochs", str(args.epochs),
@@ -187,16 +269,19 @@ def main():
                         if done.returncode:
                             sys.exit(f"plain loop failed: {done.stderr[-2000:]}")
                         times["plain"] += json.loads(done.stdout.strip().splitlines()[-1])["seconds"][1:]
-                        times["dlcli"] += dlcli(one, folder, weights, frozen, work)["seconds"][1:]
+                        for layout in args.channels_last:
+                            one.channels_last = {"true": True, "false": False}.get(layout, "auto")
+                            times[layout] += dlcli(one, folder, weights, frozen, work)["seconds"][1:]
                     rate = {side: args.images / statistics.median(s) for side, s in times.items()}
-                    rows.append({"arch": arch, "size": size, "backbone": "frozen" if frozen else "trained",
-                                 "dlcli_images_per_s": round(rate["dlcli"], 1),
-                                 "plain_images_per_s": round(rate["plain"], 1),
-                                 "ratio": round(rate["dlcli"] / rate["plain"], 3)})
-                    if not args.json:
-                        r = rows[-1]
-                        print(f"| {arch} | {size} | {r['backbone']} | {r['dlcli_images_per_s']:,.1f} | "
-                              f"{r['plain_images_per_s']:,.1f} | **{r['ratio']:.2f}** |", flush=True)
+                    for layout in args.channels_last:
+                        rows.append({"arch": arch, "size": size, "backbone": "frozen" if frozen else "trained",
+                                     "channels_last": layout, "dlcli_images_per_s": round(rate[layout], 1),
+                                     "plain_images_per_s": round(rate["plain"], 1),
+                                     "ratio": round(rate[layout] / rate["plain"], 3)})
+                        if not args.json:
+                            r = rows[-1]
+                            print(f"| {arch} | {size} | {r['backbone']} | {layout} | {r['dlcli_images_per_s']:,.1f} "
+                                  f"| {r['plain_images_per_s']:,.1f} | **{r['ratio']:.2f}** |", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
 

@@ -153,6 +153,52 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+# channels_last (NHWC) against torch's default NCHW, per training step on one CPU thread at batch 32 (`python
+# benchmarks/finetune.py --layouts`, benchmarks/README.md): NHWC wins clearly for seed 000's CNN (1.1-2.0x) and
+# MobileNetV3 (1.1-2.2x: depthwise convolutions), and for resnet18 from 128 px (1.1-1.2x); for resnet18 at 64 px it
+# loses or draws (0.84-0.98x trained, 0.79-1.00x frozen; 32 px: 0.77-1.08x), where its 3x3 convolutions of 256-512
+# channels run on maps of 4x4 and less, and 96 px is a draw. Hence NHWC unless dense convolutions on small maps do a
+# third of the work.
+SMALL_MAP = 64  # output pixels (8x8): resnet18's maps at 64 px from its third stage on
+SMALL_MAP_SHARE = 1 / 3
+
+
+def use_channels_last(setting, model, input_shape) -> bool:
+    """train.channels_last: a bool as given; auto: for networks with 2-d convolutions, unless dense (groups 1, larger
+    than 1x1) convolutions with outputs under SMALL_MAP pixels do SMALL_MAP_SHARE of their work, found by one forward
+    pass of a blank sample in eval mode (no statistics change)."""
+    if setting != "auto":
+        return bool(setting)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    if not convs or len(input_shape) != 3:
+        return False
+    work = {"all": 0.0, "small": 0.0}
+
+    def count(conv, _, out):
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            return
+        kh, kw = conv.kernel_size
+        flops = out[0].numel() * conv.in_channels // conv.groups * kh * kw
+        work["all"] += flops
+        if conv.groups == 1 and kh * kw > 1 and out.shape[2] * out.shape[3] < SMALL_MAP:
+            work["small"] += flops
+
+    modes = {m: m.training for m in model.modules()}
+    hooks = [c.register_forward_hook(count) for c in convs]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=convs[0].weight.device))
+    except Exception:  # a model this probe cannot feed: NHWC, as for any conv network before the rule
+        return True
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return work["small"] < SMALL_MAP_SHARE * work["all"]
+
+
 def prepare_batch(x, normalizer, channels_last: bool):
     x = normalizer(x)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
@@ -220,6 +266,7 @@ class Callback:
     def on_fit_start(self, trainer): ...
     def on_epoch_start(self, trainer, steps: int): ...
     def on_step(self, trainer, seen: int, loss: torch.Tensor, correct: torch.Tensor): ...
+    def before_validation(self, trainer): ...  # the epoch's steps are done; may set buffers (dlcli.precise_bn)
     def on_epoch_end(self, trainer, metrics: dict): ...
     def on_interrupt(self, trainer): ...
     def on_fit_end(self, trainer): ...
@@ -280,8 +327,7 @@ class Trainer:
         tc = cfg.train
         self.precision = resolve_precision(tc.precision, device, model)
         self.scoring_precision = resolve_precision(tc.precision, device, model, scoring=True)
-        has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-        self.channels_last = has_conv if tc.channels_last == "auto" else tc.channels_last
+        self.channels_last = use_channels_last(tc.channels_last, model, data.normalizer.output_shape(data.input_shape))
         self.model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         self.forward = torch.compile(self.model) if tc.compile else self.model  # evaluates; trains on one device
         self.wrap_for_training()
@@ -471,6 +517,8 @@ class Trainer:
             while state.epoch < tc.epochs and not state.stop:
                 started = time.perf_counter()
                 metrics = {"epoch": state.epoch + 1, **self.train_epoch()}
+                for cb in self.callbacks:
+                    cb.before_validation(self)
                 if self.val_split is not None:
                     metrics.update({f"val_{k}": v for k, v in self.evaluate(self.val_split).items()})
                 metrics["lr"] = self.optimizer.param_groups[0]["lr"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.models as tvm
+import yaml
 
 from dlcli import runs
 from dlcli.config import validate_config
@@ -256,3 +257,37 @@ def test_freeze_shorthands_validate_to_one_form():
         cfg = validate_config(tiny_config(train={"freeze": value}))
         assert cfg.resolved()["train"]["freeze"] == expected
     assert "groups" not in validate_config(tiny_config()).resolved()["optimizer"]  # what it records is unchanged
+
+
+# ---------------------------------------------------------------- channels_last under auto
+
+
+def test_channels_last_auto_follows_the_measured_rule_and_the_run_records_it(cli, write_config, tmp_path):
+    from dlcli.engine import use_channels_last
+    from dlcli.loaded import load_run
+
+    torch.manual_seed(0)
+    resnet, mobilenet = tvm.resnet18(num_classes=3), tvm.mobilenet_v3_small(num_classes=3)
+    resnet.train()
+    stats = {k: v.clone() for k, v in resnet.state_dict().items()}
+    # benchmarks/finetune.py --layouts: resnet18 loses or draws in channels_last at 32-64 px, wins from 128 px;
+    # MobileNetV3 (depthwise convolutions) is faster in it at every size measured.
+    assert not use_channels_last("auto", resnet, (3, 64, 64))
+    assert not use_channels_last("auto", resnet, (3, 32, 32))
+    assert use_channels_last("auto", resnet, (3, 128, 128))
+    assert use_channels_last("auto", mobilenet, (3, 64, 64))
+    assert use_channels_last(True, resnet, (3, 64, 64)) and not use_channels_last(False, mobilenet, (3, 64, 64))
+    # the probe's forward pass changes no statistic and leaves every layer in its mode
+    assert all(torch.equal(v, stats[k]) for k, v in resnet.state_dict().items())
+    assert all(m.training for m in resnet.modules())
+
+    cnn = tiny_config(name="cnn", model=CNN, train={"epochs": 1, "batch_size": 32})
+    mlp = tiny_config(name="mlp", train={"epochs": 1, "batch_size": 32})
+    for cfg, layout in ((cnn, True), (mlp, False)):  # seed 000-like convolutions on 28x28 digits; no convolution
+        cfg["data"] = {**synthetic(3, 120, 0.2), "shape": [1, 28, 28]}
+        run = train(cli, write_config, cfg, tmp_path / "runs", "-q")
+        recorded = yaml.safe_load((run / "config.yaml").read_text())["train"]["channels_last"]
+        assert recorded is layout  # resume, evaluate and predict compute in the layout the run trained in
+        loaded = load_run(run)
+        assert loaded.channels_last is layout
+        assert loaded.model.conv2d_1.weight.is_contiguous(memory_format=torch.channels_last) if layout else True
