@@ -4,6 +4,8 @@
     python benchmarks/small_tables.py --seeds 0 --datasets iris wine   # a quick look
     python benchmarks/small_tables.py --jobs 2               # two dlcli processes at a time
     python benchmarks/small_tables.py --json                 # machine-readable (every run, then the summary)
+    python benchmarks/small_tables.py --datasets iris wine breast_cancer --seeds 0 1 2 --model-seeds 0 1 \
+        --variants auto cv5                                  # cross-validation against one validation split
 
 Needs scikit-learn (`pip install scikit-learn`), which is not a dlcli dependency: it provides the data and the
 baselines. Everything is offline.
@@ -25,6 +27,10 @@ since data.val_split defaults to 0.1 of train.csv; best.pt by val_accuracy, ties
   dlcli auto         no train.epochs
   dlcli epochs=20    --set train.epochs=20 (what configs/table_csv.yaml said before `auto`)
   dlcli auto+cw      --set train.class_weights=auto (the imbalanced table only)
+  dlcli cv5          --set train.cv=5: five folds, then a refit on all of train.csv for the epoch count whose mean
+                     validation accuracy over the folds was best; its test accuracy is the refit's (dlcli.cv)
+--variants picks which run (default: auto, epochs=20, auto+cw). --model-seeds M...: each split is also trained with
+dlcli seeds split + 1000 * M (weights, batch order, the validation cut), so the figures vary over splits and seeds.
 Each is `python -m dlcli train CONFIG --runs-dir RUNS --quiet`; test accuracy, epochs and wall seconds come from the
 run's summary.json. On the imbalanced table, `python -m dlcli evaluate RUN --json` gives balanced accuracy and
 macro F1.
@@ -139,23 +145,33 @@ def dlcli_config(name: str, seed: int, folder: Path) -> Path:
     return path
 
 
-VARIANTS = {"auto": [], "epochs=20": ["train.epochs=20"], "auto+cw": ["train.class_weights=auto"]}
-TAGS = {"auto": "auto", "epochs=20": "e20", "auto+cw": "cw"}  # in the run's name, so that run ids never collide
+VARIANTS = {"auto": [], "epochs=20": ["train.epochs=20"], "auto+cw": ["train.class_weights=auto"],
+            "cv5": ["train.cv=5"]}
+TAGS = {"auto": "auto", "epochs=20": "e20", "auto+cw": "cw", "cv5": "cv5"}  # in run names: ids never collide
+DEFAULT_VARIANTS = ["auto", "epochs=20", "auto+cw"]
 
 
 def dlcli_run(job: dict, runs: Path) -> dict:
     cmd = [sys.executable, "-m", "dlcli", "train", str(job["config"]), "--runs-dir", str(runs), "--quiet"]
-    for s in [f"name={job['dataset']}-s{job['seed']}-{TAGS[job['variant']]}", *VARIANTS[job["variant"]]]:
+    name = f"{job['dataset']}-s{job['seed']}-m{job['model_seed']}-{TAGS[job['variant']]}"
+    for s in [f"name={name}", f"seed={job['seed'] + 1000 * job['model_seed']}", *VARIANTS[job["variant"]]]:
         cmd += ["--set", s]
     t = time.perf_counter()
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
     process_s = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    run_id = proc.stdout.strip().splitlines()[-1]
+    run_id = proc.stdout.strip().splitlines()[-1]  # with train.cv, the refit
     summary = json.loads((runs / run_id / "summary.json").read_text())
     epochs = [json.loads(line) for line in (runs / run_id / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    result = {"dataset": job["dataset"], "seed": job["seed"], "model": f"dlcli {job['variant']}", "run_id": run_id,
+    if not any("val_loss" in e for e in epochs):  # a cv refit: the folds' validation curves
+        cv = json.loads((runs / run_id / "cv.json").read_text())
+        folds = [[json.loads(line) for line in (runs / r / "metrics.jsonl").read_text().splitlines() if line.strip()]
+                 for r in cv["runs"]]
+        epochs = [{"epoch": i + 1, "val_loss": sum(f[i]["val_loss"] for f in folds) / len(folds)}
+                  for i in range(cv["reached"])]
+    result = {"dataset": job["dataset"], "seed": job["seed"], "model_seed": job["model_seed"],
+              "model": f"dlcli {job['variant']}", "run_id": run_id,
               "accuracy": summary["test"]["accuracy"], "epochs": summary["epochs"],
               "epochs_completed": summary["epochs_completed"], "best_epoch": summary["best_epoch"],
               "stopped_early": summary["stopped_early"], "wall_seconds": summary["wall_seconds"],
@@ -243,7 +259,7 @@ def cell(values: list[float]) -> str:
 
 
 def summarise(results: list[dict], tables: dict, names: list[str]) -> dict:
-    models = ["dlcli auto", "dlcli epochs=20", "dlcli auto+cw", *SKLEARN_MODELS]
+    models = [*(f"dlcli {v}" for v in VARIANTS), *SKLEARN_MODELS]
     out = {}
     for name in names:
         mine = [r for r in results if r["dataset"] == name]
@@ -268,35 +284,55 @@ def summarise(results: list[dict], tables: dict, names: list[str]) -> dict:
             entry["models"][m] = e
         best_sk = max(SKLEARN_MODELS, key=lambda m: entry["models"][m]["accuracy"][0])
         entry["best_sklearn"] = best_sk
-        gap = entry["models"]["dlcli auto"]["accuracy"][0] - entry["models"][best_sk]["accuracy"][0]
+        head = "dlcli auto" if "dlcli auto" in entry["models"] else next(m for m in entry["models"] if "dlcli" in m)
+        gap = entry["models"][head]["accuracy"][0] - entry["models"][best_sk]["accuracy"][0]
         entry["gap_auto_vs_best_sklearn"] = round(gap, 6) + 0.0  # no -0.0000
+        if "dlcli cv5" in entry["models"] and "dlcli auto" in entry["models"]:
+            # paired by (split, seed): the same train.csv, test.csv and dlcli seed on both sides
+            a = {(r["seed"], r["model_seed"]): r["accuracy"] for r in by["dlcli auto"]}
+            diffs = [r["accuracy"] - a[(r["seed"], r["model_seed"])] for r in by["dlcli cv5"]]
+            entry["cv5_minus_auto"] = {"mean": statistics.fmean(diffs), "wins": sum(d > 0 for d in diffs),
+                                       "ties": sum(d == 0 for d in diffs), "losses": sum(d < 0 for d in diffs),
+                                       "wall_ratio": statistics.fmean(r["process_seconds"] for r in by["dlcli cv5"])
+                                       / statistics.fmean(r["process_seconds"] for r in by["dlcli auto"])}
         out[name] = entry
     return out
 
 
 def over_tables(summary: dict) -> dict:
     """Each model's mean test accuracy over the tables (each table's mean over the seeds counts once)."""
-    return {k: statistics.fmean(e["models"][k]["accuracy"][0] for e in summary.values())
-            for k in ["dlcli auto", "dlcli epochs=20", *SKLEARN_MODELS]}
+    keys = [k for k in [*(f"dlcli {v}" for v in VARIANTS if v != "auto+cw"), *SKLEARN_MODELS]
+            if all(k in e["models"] for e in summary.values())]
+    return {k: statistics.fmean(e["models"][k]["accuracy"][0] for e in summary.values()) for k in keys}
 
 
-def print_report(summary: dict, seeds: list[int], total_s: float):
-    print(f"\nSmall tables: test accuracy, mean ± std over seeds {', '.join(map(str, seeds))} "
-          f"(stratified 80/20 splits); {machine()}\n")
-    cols = ["dataset", "rows", "classes", "dlcli auto", "dlcli epochs=20", *SKLEARN_MODELS, "auto − best sklearn"]
+def print_report(summary: dict, seeds: list[int], total_s: float, model_seeds: list[int] = (0,)):
+    print(f"\nSmall tables: test accuracy, mean ± std over split seeds {', '.join(map(str, seeds))} (stratified "
+          f"80/20 splits)" + (f" x dlcli model seeds {', '.join(map(str, model_seeds))}" if len(model_seeds) > 1
+                              else "") + f"; {machine()}\n")
+    mine = [k for k in (f"dlcli {v}" for v in VARIANTS if v != "auto+cw")
+            if any(k in e["models"] for e in summary.values())]
+    cols = ["dataset", "rows", "classes", *mine, *SKLEARN_MODELS, "dlcli − best sklearn"]
     print("| " + " | ".join(cols) + " |")
     print("| " + " | ".join("---" for _ in cols) + " |")
     for name, e in summary.items():
         m = e["models"]
         row = [name, str(e["rows"]), str(e["classes"])]
-        row += [cell(m[k]["per_seed"]) if k in m else "-" for k in ["dlcli auto", "dlcli epochs=20", *SKLEARN_MODELS]]
+        row += [cell(m[k]["per_seed"]) if k in m else "-" for k in [*mine, *SKLEARN_MODELS]]
         row.append(f"{e['gap_auto_vs_best_sklearn']:+.4f} ({e['best_sklearn']})")
         print("| " + " | ".join(row) + " |")
     if len(summary) > 1:
         means = over_tables(summary)
         print(f"| mean of {len(summary)} tables | | | "
-              + " | ".join(f"{means[k]:.4f}" for k in ["dlcli auto", "dlcli epochs=20", *SKLEARN_MODELS])
-              + f" | {means['dlcli auto'] - max(means[k] for k in SKLEARN_MODELS):+.4f} |")
+              + " | ".join(f"{means[k]:.4f}" if k in means else "-" for k in [*mine, *SKLEARN_MODELS])
+              + f" | {means[mine[0]] - max(means[k] for k in SKLEARN_MODELS):+.4f} |")
+    paired = {n: e["cv5_minus_auto"] for n, e in summary.items() if "cv5_minus_auto" in e}
+    if paired:
+        print("\ncv5 against auto, paired by split and seed: mean test accuracy difference, wins/ties/losses, "
+              "wall time ratio\n")
+        print("| dataset | cv5 − auto | wins / ties / losses | wall cv5 / auto |\n| --- | --- | --- | --- |")
+        for n, d in paired.items():
+            print(f"| {n} | {d['mean']:+.4f} | {d['wins']} / {d['ties']} / {d['losses']} | {d['wall_ratio']:.1f}x |")
 
     if IMBALANCED in summary:
         m = summary[IMBALANCED]["models"]
@@ -308,6 +344,9 @@ def print_report(summary: dict, seeds: list[int], total_s: float):
                                      for key in ("accuracy", "balanced_accuracy", "macro_f1"))
                 print(f"| {k} | {figures} |")
 
+    if "dlcli auto" not in next(iter(summary.values()))["models"]:
+        print(f"Total {total_s:.0f} s.")
+        return
     print("\ndlcli auto, per seed: epochs chosen, completed, best (best.pt) and lowest val_loss (epoch); wall s (mean)\n")
     print("| dataset | epochs (auto) | completed | best epoch | lowest val_loss (epoch) | stopped early | wall s auto "
           "| wall s epochs=20 |")
@@ -332,6 +371,9 @@ def print_report(summary: dict, seeds: list[int], total_s: float):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="split (and dlcli) seeds")
+    parser.add_argument("--model-seeds", type=int, nargs="+", default=[0],
+                        help="dlcli is also trained with seed split + 1000 * M for each M (default 0: the split's)")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     parser.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     parser.add_argument("--work", type=Path, default=Path("/tmp/dlcli-bench-small-tables"),
                         help="where the CSV files and the runs go (its runs/ is emptied first)")
@@ -358,14 +400,14 @@ def main():
                 results.append(sklearn_run(kind, name, seed, table))
     log(f"scikit-learn: {len(results)} fits in {time.perf_counter() - start:.1f} s")
 
-    jobs = [{"dataset": name, "seed": seed, "variant": variant,
+    jobs = [{"dataset": name, "seed": seed, "model_seed": m, "variant": variant,
              "config": dlcli_config(name, seed, table["splits"][seed]["dir"])}
-            for name, table in tables.items() for seed in args.seeds
-            for variant in VARIANTS if variant != "auto+cw" or name == IMBALANCED]
+            for name, table in tables.items() for seed in args.seeds for m in args.model_seeds
+            for variant in args.variants if variant != "auto+cw" or name == IMBALANCED]
 
     def one(job):
         r = dlcli_run(job, runs)
-        log(f"  {r['dataset']:<13} seed {r['seed']} {r['model']:<15} acc {r['accuracy']:.4f}  "
+        log(f"  {r['dataset']:<13} seed {r['seed']}/{r['model_seed']} {r['model']:<15} acc {r['accuracy']:.4f}  "
             f"epochs {r['epochs_completed']}/{r['epochs']} (best {r['best_epoch']})  {r['wall_seconds']:.1f} s")
         return r
 
@@ -376,10 +418,11 @@ def main():
     summary = summarise(results, tables, args.datasets)
     total = time.perf_counter() - start
     if args.json:
-        print(json.dumps({"machine": machine(), "seeds": args.seeds, "total_seconds": round(total, 1),
+        print(json.dumps({"machine": machine(), "seeds": args.seeds, "model_seeds": args.model_seeds,
+                          "variants": args.variants, "total_seconds": round(total, 1),
                           "summary": summary, "mean_over_tables": over_tables(summary), "runs": results}, indent=2))
     else:
-        print_report(summary, args.seeds, total)
+        print_report(summary, args.seeds, total, args.model_seeds)
 
 
 if __name__ == "__main__":

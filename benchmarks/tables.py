@@ -15,7 +15,8 @@ benchmarks/plain_table.py; the dlcli side is `python -m dlcli train CONFIG --qui
 --work (`stream: false`, or `stream: true` with --stream). Each run is a whole process timed from start to exit
 (interpreter, imports, reading, encoding, training, scoring; dlcli also writes its run directory). Plain and dlcli
 alternate so that drift of the machine hits both alike; the table shows medians of wall time and of peak memory
-(each child's own maximum resident set size, os.wait4, through compare.py's `measured`).
+(each child's own maximum resident set size, os.wait4, through compare.py's `measured`); --stream also gives each
+run's own CPU seconds (user + sys), which a loaded machine inflates far less than wall time.
 
 Targets: dlcli's wall time at most 1.3x the plain script's, its peak memory at most 1.5x.
 
@@ -139,9 +140,10 @@ class Meter:
                 before()
             busy0, own0 = machine_busy_seconds(), own_cpu_seconds()
             wall, rss, out = measured(cmd)
-            others = max(0.0, (machine_busy_seconds() - busy0) - (own_cpu_seconds() - own0)) / wall
+            cpu = own_cpu_seconds() - own0  # the run's own user + sys seconds: what load inflates least
+            others = max(0.0, (machine_busy_seconds() - busy0) - cpu) / wall
             if others <= self.args.max_others or attempt == self.args.retries:
-                return wall, rss, out, others
+                return wall, rss, out, others, cpu
             self.log(f"  ({label}: other processes took {others:.2f} cores during the run ({wall:.1f} s); "
                      "measuring again)")
         raise AssertionError("unreachable")
@@ -151,11 +153,11 @@ class Meter:
 
 
 def plain_run(meter: Meter, path: Path) -> dict:
-    wall, rss, out, others = meter.run(
+    wall, rss, out, others, cpu = meter.run(
         [sys.executable, str(HERE / "plain_table.py"), str(path), "--epochs", "1", "--batch-size", "512",
          "--lr", "0.001", "--hidden", "64,32", "--seed", "0"], f"plain {path.suffix[1:]}")
     r = json.loads(out.strip().splitlines()[-1])
-    return {"wall": wall, "rss": rss, "others": others, "test_accuracy": r["test_accuracy"],
+    return {"wall": wall, "rss": rss, "others": others, "cpu": cpu, "test_accuracy": r["test_accuracy"],
             "val_accuracy": r["val_accuracy"], "load": r["load_seconds"], "train": r["train_seconds"]}
 
 
@@ -174,14 +176,14 @@ def write_config(work: Path, fmt: str, path: Path, stream: bool) -> Path:
 
 
 def dlcli_run(meter: Meter, config: Path, runs_dir: Path, before=None) -> dict:
-    wall, rss, out, others = meter.run(
+    wall, rss, out, others, cpu = meter.run(
         [sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", str(runs_dir), "--quiet"],
         f"dlcli {config.stem.removeprefix('table_bench-')}", before)
     run_id = out.strip().splitlines()[-1]
     summary = json.loads((runs_dir / run_id / "summary.json").read_text())
     if summary.get("status") != "completed":
         sys.exit(f"dlcli run {run_id} ended {summary.get('status')}: {summary.get('error')}")
-    return {"wall": wall, "rss": rss, "others": others, "test_accuracy": summary["test"]["accuracy"],
+    return {"wall": wall, "rss": rss, "others": others, "cpu": cpu, "test_accuracy": summary["test"]["accuracy"],
             "val_accuracy": summary.get("best_metric", {}).get("value"), "train": summary["train_seconds"],
             "run_id": run_id}
 
@@ -259,8 +261,12 @@ def streamed(meter, paths, work, runs_dir) -> list[dict]:
             "dlcli_first_train_seconds": round(med(cold, "train"), 2),
             "dlcli_second_train_seconds": round(med(warm, "train"), 2),
             "other_processes_cores": [round(r["others"], 2) for r in plain + cold + warm],
+            "plain_cpu_seconds": round(med(plain, "cpu"), 2),
+            "dlcli_first_cpu_seconds": round(med(cold, "cpu"), 2),
+            "dlcli_second_cpu_seconds": round(med(warm, "cpu"), 2),
         }
         for run in ("first", "second"):
+            row[f"{run}_cpu_ratio"] = round(row[f"dlcli_{run}_cpu_seconds"] / row["plain_cpu_seconds"], 3)
             row[f"{run}_wall_ratio"] = round(row[f"dlcli_{run}_wall_seconds"] / row["plain_wall_seconds"], 3)
             row[f"{run}_rss_ratio"] = round(row[f"dlcli_{run}_peak_rss_mib"] / row["plain_peak_rss_mib"], 3)
         rows.append(row)
@@ -283,8 +289,8 @@ def print_memory(rows):
 def print_streamed(rows):
     print("| format | plain wall s | plain peak MiB | dlcli 1st wall s | 1st peak MiB | dlcli 2nd wall s | "
           "2nd peak MiB | wall ratio 1st / 2nd | memory ratio 1st / 2nd | plain load s | train s plain / 1st / 2nd | "
-          "plain acc | dlcli acc |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "plain acc | dlcli acc | CPU s plain / 1st / 2nd | CPU ratio 1st / 2nd |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['format']} | {r['plain_wall_seconds']:.2f} | {r['plain_peak_rss_mib']:,} | "
               f"{r['dlcli_first_wall_seconds']:.2f} | {r['dlcli_first_peak_rss_mib']:,} | "
@@ -293,7 +299,8 @@ def print_streamed(rows):
               f"{r['first_rss_ratio']:.3f} / {r['second_rss_ratio']:.3f} | {r['plain_load_seconds']:.2f} | "
               f"{r['plain_train_seconds']:.2f} / {r['dlcli_first_train_seconds']:.2f} / "
               f"{r['dlcli_second_train_seconds']:.2f} | {r['plain_test_accuracy']:.4f} | "
-              f"{r['dlcli_test_accuracy']:.4f} |")
+              f"{r['dlcli_test_accuracy']:.4f} | {r['plain_cpu_seconds']:.1f} / {r['dlcli_first_cpu_seconds']:.1f} / "
+              f"{r['dlcli_second_cpu_seconds']:.1f} | {r['first_cpu_ratio']:.3f} / {r['second_cpu_ratio']:.3f} |")
 
 
 def main():

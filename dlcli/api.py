@@ -106,7 +106,16 @@ def train(config: Config, overrides: dict | None = None, runs_dir: str | os.Path
         raise DlcliError(f"train.devices {cfg.train.devices}: training in several processes runs from the command "
                          f"line (dlcli train CONFIG --devices {cfg.train.devices})")
     with _in_memory(cfg, data, test_data):
-        path = run_training(cfg, _root(runs_dir), _console(quiet), not quiet, callbacks=_callbacks(callbacks))
+        if cfg.train.cv:  # the folds, then the refit: its Run (cv.json lists the folds)
+            from dlcli.cv import cross_validate
+            from dlcli.distributed import SINGLE
+
+            if callbacks:
+                raise DlcliError("train.cv: callbacks are not passed to the cross-validation runs; set train.cv to "
+                                 "null to train one run with them")
+            path = cross_validate(cfg, _root(runs_dir), _console(quiet), not quiet, SINGLE, cfg.train.cv)[-1]
+        else:
+            path = run_training(cfg, _root(runs_dir), _console(quiet), not quiet, callbacks=_callbacks(callbacks))
     return Run(path)
 
 

@@ -111,3 +111,40 @@ def test_a_parquet_run_predicts_rows_of_parquet_and_csv_files(cli, tmp_path):
     assert [a["row"] for a in answers] == [f"{tmp_path / 'new.parquet'}:row 1", f"{tmp_path / 'new.parquet'}:row 2",
                                            f"{tmp_path / 'new.csv'}:2"]
     assert [a["top"][0]["label"] for a in answers] == ["pos", "neg", "pos"]
+
+
+def test_a_streamed_table_reads_only_its_labels_first_and_nothing_once_cached(tmp_path, monkeypatch):
+    """Pass A converts the label column alone; a second run (and evaluate, with the run's stored fit) finds the
+    cache before any pass and reads no row of the table."""
+    import dlcli.data.tables as tables
+
+    monkeypatch.setattr(tables, "CHUNK_ROWS", 64)
+    csv_path = write_table(tmp_path / "t.csv", n=500)
+    passes = []
+    real_iter = tables._Stream.__iter__
+
+    def spy(stream):
+        passes.append(stream.columns)
+        for chunk in real_iter(stream):
+            assert chunk.table.column_names == (stream.columns or chunk.table.column_names)
+            yield chunk
+
+    monkeypatch.setattr(tables._Stream, "__iter__", spy)
+    first = load_data(config(csv_path, stream=True))
+    assert passes == [["label"], None, None]  # labels, then the fit and the encoding read every column
+    same(load_data(config(csv_path, stream=False)), first)
+
+    passes.clear()
+    load_data(config(csv_path, missing="drop", stream=True))  # a gap drops a row: pass A reads the features too
+    assert passes[0] == ["label", "x1", "x2", "color"]
+
+    def no_reading(stream):
+        raise AssertionError("the table was read again")
+
+    monkeypatch.setattr(tables._Stream, "__iter__", no_reading)
+    same(first, load_data(config(csv_path, stream=True)))
+    same(first, load_data(config(csv_path, stream=True), preprocessing=first.preprocessing))
+    shape, classes, _ = config(csv_path, stream=True).data.describe(3)
+    assert shape == first.input_shape and classes == first.classes
+    with pytest.raises(AssertionError, match="read again"):  # another seed is another split: read again
+        load_data(validate_config({**config(csv_path, stream=True).resolved(), "seed": 4}))

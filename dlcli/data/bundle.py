@@ -42,6 +42,7 @@ class Normalizer:
     tokens: bool = False
     channels: int | None = None
     size: list[int] | None = None
+    series: bool = False  # numeric sequences (N, T, C): each series z-normalised on its own first (the UCR way)
 
     def __post_init__(self):
         shape = (1, -1, 1, 1) if self.image else (1, -1)
@@ -54,6 +55,8 @@ class Normalizer:
         if self._mean.device != x.device:
             self._mean, self._inv_std = self._mean.to(x.device), self._inv_std.to(x.device)
         x = x.float()
+        if self.series:
+            x = series_znorm(x)
         if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
             x = torch.nn.functional.interpolate(x, size=tuple(self.size), mode="bilinear", antialias=True)
         if self.channels is not None and x.shape[1] != self.channels:
@@ -66,7 +69,21 @@ class Normalizer:
 
     def to_dict(self) -> dict:
         out = {"mean": self.mean, "std": self.std, "image": self.image, "tokens": self.tokens}
+        out |= {"series": True} if self.series else {}
         return out | {k: v for k, v in (("channels", self.channels), ("size", self.size)) if v is not None}
+
+
+def series_znorm(x: torch.Tensor) -> torch.Tensor:
+    """Each channel of each series (B, T, C) to mean 0 and standard deviation 1 over its own steps; NaN padding stays
+    NaN and a constant channel is only centred. Written with plain reductions so an exported graph holds it too."""
+    valid = ~torch.isnan(x)
+    filled = torch.where(valid, x, torch.zeros_like(x))
+    count = valid.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+    mean = filled.sum(1, keepdim=True) / count
+    centred = torch.where(valid, x - mean, torch.zeros_like(x))
+    std = ((centred * centred).sum(1, keepdim=True) / count).sqrt()
+    std = torch.where(std < 1e-8, torch.ones_like(std), std)
+    return torch.where(valid, centred / std, x)
 
 
 def adapted_shape(shape: tuple[int, ...], channels: int | None, size: list[int] | None) -> tuple[int, ...]:
@@ -133,6 +150,22 @@ class Splitter:
         self.taken[chosen] = True
         return self.order[chosen].sort().values
 
+    def fold(self, k: int, folds: int) -> torch.Tensor:
+        """Fold k (1-based) of `folds` of the samples not yet cut: every folds-th sample of the seeded order, taken
+        class by class when stratified (as scikit-learn's StratifiedKFold), so each fold holds its share of every
+        class and the K folds of one seed partition the same samples."""
+        free = (~self.taken).nonzero().flatten()
+        if self.labels is not None:
+            free = free[torch.sort(self.labels[free], stable=True).indices]
+        chosen = free[k - 1 :: folds]
+        self.taken[chosen] = True
+        return self.order[chosen].sort().values
+
+    def cut_val(self, entry) -> torch.Tensor:
+        """The validation split a data entry asks for: its cross-validation fold (data.cv_fold), else val_split."""
+        fold = getattr(entry, "cv_fold", None)
+        return self.fold(*fold) if fold else self.cut(entry.val_split, "val")
+
     def train(self, cap: int | None, val_split: float) -> torch.Tensor:
         idx = self.order[~self.taken]
         idx = idx if cap is None else idx[:cap]
@@ -156,7 +189,11 @@ def split_raw(raw, entry, seed: int) -> DataBundle:
 
     cut = Splitter(raw.train_y, seed, entry.split, raw.classes)
     test_idx = cut.cut(entry.test_split, "test") if raw.test_y is None else None
-    val_idx = cut.cut(entry.val_split, "val") if raw.val_y is None else None
+    if raw.val_y is not None and getattr(entry, "cv_fold", None):
+        raise DataError(f"train.cv: this {entry.dataset} dataset has its own validation split; cross-validation "
+                        f"cuts its folds from the training samples: move the validation samples into train, or "
+                        f"train without --cv")
+    val_idx = cut.cut_val(entry) if raw.val_y is None else None
 
     known = {}  # a cached split's statistics, stored beside its pixels
 

@@ -34,6 +34,8 @@ from dlcli.errors import DataError, closest
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 CHUNK_ROWS = 1 << 18  # rows per pass step: bounds the temporaries of encoding, streamed or not
 NUMERIC_SHARE = 0.9  # auto: a column whose present values are 90% numbers is numeric (the rest are errors)
+ID_SHARE = 0.95  # a column with a distinct value in this share of its rows or more names rows (an id, a name)
+ID_MIN_ROWS = 20  # fewer rows than this tell nothing about a column's values repeating
 STREAM_SHARE = 0.5  # stream: auto streams a table whose in-memory size would exceed this share of free memory
 CACHED_TABLES = 3  # streamed tables kept in a cache directory
 
@@ -278,6 +280,56 @@ def scan_targets(chunks, entry, task, columns: list[str], features: list[str], t
 # ---------------------------------------------------------------- pass B and C for feature tables
 
 
+def feature_columns(entry, columns: list[str], targets: list[str]) -> list[str]:
+    """The columns a csv/parquet entry reads as features: all but the targets and data.drop_columns, which must
+    name columns of the table other than a target."""
+    dropped = getattr(entry, "drop_columns", [])
+    for c in dropped:
+        if c not in columns:
+            raise DataError(f"data.drop_columns: '{c}' is not a column of {entry.train_file}"
+                            f"{closest(c, [n for n in columns if n not in targets])}")
+        if c in targets:
+            raise DataError(f"data.drop_columns: '{c}' is the label column; drop another column, or set "
+                            f"data.label_column")
+    return [c for c in columns if c not in targets and c not in dropped]
+
+
+def id_like(name: str, column, numeric: bool) -> str | None:
+    """Why a column names rows rather than describing them, or None. Strings with a distinct value in nearly every
+    row (ids, names, free keys); numbers only when they are whole and count the rows (1, 2, 3, ... in any order:
+    R's rownames, a pandas index written to CSV), since measurements are distinct in every row too. One-hot codes
+    or a standardised row number teach a model the rows it saw, nothing about new ones."""
+    present = len(column) - column.null_count
+    if present < ID_MIN_ROWS:
+        return None
+    text = as_strings(column)
+    distinct = pc.count_distinct(text, mode="only_valid").as_py()
+    if distinct < ID_SHARE * present:
+        return None
+    if not numeric:
+        return f"{distinct:,} distinct values in {present:,} rows"
+    values, _, _ = as_numbers(column)
+    values = values[~np.isnan(values)]
+    if not len(values) or not np.array_equal(values, np.round(values)):
+        return None
+    steps = np.diff(np.sort(values))
+    if len(steps) and np.all(steps == 1):
+        return f"whole numbers {values.min():.0f} to {values.max():.0f}, one per row: a row number"
+    if _id_name(name):
+        return f"whole numbers, a distinct one in {distinct:,} of {present:,} rows, and named like an id"
+    return None
+
+
+def _id_name(name: str) -> bool:
+    """id, row_id, customerId, rownames, index, `Unnamed: 0` (pandas' index written to CSV)."""
+    import re
+
+    lower = name.strip().lower()
+    return lower in ("id", "ids", "index", "idx", "key", "uuid", "row", "rownames", "rowname") or \
+        lower.endswith(("_id", " id", "-id", ".id")) or bool(re.search(r"[a-z]Id$", name)) or \
+        bool(re.fullmatch(r"unnamed: ?\d+", lower))
+
+
 class TableEncoder:
     """Numeric columns filled (training mean) and later standardised; categorical columns one-hot encoded, with a
     last slot for a missing or never-seen value. `state` is what data.json stores."""
@@ -389,27 +441,41 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
     source = TableSource(entry.train_file, default_fmt, "data.train_file")
     targets = task.label_columns(entry)
     source.require(targets + ([text_column] if text_column else []))
-    features = [text_column] if text_column else [c for c in source.columns if c not in targets]
+    features = [text_column] if text_column else feature_columns(entry, source.columns, targets)
     if not features:
         raise DataError(f"{entry.train_file}: no feature columns besides {', '.join(map(repr, targets))}")
     strings = tuple(targets + ([text_column] if text_column else []) +
                     ([] if text_column or entry.categorical == "auto" else list(entry.categorical)))
     streamed = _streams(entry, source)
-    chunks = source.stream(None, strings) if streamed else source.read_all(strings)
-
-    found = scan_targets(chunks, entry, task, targets, [] if text_column else features, text_column,
-                         entry.train_file)
-    classes, y_all = found.names, found.y
-
     test_source = test_chunks = test_y = test_keep = None
     if entry.test_file:
         test_source = TableSource(entry.test_file, default_fmt, "data.test_file")
-        missing = [c for c in source.columns if c not in test_source.columns]
+        missing = [c for c in source.columns if c not in test_source.columns and c not in
+                   getattr(entry, "drop_columns", [])]
         if missing:
             raise DataError(f"{entry.test_file}: no column '{missing[0]}' (the train file has it)")
+    keys = _cache_keys(entry, seed, task, stored, source, test_source) if streamed else []
+    if keys:  # before any pass: a second run over the same files and settings reads none of them again
+        cached = _cache_find(source, keys, stored)
+        if cached is not None:
+            return _cached_bundle(*cached, entry, task, encode)
+    chunks = source.stream(None, strings) if streamed else source.read_all(strings)
+    # Pass A needs the targets (and the features only where a gap drops or fails a row): streamed, only those
+    # columns are converted, which makes it several times cheaper than a full parse.
+    scanned = [*targets, *([text_column] if text_column else []),
+               *(features if not text_column and getattr(entry, "missing", "fill") != "fill" else [])]
+
+    def scan_of(table_source, all_chunks):
+        return table_source.stream(scanned, strings) if streamed else all_chunks
+
+    found = scan_targets(scan_of(source, chunks), entry, task, targets, [] if text_column else features, text_column,
+                         entry.train_file)
+    classes, y_all = found.names, found.y
+
+    if test_source is not None:
         test_chunks = test_source.stream(None, strings) if streamed else test_source.read_all(strings)
-        test_found = scan_targets(test_chunks, entry, task, targets, [] if text_column else features, text_column,
-                                  entry.test_file, names=classes)
+        test_found = scan_targets(scan_of(test_source, test_chunks), entry, task, targets,
+                                  [] if text_column else features, text_column, entry.test_file, names=classes)
         test_y, test_keep = test_found.y, test_found.keep
 
     rows = _Rows(y_all, found.strata, classes, entry, seed, has_test=test_chunks is not None, keep=found.keep)
@@ -426,17 +492,7 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
     if not encode:
         return (encoder.width,), classes, getattr(encoder, "vocab_size", None)
 
-    key = None
-    if streamed:
-        stamp = {"state": encoder.state, "classes": classes, "seed": seed, "label": entry.label_column,
-                 "task": task.entry_name, "separator": getattr(entry, "label_separator", None),
-                 "split": entry.split,
-                 "splits": [entry.val_split, entry.test_split, entry.max_train_samples],
-                 "missing": getattr(entry, "missing", None)}
-        files = [p.path for p in source.parts] + ([p.path for p in test_source.parts] if test_source else [])
-        from dlcli.data.cache import file_stamp
-
-        key = file_stamp(files, extra=json.dumps(stamp, sort_keys=True))
+    key = keys[-1] if keys else None
     splits = _encode_splits(encoder, chunks, test_chunks, rows, y_all, test_y, test_keep, source, key)
     made = {name: Split(torch.from_numpy(x), torch.from_numpy(y)) for name, (x, y) in splits.items()}
     if len(made["train"]) == 0:
@@ -449,6 +505,9 @@ def read_table(entry, seed: int, stored: dict | None = None, encode: bool = True
         for i in encoder.unscaled():  # one-hot indicators stay 0/1
             mean[i], std[i] = 0.0, 1.0
         normalizer = Normalizer(mean, std, image=False)
+    if key is not None:
+        _cache_describe(source, key, {"state": encoder.state, "kind": encoder.kind, "classes": classes,
+                                      "notes": rows.notes, "mean": normalizer.mean, "std": normalizer.std})
     target = {"type": task.entry_name, **task.fit(made["train"].y.numpy(), classes)}
     return DataBundle(made["train"], val, made["test"], classes, (encoder.width,), normalizer,
                       {"kind": encoder.kind, **encoder.state}, getattr(encoder, "vocab_size", None), rows.notes,
@@ -484,7 +543,7 @@ class _Rows:
         n = len(y)
         cut = Splitter(torch.from_numpy(strata) if strata is not None else None, seed, entry.split, classes, n)
         test = cut.cut(entry.test_split, "test").numpy() if not has_test else np.empty(0, dtype=np.int64)
-        val = cut.cut(entry.val_split, "val").numpy()
+        val = cut.cut_val(entry).numpy()
         self.notes = cut.notes
         train = cut.train(entry.max_train_samples, entry.val_split).numpy()
         self.split_of = np.full(n, -1, dtype=np.int8)
@@ -507,10 +566,6 @@ def _encode_splits(encoder, chunks, test_chunks, rows: _Rows, y_all, test_y, tes
     if test_chunks is not None:
         sizes["test"] = int(test_keep.sum()) if test_keep is not None else len(test_y)
     labels = {name: np.empty((sizes[name], *y_all.shape[1:]), dtype=y_all.dtype) for name in SPLIT_NAMES}
-    if key is not None:
-        found = _cache_lookup(source, key)
-        if found is not None:
-            return found
     store = _CacheWriter(source, key, encoder.width, encoder.dtype, sizes) if key is not None else None
     out = {name: store.array(name) if store else np.empty((sizes[name], encoder.width), encoder.dtype)
            for name in SPLIT_NAMES}
@@ -554,17 +609,94 @@ def _cache_root(source: TableSource) -> Path:
     return fallback
 
 
-def _cache_lookup(source: TableSource, key: str):
+CACHE_VERSION = 2  # entries keyed by the settings alone, described by meta.json
+
+
+def _cache_keys(entry, seed: int, task, stored: dict | None, source: TableSource, test_source) -> list[str]:
+    """The cache entries that may hold this table's splits, known before any pass over the rows: the files as they
+    are now (paths, sizes, modification times) and every setting that shapes the splits (the whole data entry and
+    task, the seed). A run's stored fit (evaluate, predict) first tries the training run's entry, then its own."""
+    from dlcli.data.cache import file_stamp
+
+    settings = entry.model_dump(mode="json", exclude={"stream"})
+    stamp = {"version": CACHE_VERSION, "seed": seed, "data": settings, "task": task.model_dump(mode="json"),
+             "task_name": task.entry_name}
+    files = [p.path for p in source.parts] + ([p.path for p in test_source.parts] if test_source else [])
+    fitted = file_stamp(files, extra=json.dumps(stamp, sort_keys=True, default=str))
+    if stored is None:
+        return [fitted]
+    given = file_stamp(files, extra=json.dumps({**stamp, "stored": stored}, sort_keys=True, default=str))
+    return [fitted, given]
+
+
+def _cache_find(source: TableSource, keys: list[str], stored: dict | None):
+    """(splits, meta) of the first entry of `keys` that is complete and, for a stored fit, was encoded with it."""
+    wanted = None if stored is None else json.dumps({k: v for k, v in stored.items() if k != "kind"}, sort_keys=True)
+    for key in keys:
+        found = _cache_lookup(source, key)
+        if found is None:
+            continue
+        splits, meta = found
+        if wanted is None or json.dumps(meta.get("state"), sort_keys=True) == wanted:
+            return splits, meta
+    return None
+
+
+def _cached_bundle(splits: dict, meta: dict, entry, task, encode: bool):
+    """A DataBundle (or describe's triple) from a cache entry and its meta.json, without reading the table."""
+    import torch
+
+    from dlcli.data.bundle import DataBundle, Normalizer, Split
+
+    state = meta["state"]
+    if meta["kind"] == "text":
+        from dlcli.data.text import TextEncoder
+
+        encoder = TextEncoder(entry, state)
+    else:
+        encoder = TableEncoder.restored(entry, state)
+    classes = meta["classes"]
+    if not encode:
+        return (encoder.width,), classes, getattr(encoder, "vocab_size", None)
+    made = {name: Split(torch.from_numpy(x), torch.from_numpy(y)) for name, (x, y) in splits.items()}
+    val = made["val"] if len(made["val"]) else None
+    normalizer = Normalizer(meta["mean"], meta["std"], image=False, tokens=meta["kind"] == "text")
+    target = {"type": task.entry_name, **task.fit(made["train"].y.numpy(), classes)}
+    return DataBundle(made["train"], val, made["test"], classes, (encoder.width,), normalizer,
+                      {"kind": encoder.kind, **state}, getattr(encoder, "vocab_size", None), list(meta["notes"]),
+                      target)
+
+
+def _cache_describe(source: TableSource, key: str, meta: dict) -> None:
+    """meta.json beside an entry's splits: what a later run needs to use them without a pass over the table. Written
+    atomically after the splits; an entry without it is not used (a read-only cache just stays unused)."""
     folder = _cache_root(source) / f"table-{key}"
-    if not (folder / "done").is_file():
+    if (folder / "meta.json").is_file():
+        return
+    tmp = folder / f"meta.json.tmp{os.getpid()}"
+    try:
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, folder / "meta.json")
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _cache_lookup(source: TableSource, key: str):
+    """(splits, meta) of a complete entry, or None."""
+    folder = _cache_root(source) / f"table-{key}"
+    if not (folder / "done").is_file() or not (folder / "meta.json").is_file():
         return None
     try:
         found = {name: (np.load(folder / f"{name}_x.npy", mmap_mode="c"), np.load(folder / f"{name}_y.npy"))
                  for name in SPLIT_NAMES}
+        meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         return None
     os.utime(folder)
-    return found
+    return found, meta
 
 
 class _CacheWriter:
