@@ -41,13 +41,13 @@ def config_schema() -> dict:
     """The JSON Schema (draft 2020-12) of a config file."""
     from pydantic.json_schema import models_json_schema
 
-    from dlcli.augment import AUGMENTS
+    from dlcli.augment import AUGMENTS, SEQUENCE_AUGMENTS
     from dlcli.config import Config
     from dlcli.data.catalog import DATASETS
     from dlcli.models.layers import LAYERS
     from dlcli.optim import OPTIMIZERS, SCHEDULERS
 
-    registries = (DATASETS, OPTIMIZERS, SCHEDULERS, LAYERS, AUGMENTS)
+    registries = (DATASETS, OPTIMIZERS, SCHEDULERS, LAYERS, AUGMENTS, SEQUENCE_AUGMENTS)
     classes = [Config] + [cls for r in registries for _, cls in sorted(r.entries.items())]
     keys, top = models_json_schema([(cls, "validation") for cls in classes], ref_template="#/$defs/{model}")
     refs = {cls: keys[(cls, "validation")] for cls in classes}
@@ -60,12 +60,19 @@ def config_schema() -> dict:
         props[section] = {**{k: v for k, v in props[section].items() if k in ("title", "default")},
                           **_named(registry, defs, refs, "name", strings=True)}
     # Registry lists: parsed by dlcli.registry.parse_list, typed `list[Any]` in pydantic.
-    defs["SequentialModel"]["properties"]["layers"]["items"] = _items(LAYERS, defs, refs)
+    defs["SequentialModel"]["properties"]["layers"]["items"] = layer = _items(LAYERS, defs, refs)
+    # A residual block's layers are the list's own items: a pointer to them, as the schema is recursive there.
+    inner = {"$ref": "#/$defs/SequentialModel/properties/layers/items"}
+    defs[refs[LAYERS.entries["residual"]]["$ref"].rsplit("/", 1)[-1]]["properties"]["layers"]["items"] = inner
+    for form in layer["anyOf"][1]["properties"]["residual"]["anyOf"]:
+        if form.get("type") == "array":  # `residual: [...]`, the main argument alone
+            form["items"] = inner
     augment = _items(AUGMENTS, defs, refs)
-    for cls in DATASETS.entries.values():
+    sequence_augment = _items(SEQUENCE_AUGMENTS, defs, refs)
+    for name, cls in DATASETS.entries.items():
         schema = defs[refs[cls]["$ref"].rsplit("/", 1)[-1]]
         if "augment" in schema["properties"]:
-            schema["properties"]["augment"]["items"] = augment
+            schema["properties"]["augment"]["items"] = sequence_augment if name == "sequences" else augment
     precision = defs["TrainConfig"]["properties"].get("precision")
     if precision and "32" in precision.get("enum", ()):  # `precision: 32` is read as the text "32"
         defs["TrainConfig"]["properties"]["precision"] = {

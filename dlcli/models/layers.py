@@ -2,16 +2,17 @@
 
 Each entry validates its YAML arguments and builds `(module, output_shape)` from the input shape (batch axis
 excluded): images are (C, H, W), sequences (T, F), vectors (F,). Shapes follow Keras: 'valid' padding by default,
-pooling floors, and parameter counts match Keras for conv2d, dense and the pools.
+pooling floors, and parameter counts match Keras for conv1d, conv2d, dense and the pools. A `residual` entry holds a
+list of entries; the builder (dlcli.models) builds it.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_serializer, field_validator
 
-from dlcli.registry import Entry, Registry
+from dlcli.registry import Entry, Registry, parse_list
 
 LAYERS = Registry("layer")
 
@@ -66,6 +67,13 @@ class Layer(Entry):
     activation: Activation | None = None
     needs_vocab: ClassVar[bool] = False  # build(shape, vocab_size) for layers that look up token ids
     loads_weights: ClassVar[bool] = False  # build(shape, pretrained) for layers that can start from trained weights
+    # A parameter-free step-wise module (dropout): the builder applies it to the values of (values, lengths).
+    on_values: ClassVar[bool] = False
+
+    def reads_lengths(self) -> bool | None:
+        """How the layer takes a padded sequence (values, lengths) from an embedding or NaN-padded series: None, it
+        cannot; True, it returns (values, lengths) again; False, it reads the lengths and returns plain values."""
+        return None
 
     def build(self, shape: tuple[int, ...]):
         """(module or None, output shape); the builder appends `activation`."""
@@ -185,6 +193,10 @@ class Dense(Layer):
 @LAYERS.register("dropout", positional="rate")
 class Dropout(Layer):
     rate: float = Field(0.5, ge=0.0, lt=1.0)
+    on_values: ClassVar[bool] = True
+
+    def reads_lengths(self):
+        return True
 
     def build(self, shape):
         from torch import nn
@@ -206,38 +218,65 @@ class BatchNorm(Layer):
             return nn.BatchNorm2d(shape[0], **kwargs), tuple(shape)
         if len(shape) == 1:
             return nn.BatchNorm1d(shape[0], **kwargs), tuple(shape)
-        raise ShapeError(f"batchnorm takes an image or a flat input, got shape {tuple(shape)}")
+        if len(shape) == 2:  # a sequence (steps, channels): per channel, over the batch and the steps
+            from dlcli.models.modules import SequenceBatchNorm
+
+            return SequenceBatchNorm(shape[1], **kwargs), tuple(shape)
+        raise ShapeError(f"batchnorm takes an image, a sequence or a flat input, got shape {tuple(shape)}")
+
+    def reads_lengths(self):
+        return True
 
 
 @LAYERS.register("activation", positional="activation")
 class ActivationLayer(Layer):
     activation: Activation  # required here
 
+    def reads_lengths(self):
+        return True
+
     def build(self, shape):
         return None, tuple(shape)  # the builder adds the activation, as for every layer
 
 
-@LAYERS.register("lstm", positional="units")
-class LSTM(Layer):
+class _Recurrent(Layer):
     units: PositiveInt
     num_layers: PositiveInt = 1
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     return_sequences: bool = False
 
-    def build(self, shape):
-        from dlcli.models.modules import LSTMBlock
+    def reads_lengths(self):
+        return self.return_sequences
 
+    def _block(self, shape, block_class):
         if len(shape) == 3:  # an image is read row by row: H steps of C*W features
             steps, features = shape[1], shape[0] * shape[2]
         elif len(shape) == 2:
             steps, features = shape
         else:
-            raise ShapeError(f"lstm needs a sequence (steps, features) or an image, got shape {tuple(shape)}")
-        block = LSTMBlock(features, self.units, self.num_layers, self.bidirectional, self.dropout, self.return_sequences)
+            raise ShapeError(f"{self.entry_name} needs a sequence (steps, features) or an image, got shape "
+                             f"{tuple(shape)}")
+        block = block_class(features, self.units, self.num_layers, self.bidirectional, self.dropout,
+                            self.return_sequences)
         width = self.units * (2 if self.bidirectional else 1)
         return block, ((steps, width) if self.return_sequences else (width,))
 
+
+@LAYERS.register("lstm", positional="units")
+class LSTM(_Recurrent):
+    def build(self, shape):
+        from dlcli.models.modules import LSTMBlock
+
+        return self._block(shape, LSTMBlock)
+
+
+@LAYERS.register("gru", positional="units")
+class GRU(_Recurrent):
+    def build(self, shape):
+        from dlcli.models.modules import GRUBlock
+
+        return self._block(shape, GRUBlock)
 
 
 @LAYERS.register("embedding", positional="dim")
@@ -257,7 +296,10 @@ class Embedding(Layer):
 
 @LAYERS.register("global_avg_pool1d")
 class GlobalAvgPool1D(Layer):
-    """Mean over the steps of a sequence (only the real tokens after an embedding)."""
+    """Mean over the steps of a sequence (only the real steps of a padded one)."""
+
+    def reads_lengths(self):
+        return False
 
     def build(self, shape):
         from dlcli.models.modules import SequenceMean
@@ -265,6 +307,158 @@ class GlobalAvgPool1D(Layer):
         if len(shape) != 2:
             raise ShapeError(f"global_avg_pool1d needs a sequence (steps, features), got shape {tuple(shape)}")
         return SequenceMean(), (shape[1],)
+
+
+def _sequence(shape, name: str) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ShapeError(f"{name} needs a sequence (steps, channels), got shape {tuple(shape)}")
+    return shape
+
+
+@LAYERS.register("global_max_pool1d")
+class GlobalMaxPool1D(Layer):
+    """Max over the steps of a sequence (only the real steps of a padded one)."""
+
+    def reads_lengths(self):
+        return False
+
+    def build(self, shape):
+        from dlcli.models.modules import SequenceMax
+
+        return SequenceMax(), (_sequence(shape, "global_max_pool1d")[1],)
+
+
+@LAYERS.register("conv1d", positional="filters")
+class Conv1D(Layer):
+    """A convolution over the steps of (steps, channels); Keras's Conv1D, its parameter count included."""
+
+    filters: PositiveInt
+    kernel_size: PositiveInt = 3
+    strides: PositiveInt = 1
+    padding: Literal["valid", "same"] | NonNegativeInt = "valid"
+    dilation: PositiveInt = 1
+    use_bias: bool = True
+
+    def reads_lengths(self):
+        return True
+
+    def build(self, shape):
+        from dlcli.models.modules import Conv1d
+
+        steps, channels = _sequence(shape, "conv1d")
+        if self.padding == "same":
+            if self.strides != 1:
+                raise ShapeError("conv1d: padding 'same' needs strides 1; give an integer padding instead")
+            pad: int | str = "same"
+            out = steps
+        else:
+            pad = 0 if self.padding == "valid" else self.padding
+            out = (steps + 2 * pad - self.dilation * (self.kernel_size - 1) - 1) // self.strides + 1
+        if out < 1:
+            raise ShapeError(f"conv1d: kernel {self.kernel_size} (dilation {self.dilation}) is longer than its "
+                             f"{steps} steps: use padding: same or a smaller kernel")
+        conv = Conv1d(channels, self.filters, self.kernel_size, stride=self.strides, padding=pad,
+                      dilation=self.dilation, bias=self.use_bias)
+        return conv, (out, self.filters)
+
+
+class _Pool1D(Layer):
+    pool_size: PositiveInt = 2
+    strides: PositiveInt | None = None
+
+    def reads_lengths(self):
+        return True
+
+    def _pool(self, shape, kind):
+        from dlcli.models.modules import Pool1d
+
+        steps, channels = _sequence(shape, self.entry_name)
+        stride = self.strides or self.pool_size
+        out = (steps - self.pool_size) // stride + 1
+        if out < 1:
+            raise ShapeError(f"{self.entry_name}: pool {self.pool_size} is longer than its {steps} steps")
+        return Pool1d(kind, self.pool_size, stride), (out, channels)
+
+
+@LAYERS.register("maxpool1d", positional="pool_size")
+class MaxPool1D(_Pool1D):
+    def build(self, shape):
+        return self._pool(shape, "max")
+
+
+@LAYERS.register("avgpool1d", positional="pool_size")
+class AvgPool1D(_Pool1D):
+    def build(self, shape):
+        return self._pool(shape, "avg")
+
+
+@LAYERS.register("layer_norm")
+class LayerNorm(Layer):
+    """Normalises each step's channels (or a flat vector) to zero mean and unit variance, then scales and shifts."""
+
+    epsilon: float = Field(1e-3, gt=0.0)
+
+    def reads_lengths(self):
+        return True
+
+    def build(self, shape):
+        from dlcli.models.modules import SequenceLayerNorm
+
+        if len(shape) not in (1, 2):
+            raise ShapeError(f"layer_norm takes a sequence (steps, channels) or a flat input, got shape {tuple(shape)}")
+        return SequenceLayerNorm(shape[-1], eps=self.epsilon), tuple(shape)
+
+
+@LAYERS.register("transformer_encoder")
+class TransformerEncoder(Layer):
+    """Multi-head self-attention with sinusoidal positions: (steps, channels) in, (steps, model_dim) out, so a
+    global pool follows. The channels are projected to model_dim when they differ."""
+
+    num_heads: PositiveInt = 4
+    model_dim: PositiveInt | None = Field(None, description="the attention's width; default the input's channels "
+                                          "when num_heads divides them and they are 16 or more, else 64")
+    ff_dim: PositiveInt | None = Field(None, description="the feed-forward width; default 2 x model_dim")
+    num_layers: PositiveInt = 1
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    def reads_lengths(self):
+        return True
+
+    def build(self, shape):
+        from dlcli.models.modules import TransformerEncoder as Encoder
+
+        steps, channels = _sequence(shape, "transformer_encoder")
+        dim = self.model_dim
+        if dim is None:
+            dim = channels if channels >= 16 and channels % self.num_heads == 0 else 64
+        if dim % self.num_heads:
+            raise ShapeError(f"transformer_encoder: num_heads {self.num_heads} must divide model_dim {dim}")
+        encoder = Encoder(steps, channels, dim, self.num_heads, self.ff_dim or 2 * dim, self.num_layers, self.dropout)
+        return encoder, (steps, dim)
+
+
+@LAYERS.register("residual", positional="layers")
+class Residual(Layer):
+    """x + f(x) for the sub-list `layers` f, built with the same shape inference; where f changes the width, the
+    shortcut is a 1x1 convolution (a dense layer for flat inputs). `activation` comes after the sum."""
+
+    layers: list[Any] = Field(min_length=1, description="the layers of the block, as in model.layers")
+    batchnorm_shortcut: bool = Field(False, description="batch-normalise the shortcut (Wang et al.'s ResNet)")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v):
+        return parse_list(LAYERS, v)
+
+    @field_serializer("layers")
+    def _specs(self, layers):
+        return [layer.to_spec() for layer in layers]
+
+    def reads_lengths(self):
+        return True
+
+    def build(self, shape):
+        raise NotImplementedError("the model builder builds a residual block: it holds layers (dlcli.models)")
 
 
 @LAYERS.register("backbone", positional="arch")
