@@ -324,6 +324,54 @@ def _text_column(values):
     return pa.array([cell(v) for v in values], pa.string())
 
 
+# ---------------------------------------------------------------- numeric sequences
+
+
+SEQUENCE_TYPES = ".npz, CSV or Parquet paths, NumPy arrays, torch tensors or lists of numbers"
+
+
+def sequence_inputs(items, state: dict, entry):
+    """Series -> (float32 (N, T, C) with the run's length and channels, a name per series). Paths are read as
+    `dlcli predict` reads files. An array or tensor is one series when it is (T,) or, for a run of C > 1 channels,
+    (T, C); several when (N, T) for a one-channel run or (N, T, C). A list of numbers is one series, a list of
+    series several."""
+    from dlcli.data.sequences import encode_series, encode_values
+
+    listed, many = _listed(items)
+    if many and listed and all(isinstance(v, (int, float)) for v in listed):
+        listed, many = [list(items)], False  # one series given as a list of numbers
+    channels = len(state["channels"])
+    blocks, names = [], []
+    for i, item in enumerate(listed):
+        kind, at = _kind(item), f"[{i}]" if many else ""
+        if kind == "path":
+            x, found = encode_series(str(item), state, entry)
+            blocks.append(x)
+            names += found
+            continue
+        if kind == "tensor":
+            item, kind = item.detach().cpu().float().numpy(), "tensor"
+        elif kind is None and isinstance(item, (list, tuple)):
+            item, kind = np.asarray(item, dtype=object), "list"
+        if kind not in ("array", "tensor", "list"):
+            raise DataError(f"input{at}: {_what(item)} is not a series; a sequence run takes {SEQUENCE_TYPES}",
+                             BAD_INPUT)
+        try:
+            arr = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"input{at}: not numbers (a series is a list of numbers, or of [channel values] rows)",
+                             BAD_INPUT) from None
+        one = arr.ndim == 1 or (arr.ndim == 2 and channels > 1)
+        series = [arr] if one else list(arr)
+        label = f"{kind}{at}"
+        names_here = [label if one else f"{label}[{k}]" for k in range(len(series))]
+        blocks.append(encode_values(series, state, names_here))
+        names += names_here
+    if not blocks:
+        raise DataError(f"no series given: pass {SEQUENCE_TYPES}", BAD_INPUT)
+    return np.concatenate(blocks), names
+
+
 # ---------------------------------------------------------------- texts
 
 
