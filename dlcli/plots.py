@@ -96,7 +96,7 @@ def plot_files(run_dir) -> list[Path]:
     """The PNG files a run has now, curves first."""
     run = Path(run_dir)
     found = [run / CURVES] if (run / CURVES).is_file() else []
-    return found + sorted(p for pattern in ("confusion-*.png", "regression-*.png", "labels-*.png")
+    return found + sorted(p for pattern in ("confusion-*.png", "regression-*.png", "labels-*.png", "forecast-*.png")
                           for p in run.glob(pattern))
 
 

@@ -262,4 +262,4 @@ def task_of(info: dict | None) -> str:
 
 
 # The entries register themselves on import.
-from dlcli.tasks import classification, multilabel, regression  # noqa: E402,F401
+from dlcli.tasks import classification, forecast, multilabel, regression  # noqa: E402,F401
