@@ -19,6 +19,11 @@ WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(!=|>=|<=|=|>|<)(.*)$")
 ALIASES = {"test_acc": "test_accuracy", "acc": "test_accuracy", "best": "best_metric.value", "date": "started",
            "epochs_done": "epochs_completed"}
 ABSENT = "-"  # a key a run's config does not have
+# Config keys that say how a run was computed, not what it trained: train.threads is recorded even when training
+# chose it from the idle cores (so that a resume computes the same way), so two runs of one config differ there by
+# chance. `compare` shows them among the metrics, beside the seconds they explain, not as config differences.
+HOW_IT_RAN = ("train.threads",)
+SECONDS = ("train seconds",)  # metrics shown as durations
 
 
 def read_config(run: Path) -> dict:
@@ -148,7 +153,7 @@ def repeat_groups(rows: list[dict]) -> dict[str, dict]:
 def compare(run_dirs: list[Path]) -> dict:
     """{"runs": ids, "differ": {key: [value per run]}, "same": count, "metrics": {name: [value per run]}}."""
     flat = [runs.flatten(read_config(r)) for r in run_dirs]
-    keys = list(dict.fromkeys(k for f in flat for k in f))
+    keys = [k for k in dict.fromkeys(k for f in flat for k in f) if k not in HOW_IT_RAN]
     differ = {k: [f.get(k, ABSENT) for f in flat] for k in keys
               if any(f.get(k, ABSENT) != flat[0].get(k, ABSENT) for f in flat[1:])}
     metrics: dict[str, list] = {}
@@ -175,6 +180,7 @@ def compare(run_dirs: list[Path]) -> dict:
             "test loss": test.get("loss"),
             "parameters": summary.get("parameters"),
             "train seconds": summary.get("train_seconds"),
+            "threads": summary.get("threads"),
         }
         for name, value in values.items():
             metrics.setdefault(name, [None] * len(run_dirs))[i] = value
@@ -195,6 +201,18 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _duration(value) -> str:
+    """Seconds as a reader compares them: 8.4 s, 3 min 05 s, 2 h 07 min."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return _cell(value)
+    if value < 60:
+        return f"{value:.1f} s"
+    whole = round(value)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 def render(report: dict, console) -> None:
     from rich.table import Table
 
@@ -211,7 +229,7 @@ def render(report: dict, console) -> None:
     for run_id in ids:
         metrics.add_column(run_id, justify="right")
     for name, values in report["metrics"].items():
-        metrics.add_row(name, *(_cell(v) for v in values))
+        metrics.add_row(name, *((_duration if name in SECONDS else _cell)(v) for v in values))
     console.print(metrics)
 
 

@@ -26,6 +26,7 @@ from dlcli.tasks import ERROR, INFO, WARNING
 
 SEVERITIES = (ERROR, WARNING, INFO)
 PER_CHECK = 50  # findings kept per check; the rest are counted in one more line
+CLASS_ROWS = 20  # render: a label with more classes shows this many (the rarest in train) and the rest's totals
 CUT_SHARE = 0.1  # text_csv: a warning when more than this share of texts is cut by max_length
 COVERAGE = 0.8  # text_csv: a warning when the train vocabulary covers less of the test tokens than this
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -77,9 +78,11 @@ def is_config(target: str) -> bool:
 
 
 def entry_for_path(target: str, overrides: list[str] | None = None):
-    """(dataset entry, task) for a path given instead of a config: an image folder root (with train/), a .csv/.parquet
-    file or a directory of part files, with the kind's default keys; `overrides` set data keys (label_column=y) or
-    the task (task=regression, task.loss=huber)."""
+    """(dataset entry, task, notes) for a path given instead of a config: an image folder root (with train/), a
+    .csv/.parquet file or a directory of part files, with the kind's default keys; `overrides` set data keys
+    (label_column=y) or the task (task=regression, task.loss=huber). A table's label column, unless set, is the one
+    `dlcli init` would write (and a label of numbers with many values is checked as init's task: regression); the
+    notes say so."""
     from dlcli.config import apply_override
     from dlcli.data.catalog import parse_data
     from dlcli.data.tables import FORMATS
@@ -98,6 +101,8 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
         else:
             raise DlcliError(f"{target}/: neither an image folder (no train/ in it) nor a directory of .csv/.parquet "
                              f"part files")
+    elif path.suffix.lower() == ".npz":  # numeric series: x, y (and lengths)
+        data = {"dataset": "sequences", "train_file": str(path)}
     elif path.suffix.lower() in FORMATS:
         data = {"dataset": FORMATS[path.suffix.lower()], "train_file": str(path)}
     else:
@@ -106,6 +111,7 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
     for override in overrides or []:
         spelled = override.startswith(("data.", "task=", "task."))
         apply_override(wrapper, override if spelled else f"data.{override}")
+    notes = _guessed_label(wrapper, path) if "train_file" in data and "label_column" not in wrapper["data"] else []
     try:
         task = parse_task(wrapper["task"])
     except TaskError as err:
@@ -119,20 +125,54 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
     if task.entry_name not in entry.tasks:  # as a config's validation says it
         raise DlcliError(f"task: {task.entry_name} needs targets the {entry.dataset} dataset cannot give (it gives "
                          f"{' or '.join(entry.tasks)} targets)")
-    return entry, task
+    return entry, task, notes
 
 
-def check(entry, seed: int, source: str, task=None) -> dict:
+def _guessed_label(wrapper: dict, path: Path) -> list[str]:
+    """Set the label column (and, for numbers with many values, the task) as `dlcli init` chooses them for this
+    table; returns what was guessed, to say so. A table init cannot read is left to the check to report."""
+    from dlcli.init import guess_label
+
+    try:
+        label, why, regression = guess_label(path)
+    except DlcliError:
+        return []
+    if label == "label" and not regression:  # the kind's default: nothing to say
+        return []
+    wrapper["data"]["label_column"] = label
+    notes = [f"label column '{label}' guessed as `dlcli init` guesses it ({why}); --set label_column=COLUMN checks "
+             f"another"]
+    if regression and wrapper["task"] is None:
+        wrapper["task"] = "regression"
+        notes.append(f"'{label}' holds numbers with many values: checked as task: regression, as init writes it "
+                     f"(--set task=classification checks them as classes)")
+    return notes
+
+
+def check(entry, seed: int, source: str, task=None, notes=()) -> dict:
     """The report (a JSON-ready dict) of one dataset entry; report['ok'] is False when something blocks training.
     task: the config's (dlcli.tasks), which reads and judges a table's targets; default classification, not spelled
-    out (so a numeric label with many values is refused, as training refuses it)."""
+    out (so a numeric label with many values is refused, as training refuses it). notes: info lines to lead with
+    (what entry_for_path guessed)."""
     from dlcli.tasks import parse_task
 
     report = Report(source, entry.dataset)
+    for note in notes:
+        report.add(INFO, "guessed", note)
     if entry.dataset == "image_folder":
         _check_image_folder(entry, report)
     elif entry.dataset == "image_table":
         _check_image_table(entry, seed, task if task is not None else parse_task(None), report)
+    elif entry.dataset == "sequences":  # series to classify: gaps, constant series, lengths, classes
+        from dlcli.data.sequences import survey_sequences
+
+        counts = survey_sequences(entry, task if task is not None else parse_task(None), report, seed)
+        if counts:
+            _check_classes(report, counts)
+    elif entry.dataset == "series":  # time steps, not rows: gaps, duplicate times, short and constant series
+        from dlcli.data.series import survey_series
+
+        survey_series(entry, report)
     elif hasattr(entry, "train_file"):
         _check_table(entry, task if task is not None else parse_task(None), report)
     else:
@@ -431,7 +471,8 @@ def _check_table(entry, task, report: Report) -> None:
         _check_targets(entry, task, labels, report, {split: (files[split], chunks)
                                                      for split, (_, chunks) in usable.items()})
     if not missing_label and all(c in f[0].columns for f in usable.values() for c in columns):
-        keyed = [text_column, *labels] if text_column else columns
+        keyed = [text_column, *labels] if text_column else \
+            [c for c in columns if c not in getattr(entry, "drop_columns", [])]  # an id would make every row unique
         _check_duplicate_rows(report, usable, keyed, has_test="test" in files)
     if text_column and not missing_label:
         _check_texts(entry, report, usable)
@@ -464,17 +505,23 @@ def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: in
                    labels: list[str]) -> None:
     """Arrow's types, gaps, distinct values and each column's role (numeric / categorical) under the dataset's rules."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from dlcli.data.columns import as_numbers, missing_mask
-    from dlcli.data.tables import NUMERIC_SHARE
+    from dlcli.data.tables import NUMERIC_SHARE, feature_columns, id_like
 
     configured = getattr(entry, "categorical", "auto")
+    dropped = getattr(entry, "drop_columns", [])
     if configured != "auto":
         for c in configured:
-            if c not in columns or c in labels:
+            if c not in columns or c in labels or c in dropped:
                 report.add(ERROR, "unknown-column", f"data.categorical: '{c}' is not a feature column of "
                            f"{entry.train_file}")
+    try:
+        feature_columns(entry, columns, labels)  # data.drop_columns names columns of the table, not the label
+    except DlcliError as err:
+        report.add(ERROR, "unknown-column", str(err))
     missing_rule = getattr(entry, "missing", "fill")
     rows = []
     for c in columns:
@@ -483,6 +530,8 @@ def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: in
         distinct = pc.count_distinct(_strings(chunks, c), mode="only_valid").as_py()
         if c in labels:
             role = "label"
+        elif c in dropped:
+            role = "dropped"
         elif text_column:
             role = "text" if c == text_column else "ignored"
         elif configured != "auto":
@@ -499,13 +548,15 @@ def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: in
             _first_non_number(report, chunks, c)
         if role in ("numeric", "categorical"):
             if distinct == 0:
-                report.add(WARNING, "empty-column", f"column '{c}' has no values at all: drop it")
+                report.add(WARNING, "empty-column", f"column '{c}' has no values at all: leave it out with "
+                           f"data.drop_columns: [{c}]")
             elif distinct == 1:
                 report.add(WARNING, "constant-column", f"column '{c}' holds one value in every row: it carries no "
-                           f"information (drop it)")
-            elif role == "categorical" and distinct == n_rows - gaps and n_rows >= 20:
-                report.add(WARNING, "id-column", f"column '{c}' has a different value in every row (an id?): "
-                           f"one-hot encoding it gives {distinct} slots that tell nothing about unseen rows")
+                           f"information (leave it out with data.drop_columns: [{c}])")
+            elif why := id_like(c, pa.chunked_array([chunk.table.column(c) for chunk in chunks]), role == "numeric"):
+                report.add(WARNING, "id-column", f"column '{c}' looks like an id ({why}): it names rows rather "
+                           f"than describing them, which teaches a model the rows it saw; leave it out with "
+                           f"data.drop_columns: [{c}]")
             if gaps and distinct:
                 what = {"fill": "filled with the training mean" if role == "numeric" else "given the 'missing' slot",
                         "drop": "those rows are dropped (data.missing: drop)",
@@ -637,18 +688,34 @@ def render(report: dict, console) -> None:
     console.print(f"data check: {report['source']} ({report['dataset']})", soft_wrap=True)
     classes = report.get("classes")
     if classes:
+        counts, names = classes["counts"], classes["names"]
+        shown = names if len(names) <= CLASS_ROWS else \
+            sorted(names, key=lambda n: counts["train"].get(n, 0))[:CLASS_ROWS]  # the rarest: where trouble is
         table = Table(title="classes")
         table.add_column("class")
-        splits = list(classes["counts"])
+        splits = list(counts)
         for split in splits:
             table.add_column(split, justify="right")
-        for name in classes["names"]:
-            table.add_row(escape(str(name)), *(f"{classes['counts'][s].get(name, 0):,}" for s in splits))
+        for name in shown:
+            table.add_row(escape(str(name)), *(f"{counts[s].get(name, 0):,}" for s in splits))
+        if shown is not names:
+            rest = set(names) - set(shown)
+            table.add_row(f"... {len(rest):,} more", *(f"{sum(counts[s].get(n, 0) for n in rest):,}" for s in splits),
+                          style="dim")
         console.print(table)
+        if shown is not names:
+            console.print(f"{len(names):,} classes: the {CLASS_ROWS} with the fewest training samples are shown, the "
+                          f"others summed (--json lists every one)", soft_wrap=True)
         if classes["imbalance_ratio"]:
             console.print(f"imbalance {classes['imbalance_ratio']:.1f}:1 (largest / smallest training class)")
     if report.get("targets"):
         console.print(_targets_table(report["targets"]))
+    if report.get("series"):
+        found = report["series"]
+        console.print(f"{found['series']:,} series, {found['frequency']} (season {found['season']}), "
+                      f"{found['steps']['min']:,} to {found['steps']['max']:,} steps from {found['first']} to "
+                      f"{found['last']}; windows: {found['windows']['train']:,} train, {found['windows']['val']:,} "
+                      f"val, {found['windows']['test']:,} test", soft_wrap=True)
     if report.get("labels"):
         console.print(_labels_table(report["labels"]))
     images = report.get("images")

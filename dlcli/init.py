@@ -261,6 +261,7 @@ class Column:
     numeric: bool
     distinct: int
     words: float  # mean words per present value (string columns)
+    id_reason: str | None = None  # why it names rows rather than describing them (dlcli.data.tables.id_like)
 
 
 def _table_files(path: Path) -> tuple[Path, Path | None]:
@@ -298,7 +299,7 @@ def _columns(chunk) -> list[Column]:
     import pyarrow.compute as pc
 
     from dlcli.data.columns import as_numbers, as_strings, is_numeric_type
-    from dlcli.data.tables import NUMERIC_SHARE
+    from dlcli.data.tables import NUMERIC_SHARE, id_like
 
     out = []
     for name in chunk.table.column_names:
@@ -312,7 +313,7 @@ def _columns(chunk) -> list[Column]:
             numeric = present > 0 and int((~np.isnan(values)).sum()) >= NUMERIC_SHARE * present
         if not numeric and present:
             words = float(pc.mean(pc.count_substring_regex(text, r"\S+")).as_py())
-        out.append(Column(name, numeric, len(pc.unique(text).drop_null()), words))
+        out.append(Column(name, numeric, len(pc.unique(text).drop_null()), words, id_like(name, column, numeric)))
     return out
 
 
@@ -328,12 +329,13 @@ def _named_label(columns: list[Column], name: str, train_file: Path) -> tuple[Co
 
 def _guess_label(columns: list[Column], text: Column | None) -> tuple[Column, str]:
     """The label column and why it was chosen."""
-    candidates = [c for c in columns if c is not text]
+    candidates = [c for c in columns if c is not text and not c.id_reason] or [c for c in columns if c is not text]
     by_name = {c.name.lower(): c for c in candidates}
     for wanted in LABEL_NAMES:
         if wanted in by_name:
             return by_name[wanted], f"named '{by_name[wanted].name}'"
-    return candidates[-1], "the last column" + (" besides the texts" if text is columns[-1] else "")
+    last = candidates[-1] is not columns[-1]
+    return candidates[-1], "the last column" + (" besides the texts and ids" if last else "")
 
 
 def _regression(chunk, label: Column, sample_note: str) -> Key | None:
@@ -355,7 +357,29 @@ def _regression(chunk, label: Column, sample_note: str) -> Key | None:
                                      f"{others} reported too")
 
 
-def propose_table(path: Path, given: Path, label_name: str | None = None) -> Proposal:
+@dataclass
+class TableLook:
+    """What init reads of a table: its files and format, the first block of rows, the columns, and the label."""
+
+    train_file: Path
+    test_file: Path | None
+    fmt: str
+    chunk: Any  # the first block of rows (dlcli.data.tables.Chunk)
+    rows: int
+    columns: list[Column]
+    text: Column | None  # a column of texts (text_csv), if any
+    label: Column
+    why: str  # why this label column
+
+    @property
+    def sample_note(self) -> str:
+        sampled = self.chunk.table.num_rows
+        return "" if sampled >= self.rows else f" in the first {sampled:,} rows"
+
+
+def look_at_table(path: Path, label_name: str | None = None) -> TableLook:
+    """Read enough of the table at `path` to choose its label column: `label_name`, else the guess (a column named
+    label, target, class, y or category, else the last column that is neither texts nor an id)."""
     from dlcli.data.tables import FORMATS, TableSource
 
     train_file, test_file = _table_files(path)
@@ -369,17 +393,134 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
     chunk = next(iter(source.stream(None, ())), None)
     if chunk is None or not chunk.table.num_rows:
         raise DlcliError(f"{train_file}: no data rows under the header")
-    rows, sampled = _row_count(source), chunk.table.num_rows
     columns = _columns(chunk)
     texts = [c for c in columns if not c.numeric and c.words >= TEXT_MIN_WORDS and c.name != label_name]
     text = max(texts, key=lambda c: c.words) if texts else None
     label, why = _named_label(columns, label_name, train_file) if label_name else _guess_label(columns, text)
+    return TableLook(train_file, test_file, fmt, chunk, _row_count(source), columns, text, label, why)
+
+
+def guess_label(path: Path) -> tuple[str, str, bool]:
+    """(the label column init would write for the table at `path`, why, whether init would predict it as a number
+    with task: regression): `dlcli data check TABLE` reads a bare table the way init would configure it."""
+    look = look_at_table(path)
+    return look.label.name, look.why, _regression(look.chunk, look.label, look.sample_note) is not None
+
+
+def _time_column(look: TableLook) -> Column | None:
+    """The column of dates or timestamps (Arrow's date/timestamp types, or ISO 8601 text such as 2024-01-31) of a
+    table that also holds a numeric column; None for any other table."""
+    import warnings
+
+    import numpy as np
+    import pyarrow as pa
+
+    from dlcli.data.columns import as_strings
+
+    if not any(c.numeric for c in look.columns):
+        return None
+    for c in look.columns:
+        column = look.chunk.table.column(c.name)
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            return c
+        if c.numeric or c.distinct < 3:
+            continue
+        sample = [v for v in as_strings(column).to_pylist()[:200] if v is not None]
+        if not sample or not all("-" in v for v in sample):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                np.array(sample, dtype="datetime64[s]")
+            except ValueError:
+                continue
+        return c
+    return None
+
+
+def propose_series(look: TableLook, given: Path, time: Column, label_name: str | None) -> Proposal:
+    """A `series` config: the numeric label to forecast, a column of few names as id_column (many series), the
+    frequency read from the times, horizon one season and lookback three (less where the series are short)."""
+    import numpy as np
+
+    from dlcli.data.series import infer_frequency, parse_times
+
+    numeric = [c for c in look.columns if c.numeric and c is not time and not c.id_reason]
+    label = look.label if label_name or (look.label.numeric and look.label is not time) else \
+        (numeric[-1] if numeric else None)
+    if label is None or not label.numeric:
+        raise DlcliError(f"--label {label_name}: a series to forecast holds numbers; '{label_name}' does not")
+    rows = look.chunk.table.num_rows
+    ids = [c for c in look.columns if not c.numeric and c is not time and c is not label and 2 <= c.distinct
+           <= max(2, rows // 10)]
+    group = ids[0] if ids else None
+    times, _ = parse_times(look.chunk.table.column(time.name), lambda i: look.chunk.where(i))
+    names = (np.array(look.chunk.table.column(group.name).to_pylist(), dtype=object).astype(str) if group
+             else np.zeros(rows, dtype=str))
+    per = [np.sort(times[names == n]) for n in np.unique(names)]
+    freq = infer_frequency(per, times.dtype.kind != "M", None)
+    shortest = min(len(t) for t in per)
+    horizon = freq.season if freq.season > 1 else 10
+    lookback = 3 * horizon
+    warnings = []
+    if shortest < lookback + 3 * horizon:  # train, validation and test windows need lookback + 3 horizons
+        lookback = max(horizon, shortest - 3 * horizon)
+        if shortest < lookback + 3 * horizon:
+            horizon = max(1, shortest // 5)
+            lookback = 2 * horizon
+        warnings.append(f"the shortest series has {shortest:,} steps: horizon {horizon} and lookback {lookback} "
+                        "leave it training windows; longer series forecast better")
+    covariates = [c.name for c in numeric if c is not label]
+    data = [
+        Key("dataset", "series", "one row per time step; windows of lookback steps -> the next horizon steps"),
+        Key("train_file", look.train_file.as_posix(), "the table: a file, or a directory of part files"),
+        Key("time_column", time.name, f"dates or timestamps: {freq.name} (season {freq.season})"),
+        Key("label_column", label.name, "the value to forecast" + ("" if label_name else " (guessed: the last "
+                                                                                            "numeric column)")),
+        Key("id_column", group.name if group else None, f"{group.distinct:,} series, one model for all" if group
+            else "one series; a column naming each row's series makes many"),
+        Key("covariates", [], "other numeric columns read as inputs" + (f" (here: {_shown(covariates, 5)})"
+                                                                        if covariates else "")),
+        Key("lookback", lookback, "steps of history each forecast reads"),
+        Key("horizon", horizon, "steps forecast at once; the test split is each series' last horizon"),
+        Key("normalize", "window", "each window's mean off its inputs, added back to its forecast"),
+        Key("val_split", 1, "validation windows per series, the horizon before the test horizon"),
+    ]
+    model = [
+        Key("type", "sequential", "a linear map from the window to the forecast, and a small network beside it"),
+        Key("layers", ["flatten", {"residual": [{"dense": {"units": 64, "activation": "relu"}},
+                                                {"dense": horizon}]}], f"the last dense is the horizon ({horizon})"),
+    ]
+    optimizer = [Key("name", "adam", "Adam: a robust default"), Key("lr", 0.003, "learning rate")]
+    train_keys = [Key("epochs", "auto", "about 3,000 steps, stopping early when val_loss stops falling"),
+                  Key("batch_size", 32, "windows per step")]
+    task = Key("task", "forecast", "judged on MASE against the seasonal naive forecast (below 1 beats it); mae, "
+                                   "rmse and smape reported too")
+    header = [f"Starter config written by `dlcli init {given.as_posix()}`: {len(per):,} series of "
+              f"{freq.name} '{label.name}' ({_plural(rows, 'row')}), forecast {horizon} steps ahead."]
+    what = f"{len(per):,} {freq.name} series in a table, forecasting '{label.name}'"
+    return Proposal(_name_of(given), what, header, data, model, optimizer, train_keys, warnings, task)
+
+
+def propose_table(path: Path, given: Path, label_name: str | None = None) -> Proposal:
+    from dlcli.data.tables import TableSource
+
+    look = look_at_table(path, label_name)
+    time_column = _time_column(look)
+    if time_column is not None:  # a date column and numbers: series to forecast
+        return propose_series(look, given, time_column, label_name)
+    layout = sequence_layout(look)
+    if layout is not None:  # one series a row, or one step a row: series to classify
+        return _propose_table_sequences(look, given, layout)
+    train_file, test_file, fmt, chunk, rows = look.train_file, look.test_file, look.fmt, look.chunk, look.rows
+    columns, text, label, why = look.columns, look.text, look.label, look.why
+    sampled = chunk.table.num_rows
     if test_file is not None and label.name not in TableSource(str(test_file), fmt, "dlcli init").columns:
         test_file = None  # a test file without labels (to predict, not to score)
     few = min(FEW_VALUES, sampled / 2)  # values that repeat: classes rather than measurements or ids
-    others = [c.name for c in columns if c is not label and c is not text and c.distinct <= few]
+    others = [c.name for c in columns if c is not label and c is not text and c.distinct <= few and not c.id_reason]
     alternatives = f"; other columns with few values: {_shown(others, 5)}" if others else ""
-    sample_note = "" if sampled >= rows else f" in the first {sampled:,} rows"
+    sample_note = look.sample_note
     task = _regression(chunk, label, sample_note)
     warnings = []
     if task is not None:
@@ -411,7 +552,8 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
         return _propose_text(name, given, rows, files, label_key, splits, text, chunk, columns, label, warnings,
                              task, answer)
 
-    features = [c for c in columns if c is not label]
+    ids = [c for c in columns if c is not label and c.id_reason]
+    features = [c for c in columns if c is not label and c not in ids]
     categorical = [c for c in features if not c.numeric]
     width = sum(1 if c.numeric else c.distinct + 1 for c in features)
     hidden = [64, 32] if width <= 64 else [128, 64] if width <= 512 else [256, 128]
@@ -425,6 +567,9 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
                                    "or a list of column names"),
         Key("missing", "fill", "an empty cell: fill (the training mean, or a category of its own) | drop the row "
                                "| error"),
+        *([Key("drop_columns", [c.name for c in ids], "left out: they name rows rather than describe them (" +
+               "; ".join(f"{c.name}: {c.id_reason}" for c in ids[:3]) + ("; ..." if len(ids) > 3 else "") +
+               "), which teaches a model the rows it saw, nothing about new ones")] if ids else []),
         *splits,
     ]
     model = [
@@ -442,9 +587,11 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
     header = [
         (f"Starter config written by `dlcli init {given.as_posix()}`: a table of {_plural(rows, 'row')} and "
         f"{_plural(len(columns), 'column')}: {_plural(len(features) - len(categorical), 'numeric feature')}, "
-        f"{_plural(len(categorical), 'categorical feature')}, label '{label.name}'{' (a number)' if task else ''}."),
+        f"{_plural(len(categorical), 'categorical feature')}, label '{label.name}'{' (a number)' if task else ''}"
+        f"{', ' + _plural(len(ids), 'id column') + ' dropped' if ids else ''}."),
     ]
-    what = f"{fmt} table, {_plural(rows, 'row')}, label '{label.name}' ({answer})"
+    what = f"{fmt} table, {_plural(rows, 'row')}, label '{label.name}' ({answer})" + \
+        (f"; dropped id-like {_shown([c.name for c in ids], 3)}" if ids else "")
     return Proposal(name, what, header, data, model, optimizer, train_keys, warnings, task)
 
 
@@ -499,6 +646,123 @@ def _propose_text(name, given, rows, files, label_key, splits, text: Column, chu
     return Proposal(name, what, header, data, model, optimizer, train_keys, warnings, task)
 
 
+# ---------------------------------------------------------------- numeric sequences
+
+
+def _numbered(names: list[str]) -> bool:
+    """Column names of steps: one prefix and a number (t0, t1, ... or 1, 2, ...)."""
+    found = [re.fullmatch(r"(\D*?)_?(\d+)", n) for n in names]
+    return all(found) and len({m.group(1) for m in found}) == 1
+
+
+TIME_NAMES = ("t", "time", "step", "timestep", "index", "timestamp", "tick")  # a long table's step column
+
+
+def sequence_layout(look: TableLook) -> tuple[str, str | None, str | None] | None:
+    """(layout, id column, time column) of a table of series, or None for an ordinary table. wide: 16 or more
+    numeric columns besides the label, named as steps; long: a column whose values come in one run of 3 or more rows
+    each, with one label per run (its time column: one named so, increasing within each run)."""
+    import numpy as np
+
+    from dlcli.data.columns import as_numbers, as_strings
+
+    others = [c for c in look.columns if c is not look.label]
+    if len(others) >= 16 and all(c.numeric for c in others) and _numbered([c.name for c in others]):
+        return "wide", None, None
+    table = look.chunk.table
+    labels = np.asarray(as_strings(table.column(look.label.name)).to_pylist(), dtype=object)
+    for c in others:
+        values = np.asarray(as_strings(table.column(c.name)).to_pylist(), dtype=object)
+        new_run = np.r_[True, values[1:] != values[:-1]]
+        runs = int(new_run.sum())
+        if c.distinct < 2 or runs != c.distinct or len(values) < 3 * runs:
+            continue
+        run = np.cumsum(new_run) - 1
+        if (labels != labels[np.flatnonzero(new_run)][run]).any():
+            continue
+        time = None
+        for t in others:
+            if t is not c and t.numeric and t.name.lower() in TIME_NAMES:
+                steps = as_numbers(table.column(t.name))[0]
+                if (np.diff(steps)[run[1:] == run[:-1]] > 0).all():
+                    time = t.name
+        return "long", c.name, time
+    return None
+
+
+def propose_sequences(given: Path, train_file: Path, test_file: Path | None, layout: str, n: int, lengths: tuple,
+                      channels: int, label: str | None, classes: int, task: Key | None, ids=(None, None)) -> Proposal:
+    """A `sequences` config (the FCN of configs/sequences_fcn.yaml) for a .npz, a wide or a long table."""
+    shortest, longest = lengths
+    same = shortest == longest
+    data = [
+        Key("dataset", "sequences", "numeric series: a .npz (x, y), a wide table (a row a series) or a long one "
+                                    "(a row a step)"),
+        Key("train_file", train_file.as_posix(), f"{n:,} series found ({layout})"),
+        Key("test_file", test_file.as_posix() if test_file else None, "null: test_split of the series is held out"),
+        *([Key("label_column", label, "the target of each series")] if label else []),
+        *([Key("id_column", ids[0], "names each row's series"),
+           Key("time_column", ids[1], "orders each series' steps" if ids[1] else "null: the file's order")]
+          if layout == "long" else []),
+        Key("normalize", "channel", "per-channel mean and std of the training split; series: each series "
+                                    "z-normalised on its own (UCR)"),
+        Key("max_length", None, f"series have {shortest} steps" if same else
+            f"series have {shortest} to {longest} steps, padded to the longest; a number cuts longer ones"),
+        Key("val_split", 0.2, "seeded share of the series held out for validation"),
+        Key("test_split", 0.2, "share held out for the test" + (" (unused: test_file is set)" if test_file else "")),
+        Key("augment", [{"scaling": 0.1}, {"jitter": 0.03}], "random changes to training batches only"),
+    ]
+    model = [Key("type", "fcn", "the fully convolutional network of Wang et al. (2017) over the steps"),
+             Key("filters", [64, 128, 64], "channels of its three convolutions (Wang et al. use 128, 256, 128)")]
+    optimizer = [Key("name", "adam", "Adam: a robust default"), Key("lr", 0.001, "learning rate")]
+    train_keys = [Key("epochs", 100, "passes over the training series; best.pt keeps the best validation epoch"),
+                  Key("batch_size", 16, "series per step")]
+    answer = "a number" if task else _plural(classes, "class")
+    steps = str(shortest) if same else f"{shortest}-{longest}"
+    header = [f"Starter config written by `dlcli init {given.as_posix()}`: {n:,} series of {steps} "
+              f"steps and {_plural(channels, 'channel')} ({layout}), {answer}."]
+    what = f"sequences ({layout}), {n:,} series, {answer}"
+    return Proposal(_name_of(given), what, header, data, model, optimizer, train_keys, [], task)
+
+
+def propose_npz(path: Path) -> Proposal:
+    from dlcli.data.sequences import check_steps, read_npz
+
+    found = read_npz(str(path), ["label"], "dlcli init")
+    lengths = check_steps(found.x, found.names, found.lengths)
+    y = found.labels.column("label").to_pylist()
+    distinct = len(set(y))
+    measured = all(isinstance(v, float) for v in y) and distinct > 20 and any(v != int(v) for v in y)
+    task = Key("task", "regression", f"y holds {distinct:,} distinct numbers: predicted as a number") \
+        if measured else None
+    test = path.with_name(path.name.replace("train", "test")) if "train" in path.name else None
+    return propose_sequences(path, path, test if test and test.is_file() else None, "npz", len(found.x),
+                             (int(lengths.min()), int(lengths.max())), found.x.shape[2], None, distinct, task)
+
+
+def _propose_table_sequences(look: TableLook, given: Path, layout) -> Proposal:
+    import numpy as np
+
+    from dlcli.data.columns import as_numbers, as_strings
+
+    kind, ident, time = layout
+    table = look.chunk.table
+    task = _regression(look.chunk, look.label, look.sample_note)
+    if kind == "wide":
+        present = np.stack([~np.isnan(as_numbers(table.column(c.name))[0]) for c in look.columns
+                            if c is not look.label], 1)
+        lengths = present.shape[1] - np.argmax(present[:, ::-1], axis=1)
+        n, channels = look.rows, 1
+    else:
+        _, lengths = np.unique(np.asarray(as_strings(table.column(ident)).to_pylist(), dtype=object),
+                               return_counts=True)
+        n = len(lengths) if look.rows <= table.num_rows else int(round(look.rows / lengths.mean()))
+        channels = len([c for c in look.columns if c.name not in (ident, time, look.label.name)])
+    return propose_sequences(given, look.train_file, look.test_file, kind, n,
+                             (int(lengths.min()), int(lengths.max())), channels, look.label.name,
+                             look.label.distinct, task, (ident, time))
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -508,6 +772,8 @@ def propose(path: Path, label: str | None = None) -> Proposal:
 
     if not path.exists():
         raise DlcliError(f"{path}: no such file or directory")
+    if path.suffix.lower() == ".npz":
+        return propose_npz(path)
     if path.is_dir():
         root = _image_root(path)
         if root is not None:
@@ -529,16 +795,25 @@ def _exists(target: Path) -> DlcliError:
     return DlcliError(f"{target} exists; not overwriting it (delete it or choose another file with -o)")
 
 
-def write_starter(path: str, output: str | None = None, label: str | None = None) -> tuple[Path, Proposal]:
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")  # the config's `name` (it starts every run id)
+
+
+def write_starter(path: str, output: str | None = None, label: str | None = None,
+                  name: str | None = None) -> tuple[Path, Proposal]:
     """Write the starter config for the data at `path` to `output` (default ./<name>.yaml); never overwrites.
-    label: a table's label column (else guessed)."""
+    label: a table's label column (else guessed); name: the config's name (else the data's file or folder name)."""
     import yaml
 
     from dlcli.config import validate_config
 
+    if name is not None and not RUN_NAME.fullmatch(name):
+        raise DlcliError(f"--name {name!r}: a config name starts every run id: letters, digits, '_', '.', '-', "
+                         f"starting with a letter or digit, at most 80 characters")
     if output and Path(output).exists():  # say so before looking at the data
         raise _exists(Path(output))
     proposal = propose(Path(path.rstrip("/") or "/"), label)
+    if name is not None:
+        proposal.name = name
     target = Path(output) if output else Path(f"{proposal.name}.yaml")
     if not target.parent.is_dir():
         raise DlcliError(f"{target.parent}/: no such directory for the config")

@@ -332,6 +332,7 @@ def class_weights(spec, y, classes: list[str]):
 NEAR_EMPTY = 5  # a training class with fewer samples than this (or under NEAR_EMPTY_SHARE of the largest) is a warning
 NEAR_EMPTY_SHARE = 0.01
 IMBALANCE = 10.0  # largest / smallest training class at or above this is a warning
+FOLD = 10  # more classes than this with one finding are one line (a label of hundreds of classes, each rare)
 
 
 def _samples(n: int) -> str:
@@ -340,31 +341,54 @@ def _samples(n: int) -> str:
 
 def class_findings(counts: dict[str, dict[str, int]], noun: str = "class") -> tuple[list[tuple[str, str, str]], dict]:
     """Per-class counts of each split ({split: {class: n}}, train's first) -> (findings on empty, near-empty,
-    seen-once and unknown classes and the imbalance of train, the report's `classes` section)."""
+    seen-once and unknown classes and the imbalance of train, the report's `classes` section). More than FOLD
+    classes with the same finding are one line: how many, and the worst FOLD of them."""
     train = counts["train"]
-    findings = []
+    present = [n for n in train.values() if n]
+    largest = max(present, default=0)
+    groups: dict[tuple[str, str, str], list[tuple[str, int, str]]] = {}  # (severity, check, folded) -> classes
+
+    def add(severity: str, check: str, folded: str, name: str, n: int, message: str) -> None:
+        groups.setdefault((severity, check, folded), []).append((name, n, message))
+
     for split, found in counts.items():
         for name, n in found.items():
             if split != "train" and name not in train:
-                findings.append((ERROR, "class-not-in-train", f"{noun} '{name}' has {_samples(n)} in {split} but "
-                                 f"none in train: a model cannot learn it"))
-    present = [n for n in train.values() if n]
-    largest = max(present, default=0)
+                add(ERROR, "class-not-in-train", f"have samples in {split} but none in train: a model cannot learn "
+                    f"them", name, n, f"{noun} '{name}' has {_samples(n)} in {split} but none in train: a model "
+                    f"cannot learn it")
     for name, n in train.items():
         if n == 0:
-            findings.append((ERROR, "empty-class", f"{noun} '{name}' has no training samples"))
+            add(ERROR, "empty-class", "have no training samples", name, n, f"{noun} '{name}' has no training samples")
         elif n == 1:
-            findings.append((WARNING, "label-seen-once", f"{noun} '{name}' occurs once in train (a typo? it cannot "
-                             f"be learnt, nor land in both train and val)"))
-        elif n < NEAR_EMPTY or n < NEAR_EMPTY_SHARE * largest:
-            findings.append((WARNING, "near-empty-class", f"{noun} '{name}' has only {n} training samples "
-                             f"({n / largest:.1%} of the largest class)"))
+            add(WARNING, "label-seen-once", "occur once in train (typos? they cannot be learnt, nor land in both "
+                "train and val)", name, n, f"{noun} '{name}' occurs once in train (a typo? it cannot be learnt, nor "
+                f"land in both train and val)")
+        elif n < NEAR_EMPTY:
+            add(WARNING, "near-empty-class", f"have fewer than {NEAR_EMPTY} training samples, too few to learn or "
+                f"to score", name, n, f"{noun} '{name}' has only {n} training samples (fewer than {NEAR_EMPTY}: "
+                f"too few to learn it or to score it)")
+        elif n < NEAR_EMPTY_SHARE * largest:
+            add(WARNING, "near-empty-class", f"have under {NEAR_EMPTY_SHARE:.0%} of the largest class's {largest:,} "
+                f"training samples", name, n, f"{noun} '{name}' has {n} training samples, {n / largest:.1%} of "
+                f"the largest class's {largest:,}")
     for split, found in counts.items():
         if split != "train":
             for name, n in train.items():
                 if n and not found.get(name):
-                    findings.append((WARNING, "class-missing-from-split", f"{noun} '{name}' has no samples in "
-                                     f"{split}: its {split} scores will be missing"))
+                    add(WARNING, "class-missing-from-split", f"have no samples in {split}: their {split} scores "
+                        f"will be missing", name, n, f"{noun} '{name}' has no samples in {split}: its {split} "
+                        f"scores will be missing")
+    plural = f"{noun}{'es' if noun == 'class' else 's'}"
+    findings = []
+    for (severity, check, folded), found in groups.items():
+        if len(found) <= FOLD:
+            findings += [(severity, check, message) for _, _, message in found]
+            continue
+        worst = sorted(found, key=lambda f: -f[1] if check == "class-not-in-train" else f[1])[:FOLD]
+        where = "" if check == "class-not-in-train" else " in train"
+        shown = ", ".join(f"'{name}' ({n:,}{where})" for name, n, _ in worst)
+        findings.append((severity, check, f"{len(found):,} {plural} {folded}; the worst {FOLD}: {shown}, ..."))
     if len(train) < 2:
         findings.append((ERROR, "too-few-classes", f"train has {len(train)} {noun}"
                          f"{'es' if noun == 'class' else 's'}: a classifier needs at least two"))
