@@ -18,6 +18,25 @@ app = typer.Typer(
 
 state = {"debug": False}
 
+
+def _flags_show_no_value() -> None:
+    """typer's help panel prints every option's type, a flag's too (`--json <bool>`), which reads as if the flag
+    took a value; a flag takes none, so its type column is left empty, as click's own help leaves it."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_blank", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    display_type_rich.flags_blank = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_show_no_value()
+
 ConfigArg = Annotated[str, typer.Argument(help="YAML config file, e.g. configs/fashion_mnist_cnn.yaml")]
 SetOpt = Annotated[
     Optional[list[str]], typer.Option("--set", "-s", help="Override a key: --set train.epochs=3 (repeatable)")
@@ -123,17 +142,33 @@ def _load_config(config: str, overrides):
 def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None, quiet: QuietOpt = False,
           devices: DevicesOpt = None,
           repeat: Annotated[int, typer.Option("--repeat", min=1, help="Train N runs with seeds seed, seed+1, ... "
-                                              "and report the mean +- std of their test figures")] = 1):
-    """Train the model a config declares; prints the run id at the end."""
+                                              "and report the mean +- std of their test figures")] = 1,
+          cv: Annotated[Optional[int], typer.Option("--cv", min=2, max=50, help="K-fold cross-validation: K runs, "
+                                                    "the mean +- std of their validation figures, then a refit on "
+                                                    "all training rows for the epochs they chose (train.cv)")]
+          = None):
+    """Train the model a config declares; prints the run id at the end (with --cv: each fold's, the refit last)."""
 
     def body():
         cfg = _load_config(config, set_)
         from dlcli import runs
         from dlcli.train import train as run_training
 
+        if cv is not None:
+            cfg.train.cv = cv
         command = ["train", config, *(f"--set={s}" for s in set_ or []), *(["--repeat", str(repeat)] if repeat > 1
-                                                                          else [])]
-        if repeat > 1:
+                                                                          else []), *(["--cv", str(cv)] if cv else [])]
+        if cfg.train.cv and repeat > 1:
+            from dlcli.errors import ConfigError
+
+            raise ConfigError(f"--repeat {repeat} with cross-validation (train.cv {cfg.train.cv}): choose one; the "
+                              f"folds already give a mean +- std")
+        if cfg.train.cv:
+            from dlcli.cv import cross_validate
+
+            work = lambda console, world: cross_validate(cfg, runs.runs_dir(runs_dir), console, not quiet,  # noqa
+                                                         world, cfg.train.cv)
+        elif repeat > 1:
             from dlcli.sweep import repeat as repeat_training
 
             work = lambda console, world: repeat_training(cfg, runs.runs_dir(runs_dir), console, not quiet,  # noqa
@@ -175,12 +210,12 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         model, rows = build_model(cfg.model, shape, len(classes), vocab_size, pretrained=False,
                                   noun=cfg.task.noun)
         freeze_at_start(cfg, model)
-        total = sum(r.parameters for r in rows)
+        total = sum(r.parameters for r in rows if not r.depth)  # a residual block's row counts its layers'
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        learning = {name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in model.named_children()}
+        learning = {name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in model.named_modules()}
         if json_:
             layers = [{"name": r.name, "output_shape": list(r.output_shape), "parameters": r.parameters,
-                       "trainable": learning[r.name]} for r in rows]
+                       "trainable": learning[r.name], **({"depth": r.depth} if r.depth else {})} for r in rows]
             print(json.dumps({"parameters": total, "trainable": trainable, "frozen": total - trainable,
                               "input_shape": list(shape), "layers": layers}, indent=2))
             return
@@ -194,7 +229,8 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         if trainable < total:
             table.add_column("trainable", justify="right")
         for r in rows:
-            table.add_row(r.name, str((None, *r.output_shape)), f"{r.parameters:,}",
+            table.add_row("  " * r.depth + r.name.rsplit(".", 1)[-1] if r.depth else r.name,
+                          str((None, *r.output_shape)), f"{r.parameters:,}",
                           *([f"{learning[r.name]:,}"] if trainable < total else []))
         console = Console()
         console.print(table)
@@ -283,7 +319,8 @@ def evaluate(run_id: RunIdArg,
 
 @app.command()
 def predict(images: Annotated[Optional[list[str]], typer.Argument(
-                help="Image files or directories of them; CSV files for table runs; texts for text runs")] = None,
+                help="Image files or directories of them; CSV files for table runs; texts for text runs; "
+                     ".npz, CSV or Parquet files of series for sequence runs")] = None,
             run_id: Annotated[str, typer.Option("--run", help="Run id, unique prefix or `latest`")] = "latest",
             top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many labels to show per image")] = 5,
             invert: Annotated[bool, typer.Option("--invert", help="Invert images: for dark strokes on a light "
@@ -303,23 +340,34 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
 
         from dlcli import runs
         from dlcli.errors import DlcliError
-        from dlcli.predict import predict_files, render
+        from dlcli.predict import COMPACT_OVER, expand_inputs, predict_files, render, render_line
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
         console = _stdout()
         from dlcli.loaded import read_data_info
 
         kind = (read_data_info(run).get("preprocessing") or {}).get("kind")
-        if kind in ("tabular", "text"):
-            from dlcli.predict import predict_records
+        if kind == "series":  # a forecast of the horizon after each series' end in the history files
+            from dlcli.predict import predict_history
 
-            results = predict_records(run, images or [], top_k, checkpoint, device, text_file)
-            key = "text" if kind == "text" else "row"
+            results = predict_history(run, images or [], checkpoint, device)
             if json_:
-                print(json.dumps([r.to_json(key) for r in results], indent=2))
+                print(json.dumps([r.to_json("series") for r in results], indent=2))
             else:
                 for r in results:
                     render(r, console)
+            return
+        if kind in ("tabular", "text", "sequences"):
+            from dlcli.predict import predict_records
+
+            results = predict_records(run, images or [], top_k, checkpoint, device, text_file)
+            key = {"text": "text", "sequences": "series"}.get(kind, "row")
+            if json_:
+                print(json.dumps([r.to_json(key) for r in results], indent=2))
+            else:
+                show = render_line if len(results) > COMPACT_OVER else render
+                for r in results:
+                    show(r, console)
             return
         if not images:
             raise DlcliError("no images given", 2)
@@ -327,7 +375,8 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
         def problem(path, reason):
             print(f"warning: {reason}" if path is None else f"error: {path}: {reason}", file=sys.stderr)
 
-        show = None if json_ else (lambda pred: render(pred, console))
+        many = len(expand_inputs(images)[0]) > COMPACT_OVER  # one line per image, not a table each
+        show = None if json_ else (lambda pred: (render_line if many else render)(pred, console))
         results, failed = predict_files(run, images, top_k, invert, checkpoint, device, show, problem)
         if json_:
             print(json.dumps([r.to_json() for r in results], indent=2))
@@ -368,9 +417,10 @@ def export(run_id: RunIdArg,
         meta = result.metadata
         shape = " x ".join("N" if d == -1 else str(d) for d in meta["input_shape"])
         extra = f"; preprocessing in {result.sidecar}" if result.sidecar else ""
-        width, noun = meta["output_shape"][1], TASKS.entries[meta["task"]].noun
-        print(f"{result.format}: input '{meta['input_name']}' {meta['input_dtype']} {shape} ({meta['input_layout']}), "
-              f"output '{meta['output_name']}' N x {width} ({meta['task']}: {noun}){extra}", file=sys.stderr)
+        width, noun = " x ".join(map(str, meta["output_shape"][1:])), TASKS.entries[meta["task"]].noun
+        also = "".join(f" + '{name}' N x {len(meta['input_channels'])}" for name in meta.get("scaling_inputs", []))
+        print(f"{result.format}: input '{meta['input_name']}' {meta['input_dtype']} {shape} ({meta['input_layout']})"
+              f"{also}, output '{meta['output_name']}' N x {width} ({meta['task']}: {noun}){extra}", file=sys.stderr)
         print(f"checked on {result.checked_on}: max |difference| from PyTorch {result.max_difference:.2e} "
               f"(tolerance {tolerance:g})", file=sys.stderr)
         print(result.path)
@@ -553,6 +603,10 @@ def _group_text(tags: dict) -> str:
         return f"sweep {tags['sweep']} #{tags.get('trial', '?')}"
     if "repeat" in tags:
         return f"repeat {tags.get('index', '?')}/{tags.get('of', '?')} (seed {tags.get('seed', '?')})"
+    if "cv" in tags:
+        if tags.get("refit"):
+            return f"cv refit ({tags.get('epochs', '?')} epochs, {tags.get('of', '?')} folds)"
+        return f"cv fold {tags.get('fold', '?')}/{tags.get('of', '?')}"
     return " ".join(f"{k}={v}" for k, v in tags.items())
 
 
@@ -691,6 +745,8 @@ def sweep(config: ConfigArg, set_: SetOpt = None,
                                                          "[default: sqlite in <runs>/sweeps/NAME/study.db]")] = None,
           name: Annotated[Optional[str], typer.Option("--name", help="The sweep (and study) name; the same name "
                                                       "continues it [default: the config's name]")] = None,
+          restart: Annotated[bool, typer.Option("--restart", help="Delete the study of this name first (its runs "
+                                                "stay) and start it over, e.g. with other --set values")] = False,
           runs_dir: RunsDirOpt = None,
           worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
           threads: Annotated[Optional[int], typer.Option("--threads", hidden=True)] = None,
@@ -704,7 +760,7 @@ def sweep(config: ConfigArg, set_: SetOpt = None,
 
     def body():
         from dlcli import runs
-        from dlcli.sweep import make_plan, optuna_module, run_sweep, work
+        from dlcli.sweep import make_plan, optuna_module, restart as restart_study, run_sweep, work
 
         optuna_module()  # a missing extra: one line, first
         root = runs.runs_dir(runs_dir)
@@ -725,6 +781,11 @@ def sweep(config: ConfigArg, set_: SetOpt = None,
             except KeyboardInterrupt:
                 raise typer.Exit(130) from None
             return
+        if restart:  # here only: the --jobs processes are started without it, after the study is gone
+            deleted = restart_study(plan)
+            if deleted:
+                console.print(f"sweep {plan.name}: deleted its study of {deleted} trials to start over (their runs "
+                              "stay)", soft_wrap=True)
         argv = ["sweep", config, *(f"--set={s}" for s in set_ or []), *(["--space", space] if space else []),
                 "--trials", str(plan.trials), "--name", plan.name, "--storage", plan.storage, "--runs-dir", str(root)]
         result = run_sweep(plan, console, jobs, timeout, [*(["--debug"] if state["debug"] else []), *argv])
@@ -750,8 +811,8 @@ def data_check(target: Annotated[str, typer.Argument(
     Targets are judged by the config's task: class balance, or a regression's range and outliers, or how often
     each label of a multilabel task is on.
 
-    A path instead of a config is read with its kind's default keys; --set data.label_column=y changes one,
-    --set task=regression the task.
+    A path instead of a config is read with its kind's default keys, a table's label column guessed as `dlcli init`
+    guesses it; --set data.label_column=y changes one, --set task=regression the task.
     """
 
     def body():
@@ -761,10 +822,10 @@ def data_check(target: Annotated[str, typer.Argument(
 
         if doctor.is_config(target):
             cfg = _load_config(target, set_)
-            entry, task, seed = cfg.data, cfg.task, cfg.seed
+            entry, task, seed, notes = cfg.data, cfg.task, cfg.seed, []
         else:
-            (entry, task), seed = doctor.entry_for_path(target, set_), 0
-        report = doctor.check(entry, seed, target, task)
+            (entry, task, notes), seed = doctor.entry_for_path(target, set_), 0
+        report = doctor.check(entry, seed, target, task, notes)
         if json_:
             print(json.dumps(report, indent=2))
         else:
@@ -783,7 +844,10 @@ def init(path: Annotated[str, typer.Argument(
              "--output", "-o", help="Where to write the config [default: <name>.yaml in this directory]")] = None,
          label: Annotated[Optional[str], typer.Option(
              "--label", metavar="COLUMN", help="A table's label column [default: guessed: one named label, target, "
-             "class, y or category, else the last]")] = None):
+             "class, y or category, else the last that is not an id]")] = None,
+         name: Annotated[Optional[str], typer.Option(
+             "--name", help="The config's name, which starts its run ids and the default file name [default: the "
+             "data's file or folder name]")] = None):
     """Write a commented starter config for your data that trains as it stands; prints its path.
 
     Looks at a sample (image headers, the first rows of a table) to choose the dataset kind, channels and image
@@ -794,7 +858,7 @@ def init(path: Annotated[str, typer.Argument(
     def body():
         from dlcli.init import write_starter
 
-        target, proposal = write_starter(path, output, label)
+        target, proposal = write_starter(path, output, label, name)
         for warning in proposal.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"{target}: {proposal.what}; next: dlcli data check {target} && dlcli train {target}", file=sys.stderr)

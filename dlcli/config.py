@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, NonNegativeFloat, NonNegativeInt, Positiv
 from pydantic import ValidationError
 from pydantic import ValidationInfo, field_validator, model_validator
 
-from dlcli.data.catalog import NOTICES, DataEntry, data_spec, parse_data
+from dlcli.data.catalog import DATASETS, NOTICES, DataEntry, data_spec, parse_data
 from dlcli.errors import ConfigError, closest
 from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation
 from dlcli.optim import OPTIMIZERS, SCHEDULERS
@@ -126,10 +126,74 @@ class LSTMModel(Strict):
     init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
-        lstm = {"units": self.hidden_size, "num_layers": self.num_layers, "bidirectional": self.bidirectional,
-                "dropout": self.dropout}
+        rnn = {"units": self.hidden_size, "num_layers": self.num_layers, "bidirectional": self.bidirectional,
+               "dropout": self.dropout}
         layers = [LAYERS.parse({"embedding": self.embedding_dim})] if tokens else []
-        layers.append(LAYERS.parse({"lstm": lstm}))
+        layers.append(LAYERS.parse({self.type: rnn}))
+        if self.dropout:
+            layers.append(LAYERS.parse({"dropout": self.dropout}))
+        return layers + [LAYERS.parse({"dense": num_classes})]
+
+
+class GRUModel(LSTMModel):
+    """The lstm preset with a GRU: reads a sequence step by step (or an image row by row), classifies the last
+    state."""
+
+    type: Literal["gru"]  # type: ignore[assignment]
+
+
+def _conv_bn_relu(filters: int, kernel: int) -> list:
+    return [LAYERS.parse({"conv1d": {"filters": filters, "kernel_size": kernel, "padding": "same"}}),
+            LAYERS.parse("batchnorm"), LAYERS.parse({"activation": "relu"})]
+
+
+class FCNModel(Strict):
+    """The fully convolutional network of Wang et al. (2017) for series classification: conv1d + batchnorm + relu
+    blocks (128, 256, 128 filters; kernels 8, 5, 3; 'same' padding), a global average pool, the classifier."""
+
+    type: Literal["fcn"]
+    filters: list[PositiveInt] = Field([128, 256, 128], min_length=1)
+    kernel_sizes: list[PositiveInt] = Field([8, 5, 3], min_length=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # before the classifier
+    init: InitFrom = None
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        if len(self.filters) != len(self.kernel_sizes):
+            raise ValueError(f"@.kernel_sizes: gives {len(self.kernel_sizes)} kernels for {len(self.filters)} "
+                             "filters; give one per convolution")
+        return self
+
+    def layer_list(self, num_classes: int, tokens: bool = False):
+        layers = [layer for f, k in zip(self.filters, self.kernel_sizes) for layer in _conv_bn_relu(f, k)]
+        layers.append(LAYERS.parse("global_avg_pool1d"))
+        if self.dropout:
+            layers.append(LAYERS.parse({"dropout": self.dropout}))
+        return layers + [LAYERS.parse({"dense": num_classes})]
+
+
+class ResNet1DModel(Strict):
+    """The residual network of Wang et al. (2017) for series classification: blocks of three conv1d + batchnorm
+    (kernels 8, 5, 3; relu between) whose input is added back through a batch-normalised shortcut (a 1x1
+    convolution where the width changes), relu after the sum; 64, 128, 128 filters; global average pool,
+    classifier."""
+
+    type: Literal["resnet1d"]
+    filters: list[PositiveInt] = Field([64, 128, 128], min_length=1)  # one residual block each
+    kernel_sizes: list[PositiveInt] = Field([8, 5, 3], min_length=1)  # the convolutions of every block
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # before the classifier
+    init: InitFrom = None
+
+    def layer_list(self, num_classes: int, tokens: bool = False):
+        layers = []
+        for filters in self.filters:
+            body = [item for k in self.kernel_sizes for item in (
+                {"conv1d": {"filters": filters, "kernel_size": k, "padding": "same"}}, "batchnorm",
+                {"activation": "relu"})]
+            body.pop()  # the last relu comes after the sum
+            block = {"layers": body, "batchnorm_shortcut": True, "activation": "relu"}
+            layers.append(LAYERS.parse({"residual": block}))
+        layers.append(LAYERS.parse("global_avg_pool1d"))
         if self.dropout:
             layers.append(LAYERS.parse({"dropout": self.dropout}))
         return layers + [LAYERS.parse({"dense": num_classes})]
@@ -162,9 +226,10 @@ class BackboneModel(Strict):
         return [backbone, *dropout, *_head(self.hidden, self.activation, self.dropout, False, num_classes)]
 
 
-ModelConfig = Annotated[SequentialModel | MLPModel | CNNModel | LSTMModel | BackboneModel, Field(discriminator="type")]
-MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, "lstm": LSTMModel,
-               "backbone": BackboneModel}
+ModelConfig = Annotated[SequentialModel | MLPModel | CNNModel | LSTMModel | GRUModel | FCNModel | ResNet1DModel
+                        | BackboneModel, Field(discriminator="type")]
+MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, "lstm": LSTMModel, "gru": GRUModel,
+               "fcn": FCNModel, "resnet1d": ResNet1DModel, "backbone": BackboneModel}
 
 
 class EarlyStopping(Strict):
@@ -207,10 +272,15 @@ class TrainConfig(Strict):
     checkpoint_monitor: str | None = Field(None, description="best.pt's metric; default the task's (val_accuracy "
                                            "for classification, val_loss for regression and multilabel)")
     channels_last: bool | Literal["auto"] = "auto"
+    # recompute BatchNorm statistics from the training split after each epoch (dlcli.precise_bn); auto: where they lag
+    precise_bn: bool | Literal["auto"] = "auto"
     compile: bool = False
     threads: PositiveInt | None = None
     on_nan: Literal["stop", "skip_batch"] = "stop"  # a non-finite loss: fail the run, or skip that batch's update
     class_weights: Literal["none", "auto"] | dict[str, PositiveFloat] = "none"  # auto: inverse class frequency
+    cv: Annotated[int, Field(ge=2, le=50)] | None = Field(
+        None, description="k-fold cross-validation (dlcli.cv): K runs, each validating on one fold, then a refit on "
+                          "all training rows for the epoch count the folds chose; null: one run")
     # `backbone`, [0, 1], {layers: [backbone], epochs: 3} or a list of such mappings
     freeze: list[Freeze] = Field([], json_schema_extra=_freeze_forms)
 
@@ -232,7 +302,9 @@ class TrainConfig(Strict):
     @classmethod
     def _device(cls, v):
         base = v.split(":")[0]
-        if base not in ("auto", "cpu", "cuda", "mps") or (":" in v and (base != "cuda" or not v[5:].isdigit())):
+        index = v[5:]
+        if base not in ("auto", "cpu", "cuda", "mps") or (":" in v and (base != "cuda" or not (
+                index.isascii() and index.isdigit()))):
             raise ValueError(f"unknown device '{v}': use auto, cpu, cuda, cuda:N or mps")
         return v
 
@@ -321,10 +393,13 @@ class Config(Strict):
     def _task_fits(self):
         """The task's metrics name the monitors; its dataset must be able to give its targets."""
         task = self.task
+        if not task._spelled and task.entry_name not in self.data.tasks:  # series: forecast unless told otherwise
+            task = self.task = parse_task(self.data.tasks[0])
         if task.entry_name not in self.data.tasks:
+            givers = [n for n in DATASETS.names() if task.entry_name in DATASETS.entries[n].tasks]
             raise ValueError(f"@task: {task.entry_name} needs targets the {self.data.dataset} dataset cannot give (it gives "
-                             f"{' or '.join(self.data.tasks)} targets); {task.entry_name} reads its targets from a table "
-                             "(dataset: csv, parquet, text_csv or image_table)")
+                             f"{' or '.join(self.data.tasks)} targets); {task.entry_name} reads its targets from "
+                             f"dataset: {', '.join(givers)}")
         problem = task.check_train(self.train)
         if problem:
             raise ValueError(f"@train.{problem}")
@@ -459,7 +534,7 @@ def set_key(data: dict, key: str, value, where: str) -> None:
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
+            if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
                 raise ConfigError(f"{where}: '{part}' is not an index of the {len(node)}-item list there")
             if last:
                 node[int(part)] = value
@@ -480,11 +555,13 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     data = read_yaml(path)
     for override in overrides or []:
         apply_override(data, override)
-    return validate_config(data, source=str(path))
+    return validate_config(data, source=str(path), overrides=overrides)
 
 
-def validate_config(data: dict, source: str = "config", legacy: bool = False) -> Config:
-    """legacy: `data` is a run's resolved config, possibly written by an older dlcli (see catalog.parse_data)."""
+def validate_config(data: dict, source: str = "config", legacy: bool = False,
+                    overrides: list[str] | None = None) -> Config:
+    """legacy: `data` is a run's resolved config, possibly written by an older dlcli (see catalog.parse_data).
+    overrides: the `--set KEY=VALUE`s applied to `data`; an error at a key one of them set names it, not `source`."""
     notices: list[str] = []
     token = NOTICES.set(notices)
     try:
@@ -493,17 +570,44 @@ def validate_config(data: dict, source: str = "config", legacy: bool = False) ->
         return cfg
     except ValidationError as err:
         errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a missing key
-        raise ConfigError(f"{source}: {format_error(errors[0], data)}") from None
+        blamed = _override_at(_key_path(errors[0]["loc"]), overrides or [])
+        raise ConfigError(f"{blamed or source}: {format_error(errors[0], data, errors)}") from None
     finally:
         NOTICES.reset(token)
 
 
-def format_error(error: dict, data: dict) -> str:
+def _override_at(loc: list, overrides: list[str]) -> str | None:
+    """`--set KEY=VALUE`, the last override that set the key an error is at (or a section holding it, or a key
+    inside the value the error is about); None when the error is in the file's own keys."""
+    if not loc:
+        return None
+    for override in reversed(overrides):
+        parts = [int(p) if p.isascii() and p.isdigit() else p for p in override.partition("=")[0].strip().split(".")]
+        if loc[: len(parts)] == parts or parts[: len(loc)] == loc:
+            return f"--set {override}"
+    return None
+
+
+def _key_path(raw_loc) -> list:
+    """pydantic's error location as the config's keys: union members and model-type tags left out."""
     # A union puts the member it tried into the path (train.epochs.constrained-int): keep only key names.
-    loc = [p for p in error["loc"] if isinstance(p, int) or not (p in UNION_MEMBERS or UNION_TAG.fullmatch(p))]
+    loc = [p for p in raw_loc if isinstance(p, int) or not (p in UNION_MEMBERS or UNION_TAG.fullmatch(p))]
     # A discriminated union puts the tag into the path (model.cnn.channels): drop it.
     if len(loc) >= 2 and loc[0] == "model" and loc[1] in MODEL_TYPES:
         del loc[1]
+    return loc
+
+
+def _also_accepted(error: dict, errors: list[dict]) -> list[str]:
+    """The literal values (`'auto'`) that other members of the same union accept where `error` failed: pydantic
+    reports each member's failure, and the first alone would hide that `epochs: auto` is valid."""
+    loc = _key_path(error["loc"])
+    return [e["ctx"]["expected"] for e in errors if e is not error and e["type"] == "literal_error"
+            and "expected" in e.get("ctx", {}) and e["loc"] != error["loc"] and _key_path(e["loc"]) == loc]
+
+
+def format_error(error: dict, data: dict, errors: list[dict] = ()) -> str:
+    loc = _key_path(error["loc"])
     path = ""
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
@@ -522,6 +626,9 @@ def format_error(error: dict, data: dict) -> str:
         return f"{path}{msg[1:]}"
     if kind == "literal_error":
         return f"{path}: {msg} (got {_short(_get(data, loc))})"
+    also = _also_accepted(error, list(errors))
+    if also:
+        return f"{path}: {msg} (or {' or '.join(also)}; got {_short(_get(data, loc))})"
     return f"{path}: {msg}"
 
 

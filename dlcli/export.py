@@ -13,6 +13,11 @@ The exported graph is the trained model wrapped with the run's preprocessing tha
           `<name>.columns.json` beside the model; inside: the standardisation, the model, the task's output.
   text    int64 token ids (N, max_length), padded with 0, looked up in `<name>.vocab.json` beside the model (the
           vocabulary, the tokenizer's pattern and case rule, max_length); inside: the model, the task's output.
+  series  a forecast run: float32 windows (N, lookback, channels) of a series' last steps in its own units, with
+          `series_mean` and `series_std` (N, channels), the series' scaling (each trained series' in
+          `<name>.series.json` beside the model, with the rule for a new one); inside: the scaling, the window
+          normalisation, the model, the base it corrects; out: the forecast (N, horizon, targets) in the targets'
+          units (dlcli.data.series.window_model).
 
 The batch axis is dynamic. The task, its output's name and shape, what the task says of it (`export_meta`: class,
 target or label names, multilabel thresholds), the input's layout, dtype and shape, and the run id go into the file's
@@ -48,7 +53,8 @@ CHECK_SAMPLES = 64
 METADATA_FILE = "dlcli.json"  # TorchScript's _extra_files entry
 # ONNX metadata values stored as JSON: these, and every list or mapping (a task's names and thresholds), which no
 # plain string value starts like
-JSON_KEYS = ("classes", "input_shape", "output_shape", "checkpoint_epoch", "input_features")
+JSON_KEYS = ("classes", "input_shape", "output_shape", "checkpoint_epoch", "input_features", "lookback", "horizon",
+             "season")
 
 
 class ExportFormat(Entry):
@@ -95,10 +101,11 @@ class Onnx(ExportFormat):
         except ImportError:
             raise _missing("onnx and onnxscript") from None
         batch = torch.export.Dim("batch", min=1)
+        inputs = example if isinstance(example, tuple) else (example,)  # a forecast: the window and its scaling
         with _quietly():
-            program = torch.onnx.export(module, (example,), input_names=[INPUT_NAME],
+            program = torch.onnx.export(module, inputs, input_names=[INPUT_NAME, *metadata.get("scaling_inputs", [])],
                                         output_names=[metadata["output_name"]],
-                                        dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+                                        dynamic_shapes=tuple({0: batch} for _ in inputs), dynamo=True, verbose=False)
         model = program.model_proto
         del model.metadata_props[:]
         for key, value in metadata.items():
@@ -112,7 +119,8 @@ class Onnx(ExportFormat):
         except ImportError:
             raise _missing("onnxruntime") from None
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: session.run(None, {INPUT_NAME: x})[0]
+        names = [i.name for i in session.get_inputs()]
+        return lambda *xs: session.run(None, dict(zip(names, xs)))[0]
 
     def read_metadata(self, path):
         import onnx
@@ -131,7 +139,7 @@ class TorchScript(ExportFormat):
         import torch
 
         with _quietly(), torch.no_grad():  # recent torch warns that torch.jit is deprecated, per call
-            traced = torch.jit.trace(module, (example,), check_trace=False)
+            traced = torch.jit.trace(module, example if isinstance(example, tuple) else (example,), check_trace=False)
             torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
 
     def runner(self, path):
@@ -140,9 +148,9 @@ class TorchScript(ExportFormat):
         with _quietly():
             model = torch.jit.load(str(path), map_location="cpu")
 
-        def run(x):
+        def run(*xs):
             with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+                return model(*(torch.from_numpy(x) for x in xs)).numpy()
 
         return run
 
@@ -206,6 +214,10 @@ def _raw_input_model(model, normalizer, layout: str | None, task):
                     x = nn.functional.interpolate(x, size=tuple(normalizer.size), mode="bilinear", antialias=True)
                 if normalizer.channels is not None and x.shape[1] != normalizer.channels:
                     x = x.expand(-1, normalizer.channels, -1, -1)
+                if getattr(normalizer, "series", False):  # numeric sequences z-normalised one by one (UCR)
+                    from dlcli.data.bundle import series_znorm
+
+                    x = series_znorm(x)
                 x = (x - self.mean) * self.inv_std
             return task.export_output(self.model(x))
 
@@ -213,11 +225,11 @@ def _raw_input_model(model, normalizer, layout: str | None, task):
 
 
 def _unpacked_lstm(block):
-    """An LSTMBlock that reads (vectors, lengths) without PackedSequence (which no exporter takes)."""
+    """An LSTM or GRU block that reads (vectors, lengths) without PackedSequence (which no exporter takes)."""
     import torch
     from torch import nn
 
-    lstm = block.lstm
+    lstm = block.rnn  # nn.LSTM or nn.GRU: the same weight names, one pass per layer and direction
     dirs = 2 if lstm.bidirectional else 1
 
     class UnpackedLSTM(nn.Module):
@@ -228,8 +240,8 @@ def _unpacked_lstm(block):
             self.passes = nn.ModuleList()
             for k in range(lstm.num_layers):
                 for d in range(dirs):
-                    one = nn.LSTM(lstm.input_size if k == 0 else lstm.hidden_size * dirs, lstm.hidden_size,
-                                  batch_first=True)
+                    one = type(lstm)(lstm.input_size if k == 0 else lstm.hidden_size * dirs, lstm.hidden_size,
+                                     batch_first=True)
                     tail = f"_l{k}" + ("_reverse" if d else "")
                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
                         if hasattr(lstm, name + tail):
@@ -265,18 +277,18 @@ def _unpacked_lstm(block):
 
 
 def exportable(model):
-    """A copy of the model with every LSTMBlock able to run unpacked; the original is untouched."""
+    """A copy of the model with every LSTM and GRU block able to run unpacked; the original is untouched."""
     import copy
 
     import torch
 
-    from dlcli.models.modules import LSTMBlock
+    from dlcli.models.modules import RecurrentBlock
 
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).cpu().eval()
 
     def swap(parent):
         for name, child in parent.named_children():
-            if isinstance(child, LSTMBlock):
+            if isinstance(child, RecurrentBlock):
                 setattr(parent, name, _unpacked_lstm(child))
             else:
                 swap(child)
@@ -335,7 +347,6 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
     """Write the run's model as `fmt` to `output` (default: RUN/export/model.onnx or .pt), check it, return what
     was written. say(line) reports notes."""
     import numpy as np
-    import torch
 
     from dlcli import __version__
     from dlcli.loaded import data_kind, load_run, read_data_info
@@ -347,29 +358,30 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
         raise DlcliError(f"--tolerance must be positive, not {tolerance}", BAD_INPUT)
     info = read_data_info(run)
     kind = data_kind(info)
+    if (info.get("preprocessing") or {}).get("kind") == "series":  # a forecast: a window in, the horizon out
+        kind = "series"
     loaded = load_run(run, checkpoint, "cpu", info=info)
     path = Path(output) if output else default_output(run, entry)
     if path.is_dir():
         path = path / f"model{entry.suffix}"
 
-    raw, checked_on = _check_inputs(loaded, info, kind, CHECK_SAMPLES, say)
-    reference = loaded.task.export_output(loaded.logits(raw)).numpy()
-    as_input = raw.permute(0, 2, 3, 1).contiguous() if kind == "image" and layout == "nhwc" else raw.contiguous()
-    if kind == "image":
-        as_input = as_input if as_input.dtype == torch.uint8 else as_input.float()
-    elif kind == "table":
-        as_input = as_input.float()
+    if kind == "series":
+        module, inputs, reference, checked_on = _forecast_graph(loaded, info, CHECK_SAMPLES, say)
     else:
-        as_input = as_input.long()
-
-    module = _raw_input_model(exportable(loaded.model), loaded.normalizer, layout if kind == "image" else None,
-                              loaded.task)
-    example = as_input[:2] if len(as_input) >= 2 else as_input.repeat(2, *[1] * (as_input.dim() - 1))
+        module, inputs, reference, checked_on = _input_graph(loaded, info, kind, layout, say)
+    as_input = inputs[0]  # the first input names the file's shape and dtype; a forecast's scaling inputs follow
+    example = tuple(x[:2] if len(x) >= 2 else x.repeat(2, *[1] * (x.dim() - 1)) for x in inputs)
     sidecar = None
     metadata = _metadata(run, loaded.task, info, kind, layout, as_input, loaded.checkpoint.stem, loaded.epoch,
                          __version__)
-    if kind != "image":
-        sidecar = path.with_name(path.stem + (".vocab.json" if kind == "text" else ".columns.json"))
+    if kind == "series":  # the window's length and channels, the scaling inputs, the horizon's shape and spacing
+        from dlcli.data.series import export_description
+
+        metadata.update(export_description(loaded.cfg.data, info["preprocessing"])[0])
+        metadata["output_shape"] = [-1, *reference.shape[1:]]
+    if kind in ("table", "text", "series"):
+        sidecar = path.with_name(path.stem + {"text": ".vocab.json", "table": ".columns.json",
+                                              "series": ".series.json"}[kind])
         metadata["preprocessing_file"] = sidecar.name
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,11 +395,11 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
             first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
             raise DlcliError(f"{fmt} export of run {run.name} failed: {first}", RUNTIME) from err
         run_exported = entry.runner(partial)
-        values = as_input.numpy()
-        got = run_exported(values)
-        one = run_exported(values[:1])  # the batch axis is dynamic: one sample alone gives the same answer
+        values = [x.numpy() for x in inputs]
+        got = run_exported(*values)
+        one = run_exported(*(v[:1] for v in values))  # the batch axis is dynamic: one sample alone gives the same
         if got.shape != reference.shape or one.shape != reference[:1].shape:
-            raise DlcliError(f"the exported {fmt} model gives shape {got.shape} for a batch of {len(values)} "
+            raise DlcliError(f"the exported {fmt} model gives shape {got.shape} for a batch of {len(values[0])} "
                              f"(expected {reference.shape})", RUNTIME)
         scale = np.maximum(1.0, np.abs(reference))  # probabilities: absolute; larger values: relative
         diff = float(max((np.abs(got - reference) / scale).max(), (np.abs(one - reference[:1]) / scale[:1]).max()))
@@ -404,6 +416,58 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
     return ExportResult(path, fmt, metadata, diff, checked_on, sidecar)
 
 
+def _input_graph(loaded, info: dict, kind: str, layout: str, say):
+    """(module, its inputs, the PyTorch model's answers to them, what they are) for a run whose samples go through
+    the model one by one: images, rows, texts, sequences."""
+    import torch
+
+    raw, checked_on = _check_inputs(loaded, info, kind, CHECK_SAMPLES, say)
+    reference = loaded.task.export_output(loaded.logits(raw)).numpy()
+    as_input = raw.permute(0, 2, 3, 1).contiguous() if kind == "image" and layout == "nhwc" else raw.contiguous()
+    if kind == "image":
+        as_input = as_input if as_input.dtype == torch.uint8 else as_input.float()
+    elif kind in ("table", "sequence"):
+        as_input = as_input.float()
+    else:
+        as_input = as_input.long()
+
+    module = _raw_input_model(exportable(loaded.model), loaded.normalizer, layout if kind == "image" else None,
+                              loaded.task)
+    return module, (as_input,), reference, checked_on
+
+
+def _forecast_graph(loaded, info: dict, limit: int, say):
+    """(module, its inputs: windows in the series' units and their series' scaling, the forecasts predict's path
+    makes of the same windows, what they are) for a forecast run (dlcli.data.series.window_model)."""
+    import torch
+
+    from dlcli.data.series import Frequency, window_inputs, window_model
+    from dlcli.evaluate import rebuild_split
+
+    entry = loaded.cfg.data
+    season = Frequency.from_dict(info["preprocessing"]["frequency"]).season
+    module = window_model(exportable(loaded.model), loaded.task, entry, season)
+    try:
+        split = rebuild_split(loaded, "test")
+        if len(split):
+            inputs, y = window_inputs(split, limit)
+            with torch.no_grad():
+                reference = loaded.task.forecasts(loaded.logits(split.store.x(split.origin[:limit],
+                                                                              split.series[:limit])), y)
+            return module, inputs, reference.numpy(), f"{len(y)} test windows"
+        reason = "its test split is empty"
+    except (DlcliError, OSError) as err:
+        reason = str(err)
+    say(f"note: the run's data cannot be read here ({reason}); checking on {limit} random windows instead")
+    g = torch.Generator().manual_seed(0)
+    channels = len(info["preprocessing"]["channels"])
+    inputs = (torch.randn((limit, entry.lookback, channels), generator=g) * 3 + 10,
+              torch.full((limit, channels), 10.0), torch.full((limit, channels), 3.0))
+    with torch.no_grad():
+        reference = module(*inputs)
+    return module, inputs, reference.numpy(), f"{limit} random windows"
+
+
 def _metadata(run: Path, task, info: dict, kind: str, layout: str, x, checkpoint: str, epoch, version: str) -> dict:
     shape = [-1, *x.shape[1:]]  # -1: any batch size
     meta = {
@@ -416,13 +480,18 @@ def _metadata(run: Path, task, info: dict, kind: str, layout: str, x, checkpoint
         "input_name": INPUT_NAME,
         "input_dtype": str(x.dtype).removeprefix("torch."),
         "input_shape": shape,
-        "input_layout": {"image": layout.upper(), "table": "NF", "text": "NT"}[kind],
+        "input_layout": {"image": layout.upper(), "table": "NF", "text": "NT", "sequence": "NTC",
+                         "series": "NTC"}[kind],
         "output_name": task.export_output_name,
         "output_shape": [-1, len(task.names)],
         **task.export_meta(),  # what the output holds: its description, and class, target or label names
     }
     if kind == "table":
         meta["input_features"] = feature_names(info["preprocessing"])
+    if kind == "sequence":
+        meta["input_channels"] = list(info["preprocessing"]["channels"])
+        meta["input_padding"] = ("a shorter series: NaN after its last step" if info["preprocessing"].get("padded")
+                                 else "none: every series has input_shape's steps")
     return meta
 
 
@@ -437,6 +506,10 @@ def feature_names(state: dict) -> list[str]:
 
 def _preprocessing_file(loaded, info: dict, kind: str) -> dict:
     state = info["preprocessing"]
+    if kind == "series":
+        from dlcli.data.series import export_description
+
+        return export_description(loaded.cfg.data, state)[1]
     if kind == "text":
         data = loaded.cfg.data
         return {"vocab": state["vocab"], "pad_id": 0, "unk_id": 1, "max_length": data.max_length,

@@ -93,7 +93,8 @@ def read_data_info(run: Path) -> dict:
     if not isinstance(task, dict):
         raise DlcliError(f"{path}: damaged (task is not a mapping)", RUNTIME)
     return {"classes": classes, "input_shape": shape, "preprocessing": preprocessing, "task": task,
-            "normalization": {"mean": mean, "std": std, "image": image, "tokens": tokens, **adapt}}
+            "normalization": {"mean": mean, "std": std, "image": image, "tokens": tokens, **adapt,
+                              **({"series": True} if norm.get("series") else {})}}
 
 
 def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: dict | None = None) -> LoadedRun:
@@ -101,7 +102,7 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     import torch
 
     from dlcli.data import Normalizer
-    from dlcli.engine import resolve_device, resolve_precision
+    from dlcli.engine import resolve_device, resolve_precision, use_channels_last
     from dlcli.models import build_model
 
     if checkpoint not in ("best", "last"):
@@ -114,7 +115,8 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
         print(f"notice: {notice}", file=sys.stderr)
     vocab = (info.get("preprocessing") or {}).get("vocab")
     model, _ = build_model(cfg.model, Normalizer(**info["normalization"]).output_shape(info["input_shape"]),
-                           len(info["classes"]), len(vocab) if vocab else None, pretrained=False)
+                           len(info["classes"]), len(vocab) if vocab else None, pretrained=False,
+                           padded=bool((info.get("preprocessing") or {}).get("padded")))
     weights = OrderedDict((k.removeprefix("_orig_mod."), v) for k, v in state["model"].items())  # torch.compile'd
     weights._metadata = getattr(state["model"], "_metadata", None)  # module versions (MNASNet loads by its own)
     try:
@@ -127,8 +129,8 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
         precision = resolve_precision(cfg.train.precision, dev, model, scoring=True)
     except DlcliError:
         precision = "32"
-    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    channels_last = has_conv if cfg.train.channels_last == "auto" else bool(cfg.train.channels_last)
+    shape = Normalizer(**info["normalization"]).output_shape(info["input_shape"])
+    channels_last = use_channels_last(cfg.train.channels_last, model, shape)  # what the run recorded, or the rule
     model = model.to(dev, memory_format=torch.channels_last) if channels_last else model.to(dev)
     model.eval()
     norm = info["normalization"]
@@ -140,8 +142,10 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
 
 
 def data_kind(info: dict) -> str:
-    """What a run takes as input: image, table or text (from data.json)."""
+    """What a run takes as input: image, table, text or sequence (from data.json)."""
     norm = info["normalization"]
+    if (info.get("preprocessing") or {}).get("kind") == "sequences":
+        return "sequence"
     return "text" if norm.get("tokens") else "image" if norm["image"] else "table"
 
 
@@ -152,3 +156,37 @@ def check_image_run(info: dict, run_name: str) -> tuple[int, int, int]:
     if shape[0] not in (1, 3):
         raise DlcliError(f"run {run_name} takes {shape[0]}-channel images: predict reads grayscale (1) or RGB (3)")
     return shape
+
+
+
+# What each kind of run takes, as a user names it: (the model, its inputs, those inputs given to another run, a run).
+TAKES = {"image": ("an image model", "image files (PNG, JPEG, ...) or folders of them", "images", "an image run"),
+         "table": ("a table model", "rows in CSV or Parquet files", "CSV or Parquet rows", "a table run"),
+         "text": ("a text model", "texts, as arguments or one per line of --text-file", "texts", "a text run"),
+         "sequence": ("a sequence model", "series in .npz, CSV or Parquet files", "series", "a sequence run")}
+
+
+def runs_of_kind(root: Path, kind: str) -> list[Path]:
+    """The runs under `root` that take `kind` inputs and have a checkpoint to answer with, most recent first."""
+    found = []
+    for run in reversed(runs.list_runs(root)):
+        if not any((run / "checkpoints").glob("*.pt")):
+            continue
+        try:
+            if data_kind(read_data_info(run)) == kind:
+                found.append(run)
+        except (DlcliError, KeyError, TypeError):  # a damaged run is no suggestion
+            continue
+    return found
+
+
+def wrong_kind(run: Path, kind: str, given: str, choose: str = "pass --run with") -> DlcliError:
+    """The error for inputs of another kind than the run takes: the run, what it takes, and a run that takes them
+    (the most recent one under the same runs directory), or how to get one. choose: how the user picks another
+    run in this command ('pass --run with', 'serve')."""
+    noun, takes = TAKES[kind][:2] if kind in TAKES else (f"a {kind} model", f"{kind} inputs")
+    inputs, other_run = TAKES[given][2:]
+    other = runs_of_kind(run.parent, given)
+    hint = (f"{choose} {other_run}, e.g. {other[0].name} (the most recent)" if other else
+            f"train {other_run} first: none in {run.parent}/ takes them")
+    return DlcliError(f"run {run.name} is {noun}: it takes {takes}, not {inputs}; for {inputs}, {hint}", BAD_INPUT)

@@ -7,6 +7,7 @@ same tensor here as in training. Images are decoded and sent through the model i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,40 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return image_files(paths)
 
 
+def input_kind(item) -> str | None:
+    """What a command-line input is by its name: 'image' (an image file name, or a folder of images), 'table' (a
+    .csv/.parquet file, or a folder of them) or None (a text, or a name that tells nothing)."""
+    from dlcli.data.images import IMAGE_EXTENSIONS
+    from dlcli.data.tables import FORMATS
+
+    path = Path(item)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in FORMATS:
+        return "table"
+    if path.is_dir():
+        suffixes = {p.suffix.lower() for p in path.iterdir() if p.is_file()}
+        return "image" if suffixes & IMAGE_EXTENSIONS else "table" if suffixes & set(FORMATS) else None
+    return None
+
+
+def check_inputs(run: Path, kind: str, inputs, choose: str = "pass --run with") -> None:
+    """Inputs meant for another kind of run (an image for a table run, a CSV for an image run, a file for a text
+    run) are one error naming the run, what it takes and a run that takes them, before a file is parsed as what
+    it is not (a PNG read as CSV). Inputs whose kind the run may take (a sequence run reads CSV) pass."""
+    from dlcli.loaded import wrong_kind
+
+    for item in inputs:
+        if not isinstance(item, (str, os.PathLike)):
+            continue
+        given = input_kind(item)
+        if given == "image" and kind != "image" and (kind != "text" or Path(item).exists()):
+            raise wrong_kind(run, kind, "image", choose)
+        if given == "table" and kind in ("image", "text") and (kind != "text" or Path(item).exists()):
+            raise wrong_kind(run, kind, "table", choose)
+
+
 def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = False, checkpoint: str = "best",
                   device: str = "cpu", on_result=None, on_problem=None, batch_size: int = BATCH) -> tuple[list, int]:
     """Predict every readable image; returns (predictions in input order, number of inputs that failed).
@@ -47,11 +82,12 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
     """
     import torch
 
-    from dlcli.loaded import check_image_run, load_run, read_data_info
+    from dlcli.loaded import check_image_run, data_kind, load_run, read_data_info
 
     if top_k < 1:
         raise DlcliError(f"--top-k must be at least 1, not {top_k}", BAD_INPUT)
     info = read_data_info(run)
+    check_inputs(run, data_kind(info), inputs)
     shape = check_image_run(info, run.name)
     files, problems = expand_inputs(inputs)
     if not files and not problems:
@@ -93,17 +129,28 @@ def render(pred: Prediction, console) -> None:
     pred.task.render_answer(pred.image, pred.answer, console)
 
 
+COMPACT_OVER = 3  # `dlcli predict` shows more inputs than this one line each (render_line), fewer as full answers
+
+
+def render_line(pred: Prediction, console) -> None:
+    """One line: the input's name, then its answer in short (the task's answer_line); never wrapped, so a long path
+    stays whole and each line is one input."""
+    console.print(f"{pred.image}  {pred.task.answer_line(pred.answer)}", soft_wrap=True, markup=False,
+                  highlight=False)
+
+
 def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: str = "best", device: str = "cpu",
                     text_file: str | None = None) -> list[Prediction]:
     """Predictions for a run trained on table rows (inputs are CSV or Parquet files) or text (inputs are the texts themselves,
     plus one per line of text_file), preprocessed with the run's stored columns, categories or vocabulary."""
     import torch
 
-    from dlcli.loaded import load_run, read_data_info
+    from dlcli.loaded import data_kind, load_run, read_data_info
 
     if top_k < 1:
         raise DlcliError(f"--top-k must be at least 1, not {top_k}", BAD_INPUT)
     info = read_data_info(run)
+    check_inputs(run, data_kind(info), inputs)
     state = {k: v for k, v in (info["preprocessing"] or {}).items() if k != "kind"}
     loaded = load_run(run, checkpoint, device, info=info)
     if info["preprocessing"].get("kind") == "text":
@@ -119,6 +166,12 @@ def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: st
             raise DlcliError("no text given: pass texts as arguments or --text-file FILE")
         ids = TextEncoder(loaded.cfg.data, state).ids(texts, lambda i: f"input: text {i + 1}")
         x, names = torch.from_numpy(ids), texts
+    elif info["preprocessing"].get("kind") == "sequences":
+        from dlcli.data.sequences import encode_series
+
+        if text_file or not inputs:
+            raise DlcliError(f"run {run.name} was trained on sequences: pass .npz, CSV or Parquet files of series")
+        x, names = _encoded_files(inputs, encode_series, state, loaded.cfg.data)
     else:
         from dlcli.data.tables import encode_rows
 
@@ -126,13 +179,23 @@ def predict_records(run: Path, inputs: list[str], top_k: int = 5, checkpoint: st
             raise DlcliError(f"run {run.name} was trained on a table: pass CSV or Parquet files, not --text-file")
         if not inputs:
             raise DlcliError("no CSV or Parquet file given")
-        blocks, names = [], []
-        for path in inputs:
-            x_part, row_names = encode_rows(path, state, loaded.cfg.data)
-            blocks.append(torch.from_numpy(x_part))
-            names += row_names
-        x = torch.cat(blocks)
+        x, names = _encoded_files(inputs, encode_rows, state, loaded.cfg.data)
     return [Prediction(name, answer, loaded.task) for name, answer in zip(names, loaded.answers(x, top_k))]
+
+
+def predict_history(run: Path, inputs: list[str], checkpoint: str = "best", device: str = "cpu") -> list[Prediction]:
+    """A forecast run: each CSV/Parquet history file's series -> the `horizon` steps after its end, timestamped."""
+    from dlcli.data.series import forecast_history
+    from dlcli.loaded import data_kind, load_run, read_data_info
+
+    if not inputs:
+        raise DlcliError("no history file given: pass a CSV or Parquet file of the series (time, value, id columns "
+                         "as in training)")
+    info = read_data_info(run)
+    check_inputs(run, data_kind(info), inputs)
+    loaded = load_run(run, checkpoint, device, info=info)
+    return [Prediction(found["series"], {"forecast": found["forecast"]}, loaded.task)
+            for path in inputs for found in forecast_history(loaded, path, info["preprocessing"])]
 
 
 def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> list[dict]:
@@ -147,7 +210,15 @@ def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> lis
     if top_k < 1:
         raise DlcliError(f"top_k must be at least 1, not {top_k}", BAD_INPUT)
     info = read_data_info(loaded.path)
+    if (info["preprocessing"] or {}).get("kind") == "series":  # history files -> the horizon after each series
+        from dlcli.data.series import forecast_history
+
+        paths = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+            raise DlcliError("a forecast run takes the paths of CSV or Parquet history files", BAD_INPUT)
+        return [found for p in paths for found in forecast_history(loaded, str(p), info["preprocessing"])]
     kind = data_kind(info)
+    check_inputs(loaded.path, kind, inputs if isinstance(inputs, (list, tuple)) else [inputs], "load")
     state = {k: v for k, v in (info["preprocessing"] or {}).items() if k != "kind"}
     if kind == "image":
         x, names, problems = image_inputs(inputs, check_image_run(info, loaded.path.name), invert)
@@ -158,9 +229,26 @@ def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> lis
     elif kind == "text":
         ids, names = text_inputs(inputs, loaded.cfg.data, state)
         x, key = torch.from_numpy(ids), "text"
+    elif kind == "sequence":
+        from dlcli.inputs import sequence_inputs
+
+        series, names = sequence_inputs(inputs, state, loaded.cfg.data)
+        x, key = torch.from_numpy(series), "series"
     else:
         rows, names = table_inputs(inputs, state, loaded.cfg.data)
         x, key = torch.from_numpy(rows), "row"
     if len(x) == 0:
         raise DlcliError("no inputs given", BAD_INPUT)
     return [{key: name, **answer} for name, answer in zip(names, loaded.answers(x, min(top_k, len(loaded.classes))))]
+
+
+def _encoded_files(paths, encode, state: dict, data_cfg):
+    """(one input tensor, a name per row) of files read by `encode(path, state, data_cfg) -> (array, names)`."""
+    import torch
+
+    blocks, names = [], []
+    for path in paths:
+        part, part_names = encode(path, state, data_cfg)
+        blocks.append(torch.from_numpy(part))
+        names += part_names
+    return torch.cat(blocks), names

@@ -23,10 +23,11 @@ from dlcli import __version__, _callable, runs, track
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
 from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, auto_threads, monitor_mode,
-                          predict_logits, resolve_device, seed_everything)
+                          predict_logits, resolve_device, seed_everything, use_channels_last)
 from dlcli.errors import RUNTIME, DlcliError, TrainingInterrupted
 from dlcli.finetune import FreezeSchedule, frozen_note, init_from, model_for, resolve_image_size, resolve_init
 from dlcli.models import count_parameters
+from dlcli.precise_bn import PreciseBN
 
 
 class RunRecorder(Callback):
@@ -38,7 +39,7 @@ class RunRecorder(Callback):
     epochs, and without the tie-break best.pt would stay at the first of them however much the model improves.
     """
 
-    def __init__(self, run: Path, monitor: str, task, summary: dict | None = None):
+    def __init__(self, run: Path, monitor: str, task, summary: dict | None = None, keep_last: bool = False):
         from dlcli.tasks import bare
 
         self.run, self.monitor, self.mode = run, monitor, monitor_mode(monitor)
@@ -47,6 +48,9 @@ class RunRecorder(Callback):
         prefix = monitor[: len(monitor) - len(bare(monitor))]
         self.twin = prefix + (task.metrics[0] if bare(monitor) == "loss" else "loss")
         self.best_value, self.best_epoch, self.best_twin, self.reason = None, None, None, None
+        # keep_last: best.pt is every epoch's, so the run scores its last (a cross-validation refit, dlcli.cv,
+        # trains the epoch count the folds chose and has no validation split to choose by)
+        self.keep_last = keep_last
 
     def _better(self, a, b, mode: str) -> bool:
         return a > b if mode == "max" else a < b
@@ -54,10 +58,12 @@ class RunRecorder(Callback):
     def on_epoch_end(self, trainer, metrics):
         runs.append_jsonl(self.run / "metrics.jsonl", metrics)
         value, twin = metrics[self.monitor], metrics.get(self.twin)
-        better = self.best_value is None or self._better(value, self.best_value, self.mode)
+        better = self.keep_last or self.best_value is None or self._better(value, self.best_value, self.mode)
         tie_won = not better and value == self.best_value and twin is not None and self.best_twin is not None \
             and self._better(twin, self.best_twin, monitor_mode(self.twin))
-        if better:
+        if self.keep_last:
+            self.reason = "the last epoch: a cross-validation refit"
+        elif better:
             self.reason = f"{'highest' if self.mode == 'max' else 'lowest'} {self.monitor}"
         elif tie_won:
             self.reason = (f"{self.monitor} tied at {value:.4f} with epoch {self.best_epoch}, "
@@ -86,11 +92,13 @@ class RunRecorder(Callback):
         return state
 
     def state_dict(self):
-        return {"value": self.best_value, "epoch": self.best_epoch, "twin": self.best_twin, "reason": self.reason}
+        return {"value": self.best_value, "epoch": self.best_epoch, "twin": self.best_twin, "reason": self.reason,
+                "keep_last": self.keep_last}
 
     def load_state_dict(self, state):
         self.best_value, self.best_epoch = state["value"], state["epoch"]
         self.best_twin, self.reason = state.get("twin"), state.get("reason")
+        self.keep_last = state.get("keep_last", False)  # a resumed refit still scores its last epoch
 
 
 class ProgressDisplay(Callback):
@@ -190,6 +198,9 @@ def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrai
         with world.main_first(local=True):  # one process per machine downloads and caches; the others read it
             data = load_data(cfg, preprocessing)
         model = model_for(cfg, data, pretrained)  # with the backbone's input pipeline, and its frozen parts
+        # recorded, so that resume, evaluate and predict compute in the layout the run trained in
+        cfg.train.channels_last = use_channels_last(cfg.train.channels_last, model,
+                                                    data.normalizer.output_shape(data.input_shape))
         _check_augment(cfg, data)
         cfg.task.bind(data.target, data.classes, cfg.train, None, data.train.y)  # a bad class name: before any run
         if threads_said:
@@ -222,9 +233,9 @@ def resolve_epochs(cfg, data, world: World = SINGLE) -> str | None:
 
 
 def make_trainer(cfg, run, device, data, model, console, show_progress, world: World = SINGLE,
-                 summary: dict | None = None, extra: tuple = ()):
+                 summary: dict | None = None, extra: tuple = (), keep_last: bool = False):
     """extra: callbacks of the caller's (a sweep's trial reporter), placed before the checkpointing recorder."""
-    recorder = RunRecorder(run, cfg.train.checkpoint_monitor, cfg.task, summary) if world.main else None
+    recorder = RunRecorder(run, cfg.train.checkpoint_monitor, cfg.task, summary, keep_last) if world.main else None
     callbacks: list[Callback] = []
     if cfg.train.early_stopping:
         es = cfg.train.early_stopping
@@ -233,6 +244,8 @@ def make_trainer(cfg, run, device, data, model, console, show_progress, world: W
         callbacks.insert(0, FreezeSchedule(model, cfg.train.freeze, console if world.main else None))
     if show_progress and world.main:
         callbacks.append(ProgressDisplay(console, cfg.train.epochs, cfg.task))
+    # after the progress display (its warning follows the epoch's line); every rank recomputes the statistics alike
+    callbacks.append(PreciseBN(cfg.train.precise_bn, console if world.main else None))
     if world.main:  # loggers (dlcli.track) on rank 0 alone
         callbacks += track.attach(cfg.track, run)
     callbacks += extra
@@ -240,8 +253,9 @@ def make_trainer(cfg, run, device, data, model, console, show_progress, world: W
 
 
 def train(cfg, runs_root: Path, console, show_progress: bool = True, world: World = SINGLE,
-          tags: dict | None = None, callbacks: tuple = ()) -> Path:
-    """tags: what the run belongs to (a sweep, a repeat), kept in its tags.json; callbacks: see make_trainer."""
+          tags: dict | None = None, callbacks: tuple = (), keep_last: bool = False) -> Path:
+    """tags: what the run belongs to (a sweep, a repeat), kept in its tags.json; callbacks: see make_trainer;
+    keep_last: score the last epoch, not the best monitored one (see RunRecorder)."""
     started = time.perf_counter()
     cfg.train.devices = world.size  # what this run trains on, whatever asked for it: resume needs as many
     with world.together():
@@ -270,7 +284,7 @@ def train(cfg, runs_root: Path, console, show_progress: bool = True, world: Worl
                     runs.write_json(run / runs.TAGS, tags)
         run = runs_root / world.broadcast(run.name if world.main else None)
         trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, summary,
-                                         callbacks)
+                                         callbacks, keep_last)
         console.print(f"run {run.name}: {cfg.data.dataset} ({len(data.train):,} train, "
                       f"{len(data.val) if data.val else 0:,} val, {len(data.test):,} test) on {placement(trainer)}, "
                       f"precision {trainer.precision}, {count_parameters(model):,} parameters"
@@ -496,7 +510,9 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
 
 
 def _check_augment(cfg, data):
-    if cfg.data.augmentations() and len(data.input_shape) != 3:
+    from dlcli.data.catalog import ImageEntry
+
+    if isinstance(cfg.data, ImageEntry) and cfg.data.augmentations() and len(data.input_shape) != 3:
         raise DlcliError(f"data.augment: augmentations need image data; {cfg.data.dataset} gives shape "
                          f"{tuple(data.input_shape)}")
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
-from dlcli.augment import AUGMENTS
+from dlcli.augment import AUGMENTS, SEQUENCE_AUGMENTS
 from dlcli.errors import closest
 from dlcli.registry import Entry, ItemError, Registry, Strict, parse_list
 
@@ -49,8 +49,19 @@ class DataEntry(Entry):
     val_split: float = Field(0.1, ge=0.0, lt=1.0, description="seeded slice of train held out for validation")
     max_train_samples: PositiveInt | None = None
     split: Literal["stratified", "random"] = "stratified"  # how val/test are cut from train (random: dlcli 0.1)
+    cv_fold: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="[k, K]: the validation split is fold k of K of the rows left after the test cut "
+                          "(val_split unused); written into each fold's config by train.cv (dlcli.cv)")
 
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # the tasks whose targets this kind can give
+    folds: ClassVar[bool] = True  # whether read() cuts its validation split with Splitter.cut_val (train.cv works)
+
+    @field_validator("cv_fold")
+    @classmethod
+    def _fold(cls, v):
+        if v is not None and not (v[1] >= 2 and v[0] <= v[1]):
+            raise ValueError(f"[{v[0]}, {v[1]}]: expected [k, K] with 1 <= k <= K and K >= 2")
+        return v
 
     @property
     def dataset(self) -> str:
@@ -274,6 +285,8 @@ class FileEntry(DataEntry):
 
 class TableEntry(FileEntry):
     categorical: Literal["auto"] | list[str] = "auto"  # auto: the columns that are not numbers
+    drop_columns: list[str] = Field([], description="columns left out of the features: ids, row numbers, names, "
+                                                    "anything known only after the label")
     missing: Literal["fill", "drop", "error"] = "fill"
     stream: bool | Literal["auto"] = "auto"  # encode in record batches into a disk cache instead of memory
 
@@ -315,6 +328,95 @@ class TextCSV(FileEntry):
     tokenizer: Tokenizer = Tokenizer()
     vocab: Vocabulary = Vocabulary()
     max_length: PositiveInt = 200
+
+
+# ---------------------------------------------------------------- numeric sequences
+
+
+@DATASETS.register("sequences")
+class Sequences(DataEntry):
+    """Numeric series (N, T, C) for classification or regression: a .npz (x, y, optional lengths), a wide table
+    (one row a series, one column per step) or a long table (one row a time step, id_column naming its series).
+    Unequal lengths are padded with NaN after each series' end (dlcli.data.sequences)."""
+
+    train_file: str  # .npz, or a .csv/.parquet table (or a directory of part files)
+    test_file: str | None = None  # else test_split of the series is held out
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of train_file when there is no test_file")
+    label_column: LabelColumn = Field("label", description="the target column(s) of a table; a .npz names its y "
+                                                           "(N, targets) with these")
+    layout: Literal["auto", "wide", "long"] = Field("auto", description="of a table: auto is long when id_column "
+                                                    "is set, else wide (a .npz is a .npz)")
+    id_column: str | None = Field(None, description="long: the column naming each row's series (wide: a column "
+                                                    "kept out of the steps, naming rows)")
+    time_column: str | None = Field(None, description="long: orders each series' steps (else the file's order)")
+    max_length: PositiveInt | None = Field(None, description="longer series keep their first max_length steps")
+    normalize: Literal["channel", "series", "none"] = Field(
+        "channel", description="channel: per-channel mean/std of the training split; series: each series "
+                               "z-normalised on its own (UCR); none")
+    augment: list[Any] = []
+
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    folds: ClassVar[bool] = False  # its reader cuts val_split itself: no cross-validation folds yet
+
+    @field_validator("augment")
+    @classmethod
+    def _augments(cls, v):
+        return parse_list(SEQUENCE_AUGMENTS, v)
+
+    def augmentations(self) -> list:
+        return self.augment
+
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
+        from dlcli.data.sequences import read_sequences
+
+        return read_sequences(self, seed, preprocessing, task)
+
+
+# ---------------------------------------------------------------- time series to forecast
+
+
+@DATASETS.register("series")
+class Series(DataEntry):
+    """One or many time-ordered series in a CSV/Parquet table, cut into (lookback -> horizon) windows on the fly;
+    the test window is each series' last `horizon` steps, validation the horizon(s) before (dlcli.data.series)."""
+
+    train_file: str  # a .csv or .parquet file (or a directory of part files): one row per time step
+    time_column: str = Field("date", description="dates or timestamps (ISO 8601), or numbers counting steps")
+    label_column: LabelColumn = Field("value", description="the series' value to forecast, or a list of columns")
+    id_column: str | None = Field(None, description="the column naming each row's series, for many series in one "
+                                                    "table (one global model)")
+    covariates: list[str] = Field([], description="other numeric columns read as inputs (their past only)")
+    lookback: PositiveInt = Field(24, description="steps of history each forecast reads")
+    horizon: PositiveInt = Field(12, description="steps forecast at once; the test split is each series' last "
+                                                 "horizon steps")
+    season: PositiveInt | None = Field(None, description="steps per season for MASE and the seasonal naive "
+                                                         "forecast; default from the frequency (12 monthly, 4 "
+                                                         "quarterly, 7 daily, 24 hourly, 48 half-hourly)")
+    normalize: Literal["window", "season", "series"] = Field(
+        "window", description="series: each series scaled by its training part's mean and std; window: also "
+                              "each window's own mean taken off its inputs and added back to its forecast; season: "
+                              "inputs as window, and the network forecasts the change from last season's values")
+    stride: PositiveInt = Field(1, description="steps between consecutive training windows")
+    val_split: int = Field(1, ge=0, le=100, description="validation windows per series, each a horizon before "
+                                                        "the test horizon; 0: none")
+
+    tasks: ClassVar[tuple[str, ...]] = ("forecast",)
+    folds: ClassVar[bool] = False  # time-ordered windows: no shuffled cross-validation folds
+
+    def target_list(self) -> list[str]:
+        return list(self.label_column) if isinstance(self.label_column, list) else [self.label_column]
+
+    def describe(self, seed: int = 0, task=None):
+        """From the keys alone: windows of (lookback, targets + covariates), horizon x targets outputs."""
+        from dlcli.data.series import output_names
+
+        targets = self.target_list()
+        return (self.lookback, len(targets) + len(self.covariates)), output_names(targets, self.horizon), None
+
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
+        from dlcli.data.series import read_series
+
+        return read_series(self, seed, preprocessing, task)
 
 
 # ---------------------------------------------------------------- parsing the `data:` section
@@ -367,7 +469,7 @@ def parse_data(value: Any, legacy: bool = False) -> DataEntry:
 def data_spec(entry: DataEntry) -> dict:
     """The resolved `data:` section: the kind and every one of its keys, nothing of other kinds."""
     out = {"dataset": entry.entry_name, **entry.model_dump(mode="json")}
-    if isinstance(entry, ImageEntry):
+    if isinstance(entry, (ImageEntry, Sequences)):
         out["augment"] = [a.to_spec() for a in entry.augment]
     return out
 

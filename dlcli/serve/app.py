@@ -106,6 +106,13 @@ def _json_room(model, limits: Limits) -> int:
     column; a text, 64 bytes a token of the run's max_length (what is read of it)."""
     if model.kind == "table":
         per_item = 1024 * (len(model.features()) + 1)
+    elif model.kind == "sequence":  # a series: 32 bytes a value of its steps and channels
+        steps, channels = model.info["input_shape"]
+        per_item = 32 * steps * channels
+    elif model.kind == "series":  # a forecast's history, up to its step limit (dlcli.serve.forecast)
+        from dlcli.serve.forecast import json_room
+
+        return min(limits.max_bytes, max(1 << 20, json_room(model, limits.max_items)))
     else:
         per_item = 64 * model.loaded.cfg.data.max_length
     return min(limits.max_bytes, max(1 << 20, limits.max_items * per_item))
@@ -213,6 +220,8 @@ class Model:
         self.run = run
         self.info = read_data_info(run)
         self.kind = data_kind(self.info)
+        if (self.info["preprocessing"] or {}).get("kind") == "series":  # a forecast reads a history, not rows
+            self.kind = "series"
         if self.kind == "image":
             from dlcli.loaded import check_image_run
 
@@ -244,6 +253,15 @@ class Model:
             data = self.loaded.cfg.data
             return {"max_length": data.max_length, "tokenizer": data.tokenizer.model_dump(),
                     "send": 'JSON {"texts": ["...", ...]} or text/plain, one text per line'}
+        if self.kind == "series":
+            from dlcli.serve.forecast import input_spec
+
+            return input_spec(self)
+        if self.kind == "sequence":
+            return {"length": self.info["input_shape"][0], "channels": self.state["channels"],
+                    "shorter_series": bool(self.state.get("padded")),
+                    "send": 'JSON: one series as a list of numbers (one channel) or of [channel values] rows, or '
+                            '{"series": [series, ...]}; a longer series keeps its first `length` steps'}
         return {"numeric": self.state["numeric"], "categorical": self.state["categories"],
                 "send": 'text/csv with a header row, or JSON {"rows": [{"column": value, ...}, ...]}'}
 
@@ -411,6 +429,36 @@ def _texts(body: bytes, kind: str, limits: Limits) -> list[str]:
     return texts
 
 
+def _series(model: Model, body: bytes, kind: str, limits: Limits):
+    """(names, float32 (N, T, C)) of a JSON body: one series (a list) or {"series": [series, ...]}."""
+    import torch
+
+    from dlcli.data.sequences import encode_values
+
+    if kind not in ("application/json", ""):
+        raise ApiError(415, f"this run takes series as JSON, not '{shown(kind)}'")
+    try:
+        data = _json_body(body, 2)
+    except _TooMany:
+        raise ApiError(400, 'send one series as a JSON list, or {"series": [series, ...]}') from None
+    if isinstance(data, dict) and isinstance(data.get("series"), list):
+        items, names = data["series"], [f"series[{i}]" for i in range(len(data["series"]))]
+    elif isinstance(data, list):
+        items, names = [data], ["series"]
+    else:
+        raise ApiError(400, 'send one series as a JSON list of numbers (or of [channel values] rows), or '
+                            '{"series": [series, ...]}')
+    if not items:
+        raise ApiError(400, "no series in the request")
+    if len(items) > limits.max_items:
+        raise ApiError(413, f"{len(items)} series in one request, over this server's limit of {limits.max_items} "
+                            "(--max-items)")
+    try:
+        return names, torch.from_numpy(encode_values(items, model.state, names))
+    except DlcliError as err:
+        raise ApiError(422, str(err)) from None
+
+
 def _table_rows(model: Model, body: bytes, kind: str, limits: Limits):
     """(row names, features) of a CSV or JSON body; the count of rows is checked before anything is encoded."""
     if kind in ("text/csv", "text/plain"):
@@ -572,7 +620,7 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
         same (it is under --max-bytes), so that the client hears the 413 instead of a reset connection."""
         body = await request.body()
         if kind in ("application/json", "") and len(body) > limits.max_json_bytes:
-            noun = "rows" if model.kind == "table" else "texts"
+            noun = {"table": "rows", "sequence": "series", "series": "series"}.get(model.kind, "texts")
             raise ApiError(413, f"the JSON body ({len(body):,} bytes) is over {limits.max_json_bytes:,} bytes, more "
                                 f"than {limits.max_items} {noun} need (--max-items; send fewer at a time)")
         return body
@@ -651,10 +699,30 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
         texts = _texts(body, kind, limits)
         return texts, model.encode_texts(texts)
 
+    def series_in(body: bytes, kind: str):
+        return _series(model, body, kind, limits)
+
+    def history_in(body: bytes, kind: str):
+        """A forecast run's request: (names, windows, target rows, the table, its frequency) (dlcli.serve.forecast)."""
+        from dlcli.serve.forecast import SEND, forecast_inputs, max_objects
+
+        if kind not in ("application/json", ""):
+            raise ApiError(415, f"this run forecasts series sent as JSON, not '{shown(kind)}'")
+        try:
+            data = _json_body(body, max_objects(model, limits.max_items))
+        except _TooMany:
+            raise ApiError(413, f"more steps than --max-items series of history hold; send {SEND}") from None
+        return forecast_inputs(model, data, limits.max_items)
+
     @app.post("/predict")
     async def predict(request: Request):
         k, invert = _query(request, top_k)
         kind = _content_type(request)
+        given = "image" if kind.startswith("image/") else "table" if kind == "text/csv" else None
+        if given and given != model.kind and (given == "image" or model.kind == "image"):  # sent to the wrong run
+            from dlcli.loaded import wrong_kind
+
+            raise ApiError(415, str(wrong_kind(model.run, model.kind, given, "serve")))
         if model.kind == "image":
             uploads = await uploads_of(request, kind)
             names, x = [name for name, _ in uploads], await run_in_threadpool(decode_all, uploads, invert)
@@ -662,6 +730,15 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
         elif model.kind == "text":
             names, x = await prepared(texts_in, await body_of(request, kind), kind)
             key = "text"
+        elif model.kind == "sequence":
+            names, x = await prepared(series_in, await body_of(request, kind), kind)
+            key = "series"
+        elif model.kind == "series":  # the forecast is the task's sum of the outputs and the windows' levels
+            from dlcli.data.series import forecast_answers
+
+            names, x, y, table, freq = await prepared(history_in, await body_of(request, kind), kind)
+            outputs = await asyncio.wrap_future(model.batcher.submit(x))
+            return forecast_answers(model.task, outputs, y, table, freq)
         else:
             names, x = await prepared(table_rows, await body_of(request, kind), kind)
             key = "row"
