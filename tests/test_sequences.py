@@ -301,7 +301,8 @@ def test_init_writes_a_sequences_config_for_each_layout(tmp_path, cli):
         result = cli("init", path, "-o", tmp_path / f"{layout}.yaml")
         assert result.exit_code == 0, result.stderr
         cfg = yaml.safe_load((tmp_path / f"{layout}.yaml").read_text())
-        assert cfg["data"]["dataset"] == "sequences" and cfg["model"]["type"] == "fcn", layout
+        assert cfg["data"]["dataset"] == "sequences" and cfg["model"]["type"] == "resnet1d", layout
+        assert cfg["data"]["val_split"] == 0 and cfg["train"]["epochs"] == 200, layout  # 30 series: no cut
         assert f"({layout}), 30 series, 3 classes" in result.stdout + result.stderr
     long = yaml.safe_load((tmp_path / "long.yaml").read_text())["data"]
     assert (long["id_column"], long["time_column"]) == ("sid", "step")
