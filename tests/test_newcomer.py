@@ -2,6 +2,7 @@
 bare table, flags in --help, predict's compact view and runs compare's differences."""
 
 import json
+import time
 
 import pytest
 import yaml
@@ -123,6 +124,8 @@ def two_runs(tmp_path_factory):
         "model": {"type": "mlp", "hidden": [8]}, "train": {"epochs": 1, "batch_size": 32}}))
     ids = []
     for cfg in (image_cfg, table_cfg):
+        if ids:  # run ids stamp the second a run started: the table run must be the later one for `latest`
+            time.sleep(1.05 - time.time() % 1)
         result = CliRunner().invoke(app, ["train", str(cfg), "--runs-dir", str(root), "-q"])
         assert result.exit_code == 0, result.output
         ids.append(result.stdout.strip())
