@@ -328,7 +328,7 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
             checkpoint: CheckpointOpt = "best", json_: JsonOpt = False, runs_dir: RunsDirOpt = None,
             device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu",
             text_file: Annotated[Optional[str], typer.Option("--text-file", help="Text runs: one text per line")] = None):
-    """Answer with a trained run: top-k classes, a number per target or a set of labels per image, row or text.
+    """Answer with a trained run: top-k classes, numbers or labels per image, row, text or series; or a forecast.
 
     Each image becomes what training saw: the run's channels, size, 0-255 scale and normalisation.
 
@@ -465,7 +465,7 @@ def serve(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of
                                                       "send a request's body after its headers (408)")] = 60.0,
           docs: Annotated[bool, typer.Option("--docs", help="Serve /docs (Swagger UI; the browser loads it from a "
                                              "CDN)")] = False):
-    """Serve a run over HTTP: POST /predict (images, CSV rows or texts), GET /health, GET /info, and a page at /.
+    """Serve a run over HTTP: POST /predict (images, CSV rows, texts or series), GET /health, GET /info, a page at /.
 
     The model is loaded once; concurrent requests are batched. Answers are `dlcli predict --json`'s.
     """
