@@ -332,11 +332,16 @@ def test_a_token_is_required_and_foreign_hosts_and_origins_are_refused(tables):
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer" and "Authorization: Bearer" in answer["error"]
     assert tables.call("/predict", rows, {**CSV, "Authorization": "Bearer nope"})[0] == 401
     assert tables.call("/predict", rows, {**CSV, "Authorization": TOKEN})[0] == 401  # no scheme
+    for scheme in ("Basic", "Token", "Bearerx", "X-Bearer"):  # the right token under another scheme
+        assert tables.call("/predict", rows, {**CSV, "Authorization": f"{scheme} {TOKEN}"})[0] == 401, scheme
+    assert tables.call("/predict", rows, {**CSV, "Authorization": f"bearer {TOKEN}"})[0] == 200  # RFC 7235: any case
     assert tables.call("/predict", rows, {**CSV, **AUTH})[0] == 200
     assert tables.call("/health")[0] == 200 and tables.call("/")[0] == 200  # the page asks for the token itself
     assert "requests need the token" in tables.lines[1] and TOKEN not in "".join(tables.lines)
 
     for host, expected in (("evil.example", 403), ("evil.example:80", 403), ("models.example", 200),
+                           ("evilmodels.example", 403), ("evil.models.example", 403), ("models.example.evil", 403),
+                           ("evillocalhost", 403), ("127.0.0.1.evil.example", 403),
                            (f"localhost:{tables.port}", 200), ("192.168.1.20:8000", 200), ("[::1]:80", 200)):
         status, _, answer = tables.call("/info", headers={**AUTH, "Host": host})
         assert status == expected, (host, answer)
@@ -344,8 +349,37 @@ def test_a_token_is_required_and_foreign_hosts_and_origins_are_refused(tables):
         "Host 'evil.example' is not a name of this server (dlcli serve --allowed-host evil.example adds it)")
     # a page elsewhere makes the browser POST here (multipart and text/plain need no preflight): its Origin tells
     for origin, expected in (("https://evil.example", 403), ("null", 403), (tables.url.rstrip("/"), 200),
+                             ("https://evilmodels.example", 403), ("https://models.example.evil", 403),
                              ("http://localhost:3000", 200), ("https://models.example", 200)):
         assert tables.call("/predict", rows, {**CSV, **AUTH, "Origin": origin})[0] == expected, origin
+
+
+def test_access_matches_the_token_scheme_and_host_names_exactly():
+    """The rules behind the 401s and 403s above, case by case: the token counts only under the Bearer scheme (any
+    case, RFC 7235), compared whole; a host name counts only as itself, so a name that merely ends or starts with an
+    allowed one (which anyone can register and point here) is foreign; loopback names and IP addresses need no
+    allowing (a DNS rebinding needs a name); `.localhost` names never leave the machine (RFC 6761)."""
+    from dlcli.serve.guard import Access
+
+    access = Access.of(TOKEN, "127.0.0.1", ["models.example"])
+    for header, ok in ((f"Bearer {TOKEN}", True), (f"bearer {TOKEN}", True), (f"BEARER  {TOKEN} ", True),
+                       (TOKEN, False), (f"Basic {TOKEN}", False), (f"Token {TOKEN}", False),
+                       (f"Bearerx {TOKEN}", False), (f"xBearer {TOKEN}", False), (f"Bearer {TOKEN}x", False),
+                       (f"Bearer {TOKEN[:-1]}", False), ("Bearer ", False), ("", False), (None, False)):
+        assert access.token_ok(header) is ok, header
+    assert Access.of(None, "127.0.0.1", []).token_ok(None)  # no token given to the server: anyone on the port
+    for host, ok in (("models.example", True), ("Models.Example.:8000", True), ("localhost:8000", True),
+                     ("app.localhost", True), ("10.1.2.3:80", True), ("[::1]:8000", True),
+                     ("evilmodels.example", False), ("evil.models.example", False), ("models.example.evil", False),
+                     ("models.examplex", False), ("xlocalhost", False), ("localhost.evil.example", False),
+                     ("127.0.0.1.evil.example", False), ("evil.example", False)):
+        assert access.host_ok(host) is ok, host
+    for origin, ok in (("https://models.example", True), ("http://localhost:3000", True),
+                       ("http://127.0.0.1:9", True), ("https://evilmodels.example", False),
+                       ("https://evil.models.example", False), ("https://models.example.evil", False),
+                       ("null", False), ("http://10.1.2.3", False)):
+        assert access.origin_ok(origin, "127.0.0.1:8000") is ok, origin
+    assert Access.of(None, "0.0.0.0", ["*"]).host_ok("anything.example")
 
 
 @pytest.mark.parametrize("body, headers, status, error", [
