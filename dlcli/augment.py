@@ -6,6 +6,8 @@ torch's global generator, which the engine seeds: the same seed gives the same a
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from dlcli.registry import Entry, Registry
@@ -16,6 +18,49 @@ AUGMENTS = Registry("augmentation")
 class Augment(Entry):
     def __call__(self, x):
         raise NotImplementedError
+
+    def moves(self, x, y, spatial: str, fill: int = 255):
+        """The batch and its targets moved alike (spatial tasks): `spatial` "mask" (y: (B, H, W) class indices,
+        `fill` where no pixel of the picture lands) or "boxes" (y: (B, M, 5) [class, x1, y1, x2, y2] in pixels,
+        class -1 for padding rows). An op that does not move pixels leaves y as it is."""
+        return self(x), y
+
+
+# Boxes pushed mostly out of the picture by a move are dropped (class -1): what is left of them is under this many
+# pixels wide or high, or under this share of the area they had.
+MIN_BOX_SIDE = 2.0
+MIN_BOX_SHARE = 0.2
+
+
+def clip_boxes(moved, before, height: int, width: int):
+    """Boxes (B, M, 5) after a move, clipped to the picture; those left too small (MIN_BOX_SIDE, MIN_BOX_SHARE of
+    their area `before` the move) become padding."""
+    import torch
+
+    out = moved.clone()
+    out[..., 1].clamp_(0, width)
+    out[..., 3].clamp_(0, width)
+    out[..., 2].clamp_(0, height)
+    out[..., 4].clamp_(0, height)
+    w, h = out[..., 3] - out[..., 1], out[..., 4] - out[..., 2]
+    area0 = ((before[..., 3] - before[..., 1]) * (before[..., 4] - before[..., 2])).clamp_min(1e-6)
+    small = (w < MIN_BOX_SIDE) | (h < MIN_BOX_SIDE) | (w * h < MIN_BOX_SHARE * area0)
+    dead = (moved[..., 0] < 0) | small
+    out[..., 0] = torch.where(dead, torch.full_like(out[..., 0], -1.0), out[..., 0])
+    out[..., 1:] = torch.where(dead.unsqueeze(-1), torch.zeros_like(out[..., 1:]), out[..., 1:])
+    return out
+
+
+def flip_boxes(y, chosen, size: int, axis: int):
+    """Mirror boxes along x (axis 0: columns 1, 3) or y (axis 1: columns 2, 4) of a picture `size` pixels across,
+    for the pictures `chosen` ((B,) bool); padding rows stay padding."""
+    import torch
+
+    lo, hi = (1, 3) if axis == 0 else (2, 4)
+    flipped = y.clone()
+    flipped[..., lo], flipped[..., hi] = size - y[..., hi], size - y[..., lo]
+    keep = (chosen.view(-1, 1) & (y[..., 0] >= 0)).unsqueeze(-1)
+    return torch.where(keep, flipped, y)
 
 
 @AUGMENTS.register("random_crop", positional="padding")
@@ -28,26 +73,77 @@ class RandomCrop(Augment):
         import torch
         import torch.nn.functional as F
 
-        b, c, h, w = x.shape
-        p = self.padding
-        padded = F.pad(x, (p, p, p, p))
+        return self._shifted(x, *self._draw(x))
+
+    def _draw(self, x):
+        import torch
+
+        b, p = x.shape[0], self.padding
         dy = torch.randint(0, 2 * p + 1, (b, 1, 1), device=x.device)
         dx = torch.randint(0, 2 * p + 1, (b, 1, 1), device=x.device)
-        rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(b, h, w)
-        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(b, h, w)
+        return dy, dx
+
+    def _shifted(self, x, dy, dx, fill=0.0):
+        """Pad by `padding` (with `fill`), then the window at (dy, dx) of each picture: x (B, C, H, W) or (B, H, W)."""
+        import torch.nn.functional as F
+
+        flat_only = x.dim() == 3
+        if flat_only:
+            x = x.unsqueeze(1)
+        b, c, h, w = x.shape
+        p = self.padding
+        padded = F.pad(x, (p, p, p, p), value=fill)
+        rows = (torch_arange(h, x).view(1, h, 1) + dy).expand(b, h, w)
+        cols = (torch_arange(w, x).view(1, 1, w) + dx).expand(b, h, w)
         flat = (rows * (w + 2 * p) + cols).view(b, 1, h * w).expand(b, c, h * w)
-        return padded.flatten(2).gather(2, flat).view(b, c, h, w)
+        out = padded.flatten(2).gather(2, flat).view(b, c, h, w)
+        return out[:, 0] if flat_only else out
+
+    def moves(self, x, y, spatial, fill=255):
+        dy, dx = self._draw(x)
+        moved = self._shifted(x, dy, dx)
+        p = self.padding
+        if spatial == "mask":
+            return moved, self._shifted(y, dy, dx, fill)
+        # the content moves by (padding - dy, padding - dx) pixels
+        shift = y.new_zeros(y.shape)
+        shift[..., 1] = shift[..., 3] = (p - dx.view(-1, 1)).to(y.dtype)
+        shift[..., 2] = shift[..., 4] = (p - dy.view(-1, 1)).to(y.dtype)
+        return moved, clip_boxes(y + shift, y, x.shape[2], x.shape[3])
+
+
+def torch_arange(n: int, like):
+    import torch
+
+    return torch.arange(n, device=like.device)
 
 
 @AUGMENTS.register("hflip", positional="p")
 class HorizontalFlip(Augment):
     p: float = Field(0.5, ge=0.0, le=1.0)
+    axis: ClassVar[int] = 3  # the picture's axis mirrored: columns
 
     def __call__(self, x):
         import torch
 
         flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
-        return torch.where(flip, x.flip(3), x)
+        return torch.where(flip, x.flip(self.axis), x)
+
+    def moves(self, x, y, spatial, fill=255):
+        import torch
+
+        flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
+        x = torch.where(flip, x.flip(self.axis), x)
+        if spatial == "mask":
+            return x, torch.where(flip.view(-1, 1, 1), y.flip(self.axis - 1), y)
+        return x, flip_boxes(y, flip.view(-1), x.shape[self.axis], 0 if self.axis == 3 else 1)
+
+
+@AUGMENTS.register("vflip", positional="p")
+class VerticalFlip(HorizontalFlip):
+    """Mirror upside down with probability p (aerial and microscope pictures have no up)."""
+
+    axis: ClassVar[int] = 2
 
 
 @AUGMENTS.register("affine")
@@ -59,10 +155,13 @@ class Affine(Augment):
     scale: tuple[float, float] = (1.0, 1.0)
 
     def __call__(self, x):
+        return self._warp(x, self._theta(x), "bilinear")
+
+    def _theta(self, x):
+        """Per picture, the map from output to input coordinates (normalised to -1..1), as affine_grid takes it."""
         import math
 
         import torch
-        import torch.nn.functional as F
 
         b = x.shape[0]
         u = lambda lo, hi: torch.rand(b, device=x.device) * (hi - lo) + lo  # noqa: E731
@@ -70,9 +169,33 @@ class Affine(Augment):
         scale = u(*self.scale)
         tx, ty = u(-self.translate, self.translate) * 2, u(-self.translate, self.translate) * 2
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+
+    @staticmethod
+    def _warp(x, theta, mode):
+        import torch.nn.functional as F
+
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+
+    def moves(self, x, y, spatial, fill=255):
+        import torch
+
+        theta = self._theta(x)
+        moved = self._warp(x, theta, "bilinear")
+        h, w = x.shape[2], x.shape[3]
+        if spatial == "mask":  # nearest, shifted by one so that 0 marks where no pixel of the picture lands
+            labels = self._warp((y.to(x.dtype) + 1).unsqueeze(1), theta, "nearest")[:, 0].round().long() - 1
+            return moved, torch.where(labels < 0, torch.full_like(labels, fill), labels).to(y.dtype)
+        # a box's corners go where their pixels go (the inverse map), and the box becomes the one around them
+        a, t = theta[:, :, :2].to(y.dtype), theta[:, :, 2:].to(y.dtype)
+        inverse = torch.linalg.inv(a)
+        xs, ys = y[..., [1, 3, 3, 1]], y[..., [2, 2, 4, 4]]  # (B, M, 4)
+        corners = torch.stack([xs * (2 / w) - 1, ys * (2 / h) - 1], -1)  # (B, M, 4, 2), normalised
+        out = torch.einsum("bij,bmkj->bmki", inverse, corners - t.view(-1, 1, 1, 2))
+        px, py = (out[..., 0] + 1) * (w / 2), (out[..., 1] + 1) * (h / 2)
+        boxes = torch.stack([y[..., 0], px.amin(-1), py.amin(-1), px.amax(-1), py.amax(-1)], -1)
+        return moved, clip_boxes(boxes, y, h, w)
 
 
 @AUGMENTS.register("rotation", positional="degrees")
@@ -181,7 +304,13 @@ class WindowSlice(Augment):
         return torch.where(_chosen(self.p, x), sliced, x)
 
 
-def apply_all(augments, x):
+def apply_all(augments, x, y=None, spatial: str | None = None, fill: int = 255):
+    """The augmentations in order. With `spatial` ("mask" or "boxes"), returns (x, y) with the targets moved with
+    the pixels (Augment.moves); `fill` is the mask value where no pixel of the picture lands."""
+    if spatial is None:
+        for aug in augments:
+            x = aug(x)
+        return x
     for aug in augments:
-        x = aug(x)
-    return x
+        x, y = aug.moves(x, y, spatial, fill)
+    return x, y

@@ -208,16 +208,18 @@ EVAL_VALUES = 1 << 20  # input values per evaluation batch at most: 1,024 MNIST 
 
 
 @torch.inference_mode()
-def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024, channels_last=False):
+def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024, channels_last=False, shrink=None):
     """Logits (float32, on the CPU) for every row of x, in large batches: at most `batch_size` rows and EVAL_VALUES
-    input values (a conv layer's activations for 1,024 images of 64x64 would take half a GB)."""
+    input values (a conv layer's activations for 1,024 images of 64x64 would take half a GB). `shrink` (a task's):
+    what is kept of each batch's outputs (detection keeps its decoded boxes, not the dense outputs)."""
     model.eval()
     batch_size = max(1, min(batch_size, EVAL_VALUES // max(1, math.prod(x.shape[1:]))))
     out = []
     for start in range(0, len(x), batch_size):
         xb = prepare_batch(x[start : start + batch_size].to(device, non_blocking=True), normalizer, channels_last)
         with autocast(device, precision):
-            out.append(model(xb).float())
+            found = model(xb).float()
+        out.append(shrink(found) if shrink is not None else found)
     return torch.cat(out).cpu() if out else torch.empty(0)
 
 
@@ -417,8 +419,9 @@ class Trainer:
             if self.check_due(i):
                 self.check(i, p)
             xb = prepare_batch(xb, self.data.normalizer, self.channels_last)
-            if augment:
-                xb = apply_all(augment, xb)
+            if augment:  # boxes and masks move with the pixels
+                xb, yb = apply_all(augment, xb, yb, self.task.spatial, getattr(self.task, "ignore_index", 255)) \
+                    if self.task.spatial else (apply_all(augment, xb), yb)
             with autocast(self.device, self.precision):
                 logits = self.train_forward(xb)
             loss = self.loss_fn(logits, yb)
@@ -498,7 +501,7 @@ class Trainer:
         r, w = self.world.rank, self.world.size
         x, y = (split.x, split.y) if not self.world.distributed else (split.x[r::w], split.y[r::w])
         return predict_logits(self.forward, x, self.data.normalizer, self.device, self.scoring_precision,
-                              self.cfg.train.eval_batch_size, self.channels_last), y.cpu()
+                              self.cfg.train.eval_batch_size, self.channels_last, self.task.shrink), y.cpu()
 
     def evaluate(self, split) -> dict:
         """The split's loss and the task's metrics. Under DDP each rank scores every world-th sample and the

@@ -78,11 +78,11 @@ def _listed(items) -> tuple[list, bool]:
 # ---------------------------------------------------------------- images
 
 
-def image_inputs(items, input_shape, invert: bool = False, warn=None):
+def image_inputs(items, input_shape, invert: bool = False, warn=None, sizes: list | None = None):
     """Images -> (uint8 tensor (N, C, H, W) in the run's input format, a name per image, [(name, reason)] for inputs
     that could not be read). A path or PIL image that fails is reported and the others go on; an object of another
     type, or an array of a shape or scale that is not pixels, is a DlcliError. warn(message): a decompression-bomb
-    warning for a file."""
+    warning for a file. `sizes`: a list that receives each image's own (height, width), in the order of the names."""
     import torch
 
     from dlcli.data.images import ImageError, image_files, image_tensor, load_image
@@ -100,20 +100,22 @@ def image_inputs(items, input_shape, invert: bool = False, warn=None):
             problems += missing
             for path in files:
                 try:
-                    blocks.append(load_image(path, shape, invert, warn=warn)[None])
+                    blocks.append(load_image(path, shape, invert, warn=warn, sizes=sizes)[None])
                     names.append(path)
                 except ImageError as err:
                     problems.append((path, str(err)))
         elif kind == "pil":
             name = f"image[{i}]"
             try:
-                blocks.append(image_tensor(item, shape, invert)[None])
+                blocks.append(image_tensor(item, shape, invert, sizes=sizes)[None])
                 names.append(name)
             except ImageError as err:
                 problems.append((name, str(err)))
         elif kind in ("array", "tensor"):
             label = f"{kind}{at}"
             batch, single = _pixels(item, kind, label, shape[0])
+            if sizes is not None:
+                sizes += [(int(batch.shape[1]), int(batch.shape[2]))] * len(batch)  # (N, H, W[, C])
             if single:
                 name = label if many else f"{kind}[0]"
                 blocks.append(_array_tensor(batch[0], shape, invert, name)[None])

@@ -36,16 +36,20 @@ class LoadedRun:
     notice: str | None = None  # the other checkpoint was used: the one asked for is missing or damaged
     task: Any = None  # dlcli.tasks entry bound to the run's stored target fit: reads the outputs
 
-    def answers(self, x, top_k: int = 5, batch_size: int | None = None) -> list[dict]:
-        """The task's answer (predict's JSON object) for every row of raw inputs x."""
-        return self.task.answers(self.logits(x, batch_size), top_k)
+    def answers(self, x, top_k: int = 5, batch_size: int | None = None, sizes=None) -> list[dict]:
+        """The task's answer (predict's JSON object) for every row of raw inputs x; `sizes`: each picture's own
+        (height, width), which a spatial task's boxes and masks are mapped back to (the model's input size if None)."""
+        out = self.logits(x, batch_size)
+        if self.task.spatial:
+            return self.task.answers(out, top_k, sizes=sizes)
+        return self.task.answers(out, top_k)
 
     def logits(self, x, batch_size: int | None = None):
         """float32 logits on the CPU for raw inputs x (uint8 images as the dataset stores them, not normalised)."""
         from dlcli.engine import predict_logits
 
         return predict_logits(self.model, x, self.normalizer, self.device, self.precision,
-                              batch_size or self.cfg.train.eval_batch_size, self.channels_last)
+                              batch_size or self.cfg.train.eval_batch_size, self.channels_last, self.task.shrink)
 
 
 def read_run_config(run: Path):

@@ -100,17 +100,17 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
     k = min(top_k, len(loaded.classes))
     results = []
     for start in range(0, len(files), batch_size):
-        names, tensors = [], []
+        names, tensors, sizes = [], [], []
         for path in files[start : start + batch_size]:
             try:
-                tensors.append(load_image(path, shape, invert, warn=lambda msg: report(None, msg)))
+                tensors.append(load_image(path, shape, invert, warn=lambda msg: report(None, msg), sizes=sizes))
                 names.append(path)
             except ImageError as err:
                 report(path, str(err))
                 failed += 1
         if not tensors:
             continue
-        for name, answer in zip(names, loaded.answers(torch.stack(tensors), k, batch_size)):
+        for name, answer in zip(names, loaded.answers(torch.stack(tensors), k, batch_size, sizes)):
             pred = Prediction(name, answer, loaded.task)
             results.append(pred)
             if on_result is not None:
@@ -220,8 +220,9 @@ def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> lis
     kind = data_kind(info)
     check_inputs(loaded.path, kind, inputs if isinstance(inputs, (list, tuple)) else [inputs], "load")
     state = {k: v for k, v in (info["preprocessing"] or {}).items() if k != "kind"}
+    sizes = []  # each picture's own (height, width): spatial answers are given in its pixels
     if kind == "image":
-        x, names, problems = image_inputs(inputs, check_image_run(info, loaded.path.name), invert)
+        x, names, problems = image_inputs(inputs, check_image_run(info, loaded.path.name), invert, sizes=sizes)
         if problems:
             name, reason = problems[0]
             raise DlcliError(f"{name}: {reason}", BAD_INPUT)
@@ -239,7 +240,8 @@ def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> lis
         x, key = torch.from_numpy(rows), "row"
     if len(x) == 0:
         raise DlcliError("no inputs given", BAD_INPUT)
-    return [{key: name, **answer} for name, answer in zip(names, loaded.answers(x, min(top_k, len(loaded.classes))))]
+    answers = loaded.answers(x, min(top_k, len(loaded.classes)), sizes=sizes or None)
+    return [{key: name, **answer} for name, answer in zip(names, answers)]
 
 
 def _encoded_files(paths, encode, state: dict, data_cfg):

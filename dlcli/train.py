@@ -227,8 +227,10 @@ def resolve_epochs(cfg, data, world: World = SINGLE) -> str | None:
     said = f"train.epochs auto: {cfg.train.epochs} epochs of {steps:,} steps"
     if cfg.train.early_stopping is None and data.val is not None:
         patience = max(5, cfg.train.epochs // 10)
-        cfg.train.early_stopping = EarlyStoppingConfig(monitor="val_loss", patience=patience)
-        said += f", stopping early after {patience} epochs without a lower val_loss"
+        monitor = cfg.task.stop_monitor()
+        cfg.train.early_stopping = EarlyStoppingConfig(monitor=monitor, patience=patience)
+        better = "a lower val_loss" if monitor == "val_loss" else f"a better {monitor}"
+        said += f", stopping early after {patience} epochs without {better}"
     return said
 
 
@@ -455,7 +457,7 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
     task = trainer.task
     if data.val is not None and task.tunes():  # what the task decides on validation (multilabel thresholds)
         val_out = predict_logits(trainer.forward, data.val.x, data.normalizer, device, trainer.scoring_precision,
-                                 cfg.train.eval_batch_size, trainer.channels_last)
+                                 cfg.train.eval_batch_size, trainer.channels_last, task.shrink)
         tuned = task.tune(val_out, data.val.y.cpu())
         if tuned:
             data.target.update(tuned)

@@ -64,13 +64,14 @@ def _has_alpha(img) -> bool:
 
 
 def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, warn=None, formats=None,
-               max_pixels: int | None = None, admit=None):
+               max_pixels: int | None = None, admit=None, sizes: list | None = None):
     """One image file -> a uint8 tensor (C, H, W) in the run's input format; ImageError with a one-line reason.
 
     For untrusted bytes (dlcli serve), all checked before any pixel is decoded: `formats`, the PIL formats opened
     (others: UnreadFormat naming theirs); `max_pixels`, the most pixels decoded, at a reduced scale where the format
     decodes one (ImageTooLarge beyond); `admit(width, height)`, told the size about to be decoded, may raise.
-    Without them, images decode as they always have."""
+    Without them, images decode as they always have. `sizes`: a list that receives the picture's own (height,
+    width), upright, before resizing (what a spatial task maps its boxes and masks back to)."""
     from PIL import Image, UnidentifiedImageError
 
     channels, height, width = input_shape
@@ -78,6 +79,7 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             with Image.open(path, formats=formats) as img:
+                stored = _upright_size(img)  # before a reduced-scale decode changes img.size
                 if img.format == "JPEG":  # decode big JPEGs at a reduced scale, still at least W x H
                     img.draft("L" if channels == 1 else "RGB", (width, height))
                 if max_pixels is not None:
@@ -111,7 +113,20 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
         raise _damaged(err) from None
+    if sizes is not None:
+        sizes.append(stored)
     return _sized_tensor(img, input_shape, invert)
+
+
+def _upright_size(img) -> tuple[int, int]:
+    """(height, width) of a picture as its file stores it, turned as its EXIF orientation shows it (5-8 swap the
+    sides): the pixels a spatial task's answer is given in, whatever scale the picture is decoded at."""
+    width, height = img.size
+    try:
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # a malformed EXIF block: shown as stored, as _oriented_converted does
+        turned = False
+    return (width, height) if turned else (height, width)
 
 
 def _decoded_size(img) -> tuple[int, int]:
@@ -171,14 +186,17 @@ def _damaged(err: Exception) -> ImageError:
     return ImageError(f"damaged or truncated image ({reason[:160]})")
 
 
-def image_tensor(img, input_shape: tuple[int, ...], invert: bool = False):
+def image_tensor(img, input_shape: tuple[int, ...], invert: bool = False, sizes: list | None = None):
     """A PIL image already in memory -> the uint8 tensor (C, H, W) load_image gives for a file holding it (steps 1-7
     after decoding; a lazily opened image is read now, and a JPEG is decoded at full size); ImageError if it cannot."""
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
         raise _damaged(err) from None
-    return _sized_tensor(_oriented_converted(img, input_shape[0], invert), input_shape, invert)
+    img = _oriented_converted(img, input_shape[0], invert)
+    if sizes is not None:
+        sizes.append((img.size[1], img.size[0]))
+    return _sized_tensor(img, input_shape, invert)
 
 
 def _oriented_converted(img, channels: int, invert: bool):

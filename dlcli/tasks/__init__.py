@@ -93,6 +93,10 @@ class Task(Entry):
     integer_steps: ClassVar[bool] = False  # the running metric sums counts (exact in int64), not values
     export_output_name: ClassVar[str] = "outputs"  # the exported graph's output, named for what it holds
     uses_top_k: ClassVar[bool] = False  # answers rank the outputs, so --top-k and serve's ?top_k= apply
+    # Where in the picture: None for answers about a whole input; "boxes" (detection) or "mask" (segmentation) for
+    # targets that augmentation moves with the pixels (dlcli.augment.apply_all) and answers that predict maps back
+    # to each picture's own pixels (`answers(..., sizes=)`).
+    spatial: ClassVar[str | None] = None
 
     _spelled: bool = True  # `task:` given in the config (False: classification by default)
 
@@ -102,6 +106,19 @@ class Task(Entry):
         """The metric names best.pt, early stopping, a plateau scheduler and a sweep may follow."""
         train = ["train_loss"] + ([f"train_{self.step_metric}"] if self.step_metric else [])
         return train + ["val_loss"] + [f"val_{m}" for m in self.metrics]
+
+    def faithful_loss(self) -> bool:
+        """Whether a lower validation loss means a better headline metric. Where it does not (multilabel's positives
+        weighted up, or thresholds tuned after training), best.pt and early stopping follow val_<headline>."""
+        return True
+
+    def best_monitor(self) -> str:
+        """best.pt's monitor when train.checkpoint_monitor is not given."""
+        return self.default_monitor if self.faithful_loss() else f"val_{self.headline}"
+
+    def stop_monitor(self) -> str:
+        """What `epochs: auto`'s early stopping follows: val_loss, the smoothest figure, where it is faithful."""
+        return "val_loss" if self.faithful_loss() else f"val_{self.headline}"
 
     def check_train(self, train_cfg) -> str | None:
         """What in `train:` this task cannot honour, as `key: why` (the config turns it into an error)."""
@@ -162,10 +179,17 @@ class Task(Entry):
         data.json's `task`; None when nothing is tuned."""
         return None
 
+    def shrink(self, out):
+        """One evaluation batch's raw outputs -> what scoring, evaluate and predict keep of them (applied per batch by
+        dlcli.engine.predict_logits before the batches are joined). The identity, except where raw outputs are too
+        large to keep for a whole split (detection decodes its dense outputs into a few boxes per picture)."""
+        return out
+
     # ------------------------------------------------------------ using a trained model
 
-    def answers(self, out, top_k: int = 5) -> list[dict]:
-        """Each row of outputs as predict's answer (a JSON object)."""
+    def answers(self, out, top_k: int = 5, sizes=None) -> list[dict]:
+        """Each row of outputs as predict's answer (a JSON object). `sizes` (spatial tasks): each input picture's
+        own (height, width), to which boxes and masks are mapped back from the model's input size."""
         raise NotImplementedError
 
     def export_output(self, out):
