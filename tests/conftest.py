@@ -98,3 +98,30 @@ def _torch_threads():
     yield
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+# Tests that skip on a machine without something they need (a chromium binary, root and tmpfs mounts) must not skip
+# in CI: `.ci/run` sets DLCLI_CI=1, and there a skip of a test marked `must_run_in_ci` is a failure.
+def in_ci() -> bool:
+    return os.environ.get("DLCLI_CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "must_run_in_ci: a skip of this test fails the run where DLCLI_CI=1 (CI)")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("must_run_in_ci") and in_ci():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (DLCLI_CI is set), where this test must run: {reason}"
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = terminalreporter.stats.get("skipped", [])
+    required = sum("must_run_in_ci" in report.keywords for report in skipped)
+    note = f" ({required} of them must run in CI: DLCLI_CI=1 fails them)" if required else ""
+    terminalreporter.write_line(f"skipped: {len(skipped)}{note}")

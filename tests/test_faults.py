@@ -220,6 +220,7 @@ def test_a_resume_killed_midway_is_resumed_again(cli, tmp_path, reference, monke
     check_after_kill(cli, root, 1, reference, monkeypatch)
 
 
+@pytest.mark.must_run_in_ci
 def test_a_runs_directory_that_cannot_be_written_is_one_line_before_training(cli, tmp_path):
     (tmp_path / "afile").write_text("")
     result = cli("train", config(tmp_path), "--runs-dir", tmp_path / "afile" / "runs", "-q")
@@ -406,6 +407,7 @@ def can_mount_tmpfs(where: Path) -> bool:
     return done.returncode == 0
 
 
+@pytest.mark.must_run_in_ci
 def test_a_real_full_disk_tmpfs(cli, tmp_path, write_config):
     """A 1 MB tmpfs and a model whose checkpoint needs about 1.8 MB: the kernel's ENOSPC, named in one line."""
     mnt = tmp_path / "small"

@@ -144,6 +144,7 @@ def test_served_forecast_equals_predict(forecast_run):
         assert status == 413 and "65 series in one request, over this server's limit of 64" in err["error"]
 
 
+@pytest.mark.must_run_in_ci
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium binary: apt-get install chromium")
 def test_the_page_forecasts_pasted_numbers(forecast_run):
     pytest.importorskip("fastapi")

@@ -266,6 +266,7 @@ def test_a_failing_batch_fails_its_requests_only():
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.must_run_in_ci
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium (.ci/run does)")
 def test_the_page_in_a_browser_shows_the_class_of_a_chosen_image(trained, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
@@ -304,6 +305,7 @@ def test_the_page_in_a_browser_shows_the_class_of_a_chosen_image(trained, tmp_pa
     assert server.returncode == 0
 
 
+@pytest.mark.must_run_in_ci
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium (.ci/run does)")
 @pytest.mark.parametrize("task", ["regression", "multilabel"])
 def test_the_page_shows_a_number_per_target_or_a_label_set(task_runs, tmp_path, task):

@@ -473,6 +473,7 @@ def test_an_open_server_warns_and_tells_refusals_once_per_burst(runs):
     assert refused[1].startswith("refused 29 more requests in ") and refused[1].endswith(": 29 with a foreign Host\n")
 
 
+@pytest.mark.must_run_in_ci
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium (.ci/run does)")
 def test_the_page_works_with_a_token(tables):
     """The page takes the token from its address (#token=..., then dropped from it) or asks for it."""
