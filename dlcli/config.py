@@ -404,7 +404,7 @@ class Config(Strict):
         if problem:
             raise ValueError(f"@train.{problem}")
         if self.train.checkpoint_monitor is None:
-            self.train.checkpoint_monitor = task.default_monitor
+            self.train.checkpoint_monitor = task.best_monitor()
         valid = task.monitors()
         found = [("train.checkpoint_monitor", self.train.checkpoint_monitor)]
         if self.train.early_stopping:

@@ -31,7 +31,7 @@ def fold_monitor(cfg) -> str:
     """What the folds choose by: train.checkpoint_monitor, or the task's validation default where a config without
     a validation split had it fall back to a training figure (every fold has a validation split)."""
     monitor = cfg.train.checkpoint_monitor
-    return monitor if monitor.startswith("val_") else cfg.task.default_monitor
+    return monitor if monitor.startswith("val_") else cfg.task.best_monitor()
 
 
 def fold_config(cfg, k: int, folds: int):

@@ -265,6 +265,37 @@ def test_tuned_thresholds_are_chosen_on_validation_stored_and_used_by_predict(cl
         assert ans["labels"] == [k for k, t in zip("abc", task["thresholds"]) if ans["probabilities"][k] >= t]
 
 
+@pytest.mark.parametrize("task, monitor", [
+    ("multilabel", "val_loss"),
+    ({"type": "multilabel", "pos_weight": "auto"}, "val_f1_micro"),
+    ({"type": "multilabel", "threshold": "tuned"}, "val_f1_micro"),
+])
+def test_multilabel_best_and_stopping_follow_micro_f1_where_the_loss_is_not_faithful(task, monitor, tmp_path):
+    """pos_weight: auto rescales the loss and tuned thresholds move the decision after training: val_loss then
+    picks the wrong epoch, so best.pt and epochs: auto's early stopping follow the headline, val_f1_micro."""
+    from types import SimpleNamespace
+
+    from dlcli.train import resolve_epochs
+
+    cfg = validate_config(table_config("m", tmp_path / "t.csv", ["a", "b", "c"], task) | {"train": {}})
+    assert cfg.train.checkpoint_monitor == monitor
+    said = resolve_epochs(cfg, SimpleNamespace(train=range(300), val=range(30)))
+    assert cfg.train.early_stopping.monitor == monitor and monitor in said
+    explicit = table_config("m", tmp_path / "t.csv", ["a", "b", "c"], task)
+    explicit["train"]["checkpoint_monitor"] = "val_loss"  # a monitor the user names is kept
+    assert validate_config(explicit).train.checkpoint_monitor == "val_loss"
+
+
+def test_a_reweighted_multilabel_run_keeps_the_epoch_of_the_best_micro_f1(cli, write_config, tmp_path):
+    cfg = table_config("pw", tagged(tmp_path / "tags.csv", 300, 0), ["a", "b", "c"],
+                       {"type": "multilabel", "pos_weight": "auto"})
+    cfg["train"]["epochs"] = 6
+    run = train(cli, write_config, cfg, tmp_path / "runs", "-q")
+    history = runs.read_metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_metric"] == {"name": "val_f1_micro", "value": max(m["val_f1_micro"] for m in history)}
+
+
 def test_multilabel_resumes_exactly_after_a_signal(cli, write_config, tmp_path, inject):
     cfg = table_config("mlresume", tagged(tmp_path / "tags.csv", 240, 0), ["a", "b", "c"],
                        {"type": "multilabel", "pos_weight": "auto"})

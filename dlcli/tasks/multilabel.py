@@ -98,6 +98,11 @@ class Multilabel(Task):
     integer_steps: ClassVar[bool] = True
     export_output_name: ClassVar[str] = "probabilities"
 
+    def faithful_loss(self):
+        """pos_weight: auto rescales the loss (val_loss can rise while micro F1 climbs on), and tuned thresholds move
+        the decision after training: then the loss is not what the answers are scored on."""
+        return self.pos_weight == "none" and self.threshold != "tuned"
+
     def check_train(self, train_cfg):
         if train_cfg.label_smoothing:
             return "label_smoothing: not used by multilabel (set task.pos_weight: auto for rare labels); remove it"
