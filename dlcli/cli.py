@@ -208,7 +208,7 @@ def summary(config: ConfigArg, set_: SetOpt = None, json_: JsonOpt = False):
         shape, classes, vocab_size = describe(cfg)
         shape = model_input_shape(cfg, shape)  # what a pretrained backbone takes: RGB, at its image size
         model, rows = build_model(cfg.model, shape, len(classes), vocab_size, pretrained=False,
-                                  noun=cfg.task.noun)
+                                  noun=cfg.task.noun, outputs=cfg.task.output_shape(len(classes), shape))
         freeze_at_start(cfg, model)
         total = sum(r.parameters for r in rows if not r.depth)  # a residual block's row counts its layers'
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -226,10 +226,52 @@ class BackboneModel(Strict):
         return [backbone, *dropout, *_head(self.hidden, self.activation, self.dropout, False, num_classes)]
 
 
+class UNetModel(Strict):
+    """Segmentation: a U-Net (skip connections; dlcli.models.segmentation) and a 1x1 convolution to the classes,
+    one answer per pixel."""
+
+    type: Literal["unet"]
+    width: PositiveInt = Field(16, description="channels at full resolution, doubling per level down")
+    depth: int = Field(4, ge=1, le=7, description="halvings of the resolution")
+    batchnorm: bool = True
+    init: InitFrom = None
+
+    def layer_list(self, num_classes: int, tokens: bool = False):
+        return [LAYERS.parse({"unet": {"width": self.width, "depth": self.depth, "batchnorm": self.batchnorm}}),
+                LAYERS.parse({"conv2d": {"filters": num_classes, "kernel_size": 1}})]
+
+
+class SegmenterModel(Strict):
+    """Segmentation: torchvision's FCN, DeepLabV3 or LRASPP with its backbone (dlcli.models.segmentation), built
+    for the dataset's classes; weights from files only (nothing is downloaded)."""
+
+    type: Literal["segmenter"]
+    arch: str = Field("deeplabv3_mobilenet_v3_large", description="fcn_resnet50, fcn_resnet101, deeplabv3_resnet50, "
+                      "deeplabv3_resnet101, deeplabv3_mobilenet_v3_large or lraspp_mobilenet_v3_large")
+    weights: str | None = Field("none", description="none, or a weights file of the whole model")
+    backbone_weights: str | None = Field("none", description="none, or the backbone's ImageNet weights file")
+    init: InitFrom = None
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v):
+        from dlcli.models.segmentation import SEGMENTERS
+
+        if v not in SEGMENTERS:
+            raise ValueError(f"unknown segmentation architecture '{v}'{closest(v, SEGMENTERS)} (one of "
+                             f"{', '.join(SEGMENTERS)})")
+        return v
+
+    def layer_list(self, num_classes: int, tokens: bool = False):
+        return [LAYERS.parse({"segmenter": {"arch": self.arch, "classes": num_classes, "weights": self.weights,
+                                            "backbone_weights": self.backbone_weights}})]
+
+
 ModelConfig = Annotated[SequentialModel | MLPModel | CNNModel | LSTMModel | GRUModel | FCNModel | ResNet1DModel
-                        | BackboneModel, Field(discriminator="type")]
+                        | BackboneModel | UNetModel | SegmenterModel, Field(discriminator="type")]
 MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, "lstm": LSTMModel, "gru": GRUModel,
-               "fcn": FCNModel, "resnet1d": ResNet1DModel, "backbone": BackboneModel}
+               "fcn": FCNModel, "resnet1d": ResNet1DModel, "backbone": BackboneModel, "unet": UNetModel,
+               "segmenter": SegmenterModel}
 
 
 class EarlyStopping(Strict):

@@ -42,6 +42,7 @@ def evaluate_run(run: Path, split: str = "test", checkpoint: str = "best", devic
               "dataset": loaded.cfg.data.dataset, "task": task.entry_name, **task.report(outputs, samples.y)}
     json_path = run / f"eval-{split}.json"
     figures = task.plots(report, outputs, samples.y, run, split, f"{run.name}: {split} split, {checkpoint} checkpoint")
+    figures.update(task.draw(samples.x, outputs, samples.y, run, split))  # pictures with masks or boxes drawn
     report["files"] = {"report": str(json_path), **figures}
     try:
         runs.write_json(json_path, report)

@@ -236,7 +236,8 @@ def model_for(cfg, data, pretrained: bool = True):
         data.normalizer = Normalizer(mean, std, True, channels=pipe.channels, size=pipe.size)
     shape = data.normalizer.output_shape(data.input_shape)
     model, _ = build_model(cfg.model, shape, len(data.classes), data.vocab_size, pretrained,
-                           noun=cfg.task.noun, padded=bool((data.preprocessing or {}).get("padded")))
+                           noun=cfg.task.noun, padded=bool((data.preprocessing or {}).get("padded")),
+                           outputs=cfg.task.output_shape(len(data.classes), shape))
     freeze_at_start(cfg, model)
     return model
 

@@ -118,9 +118,10 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     if notice:
         print(f"notice: {notice}", file=sys.stderr)
     vocab = (info.get("preprocessing") or {}).get("vocab")
-    model, _ = build_model(cfg.model, Normalizer(**info["normalization"]).output_shape(info["input_shape"]),
-                           len(info["classes"]), len(vocab) if vocab else None, pretrained=False,
-                           padded=bool((info.get("preprocessing") or {}).get("padded")))
+    shape = Normalizer(**info["normalization"]).output_shape(info["input_shape"])
+    model, _ = build_model(cfg.model, shape, len(info["classes"]), len(vocab) if vocab else None, pretrained=False,
+                           padded=bool((info.get("preprocessing") or {}).get("padded")),
+                           outputs=cfg.task.output_shape(len(info["classes"]), shape))
     weights = OrderedDict((k.removeprefix("_orig_mod."), v) for k, v in state["model"].items())  # torch.compile'd
     weights._metadata = getattr(state["model"], "_metadata", None)  # module versions (MNASNet loads by its own)
     try:

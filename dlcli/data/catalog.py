@@ -255,6 +255,46 @@ class ImageTable(ImageEntry):
         return describe_image_table(self, task)
 
 
+@DATASETS.register("masks")
+class Masks(ImageEntry):
+    """Pictures with a class index per pixel (task: segmentation): root/images/<split>/NAME.jpg|png beside
+    root/masks/<split>/NAME.png, single-channel index masks (0 = background); val/ and test/ optional
+    (dlcli.data.segmentation)."""
+
+    root: str = "data"
+    classes: list[str] | None = Field(None, min_length=2, description="class names by mask value, background "
+                                      "(0) first; default: classes_file")
+    classes_file: str | None = Field(None, description="one class name a line, by mask value (relative to root; "
+                                     "default root/classes.txt)")
+    ignore_index: int = Field(255, ge=0, le=255, description="mask value of pixels scored nowhere (loss, metrics)")
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when there is no test/ folder")
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 64
+    channels: Literal[1, 3] = 3
+    cache: bool = True  # keep decoded pictures and masks in root/.cache/
+
+    tasks: ClassVar[tuple[str, ...]] = ("segmentation",)
+    folds: ClassVar[bool] = False  # its reader cuts val_split itself
+
+    size = ImageFolder.size  # (height, width) of image_size
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("class names must be distinct")
+        return v
+
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
+        from dlcli.data.segmentation import read_masks
+
+        return read_masks(self, seed)
+
+    def describe(self, seed: int = 0, task=None):
+        from dlcli.data.segmentation import class_names
+
+        return (self.channels, *self.size()), class_names(self), None
+
+
 # ---------------------------------------------------------------- tables and texts
 
 

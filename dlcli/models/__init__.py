@@ -38,7 +38,7 @@ SEQUENCE_HINT = ("sequence layers (conv1d, pools, batchnorm, layer_norm, dropout
 
 
 def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None = None, pretrained: bool = True,
-                noun: str = "classes", padded: bool = False):
+                noun: str = "classes", padded: bool = False, outputs: tuple[int, ...] | None = None):
     """(nn.Sequential, summary rows). The output is logits; a softmax on the last layer is left to the loss.
 
     vocab_size: for token inputs (text_csv); presets then start with an embedding.
@@ -47,6 +47,7 @@ def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None
     num_classes: the head's width, the task's outputs (`noun`: classes, targets, labels; dlcli.tasks).
     padded: the inputs are series of unequal lengths padded with NaN (the sequences dataset's preprocessing says so):
     the model starts with a `masking` module that passes (zero-filled values, lengths) on.
+    outputs: the output shape the task wants (its `output_shape`); default (num_classes,).
     """
     from torch import nn
 
@@ -65,7 +66,13 @@ def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None
     shape = _build_list(layers, shape, where, built, {}, source, vocab_size, pretrained, top=True)
     if vocab_size is not None and not (layers and layers[0].entry_name == "embedding"):
         raise DlcliError(f"{where}[0]: text data starts with an `embedding` layer (token ids are not numbers)")
-    if shape != (num_classes,):
+    expected = tuple(outputs) if outputs is not None else (num_classes,)
+    if shape != expected and len(expected) == 3:  # one answer per pixel (task: segmentation)
+        raise DlcliError(
+            f"{where}: the last layer gives output shape {shape}, but the task answers {num_classes} {noun} per "
+            f"pixel, {expected}: use model type unet or segmenter, or end with a 1x1 `conv2d: {num_classes}`"
+        )
+    if shape != expected:
         raise DlcliError(
             f"{where}: the last layer gives output shape {shape}, but the task has {num_classes} {noun}: "
             f"end with `dense: {num_classes}`"

@@ -493,3 +493,6 @@ class Backbone(Layer):
             return backbones.build_backbone(self, shape, pretrained)
         except backbones.ShapeError as err:
             raise ShapeError(str(err)) from None
+
+
+from dlcli.models import segmentation  # noqa: E402,F401  (registers unet and segmenter)

@@ -150,6 +150,11 @@ class Task(Entry):
 
     # ------------------------------------------------------------ training and scoring
 
+    def output_shape(self, outputs: int, input_shape) -> tuple[int, ...]:
+        """The model's output shape (no batch axis) for `outputs` names and an input of `input_shape`: one vector,
+        except for a task answering per pixel (segmentation: (classes, height, width))."""
+        return (outputs,)
+
     def criterion(self, out, y, reduction: str = "mean"):
         raise NotImplementedError
 
@@ -208,6 +213,11 @@ class Task(Entry):
         """Write the report's figures into the run folder; returns {what: path}."""
         return {}
 
+    def draw(self, x, out, y, folder, split: str) -> dict:
+        """Figures that need the inputs (evaluate's grid of pictures with true and predicted masks or boxes): written
+        into the run folder; returns {what: path}."""
+        return {}
+
     def render_report(self, report: dict, console) -> None:
         raise NotImplementedError
 
@@ -217,6 +227,11 @@ class Task(Entry):
     def answer_line(self, answer: dict) -> str:
         """One short line of an answer, for the compact view of many inputs."""
         raise NotImplementedError
+
+    def save_answer(self, name: str, answer: dict, folder) -> list[str]:
+        """`dlcli predict --save FOLDER`: write what an answer draws or holds (a mask PNG) for the input `name`;
+        returns the paths written. Tasks whose answers are only JSON write nothing."""
+        return []
 
     # ------------------------------------------------------------ dlcli data check
 
@@ -286,4 +301,4 @@ def task_of(info: dict | None) -> str:
 
 
 # The entries register themselves on import.
-from dlcli.tasks import classification, forecast, multilabel, regression  # noqa: E402,F401
+from dlcli.tasks import classification, forecast, multilabel, regression, segmentation  # noqa: E402,F401

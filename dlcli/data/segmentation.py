@@ -1,0 +1,218 @@
+"""`masks`: pictures with a class index per pixel, for `task: segmentation`.
+
+Layout: root/images/<split>/NAME.png|jpg|... beside root/masks/<split>/NAME.png (the same file stem), split being
+train and optionally val and test (cut from train, seeded, when absent). A mask is a single-channel PNG (mode L, P
+or 16-bit) whose values are class indices: 0 is background, `ignore_index` (255 by default) marks pixels scored
+nowhere. Class names come from the config (`classes: [...]`) or a classes file, one name a line.
+
+Pictures are decoded as image folders' are (dlcli.data.images: stretched to image_size, bilinear); masks are resized
+to the same size with NEAREST, so a pixel keeps a class that exists (the contract of dlcli.data.spatial). Both are
+kept in root/.cache/ keyed by the files' sizes and times, so the next run starts at once.
+
+Refused, each in one line naming the file: a picture without its mask, a mask without its picture, a mask of
+another size than its picture, a mask that is not single-channel, and a mask value outside the classes that is not
+ignore_index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlcli.data.images import IMAGE_EXTENSIONS
+from dlcli.errors import DataError
+
+SPLITS = ("train", "val", "test")
+MASK_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I", "1")  # single-channel modes whose values are indices
+CACHED_SPLITS = 6
+
+
+def class_names(entry) -> list[str]:
+    """The class names by index: the config's `classes`, or the lines of `classes_file` (relative to root), or
+    root/classes.txt when it exists."""
+    if entry.classes:
+        return list(entry.classes)
+    root = Path(entry.root)
+    path = Path(entry.classes_file) if entry.classes_file else root / "classes.txt"
+    if entry.classes_file and not path.is_absolute() and not path.is_file():
+        path = root / entry.classes_file
+    if not path.is_file():
+        raise DataError(f"masks: no class names: give data.classes: [background, ...] (index 0 first) or "
+                        f"data.classes_file (one name a line; {path} does not exist)")
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"masks: {path}: cannot read the class names ({err})") from None
+    if len(names) < 2:
+        raise DataError(f"masks: {path}: needs at least two class names (background and one more), found "
+                        f"{len(names)}")
+    if len(set(names)) != len(names):
+        raise DataError(f"masks: {path}: class names repeat ({', '.join(sorted(n for n in set(names) if names.count(n) > 1))})")
+    return names
+
+
+def _listing(folder: Path) -> dict[str, Path]:
+    """stem -> file of the images in a folder (not recursive); two files of one stem are an error."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+            if p.stem in found:
+                raise DataError(f"masks: {p} and {found[p.stem]} share the name '{p.stem}': which one is the picture "
+                                "of its mask is unclear; rename one")
+            found[p.stem] = p
+    return found
+
+
+def split_folders(root: Path) -> dict[str, tuple[Path, Path]]:
+    """{split: (images folder, masks folder)} for the splits present; root/images/ and root/masks/ holding files
+    directly are the train split."""
+    images, masks = root / "images", root / "masks"
+    for folder in (images, masks):
+        if not folder.is_dir():
+            raise DataError(f"masks: {folder}/ is missing: the layout is {images}/train/NAME.png beside "
+                            f"{masks}/train/NAME.png (and optionally val/ and test/)")
+    found = {s: (images / s, masks / s) for s in SPLITS if (images / s).is_dir() or (masks / s).is_dir()}
+    if "train" not in found:
+        if any(p.is_file() for p in images.iterdir()):
+            found["train"] = (images, masks)
+        else:
+            raise DataError(f"masks: {images}/train/ is missing: put the training pictures there and their masks "
+                            f"in {masks}/train/")
+    return found
+
+
+def pair_files(images: Path, masks: Path) -> tuple[list[Path], list[Path]]:
+    """(pictures, masks) matched by file stem; an orphan on either side is an error naming it."""
+    if not images.is_dir():
+        raise DataError(f"masks: {masks}/ has no picture folder beside it ({images}/ is missing)")
+    if not masks.is_dir():
+        raise DataError(f"masks: {images}/ has no mask folder beside it ({masks}/ is missing)")
+    pictures, labels = _listing(images), _listing(masks)
+    for stem, path in pictures.items():
+        if stem not in labels:
+            raise DataError(f"masks: {path}: picture without a mask (expected {masks / (stem + '.png')})")
+    for stem, path in labels.items():
+        if stem not in pictures:
+            raise DataError(f"masks: {path}: mask without a picture (no {stem}.* in {images}/)")
+    stems = sorted(pictures)
+    if not stems:
+        raise DataError(f"masks: {images}/ holds no pictures ({', '.join(sorted(IMAGE_EXTENSIONS)[:6])}, ...)")
+    return [pictures[s] for s in stems], [labels[s] for s in stems]
+
+
+def picture_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a picture as decoded (EXIF orientation applied), from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            try:
+                orientation = img.getexif().get(0x0112, 1)
+            except Exception:
+                orientation = 1
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"masks: {path}: not an image PIL can read ({str(err).splitlines()[0][:120]})") from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def read_mask(path: Path, picture: Path, size: tuple[int, int], classes: int, ignore_index: int):
+    """One mask as a uint8 tensor (H, W) of class indices at `size` (height, width), resized with NEAREST; a
+    DataError naming the file for a mask of another size than its picture, of several channels, or holding a value
+    that is neither a class index nor ignore_index."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode, mask_size = img.mode, img.size
+            if mode not in MASK_MODES:
+                raise DataError(f"masks: {path}: a {mode} image; a mask is single-channel (mode L, P or 16-bit) "
+                                "with a class index per pixel")
+            values = np.asarray(img).astype(np.int64)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"masks: {path}: not an image PIL can read ({str(err).splitlines()[0][:120]})") from None
+    expected = picture_size(picture)
+    if mask_size != expected:
+        raise DataError(f"masks: {path}: mask is {mask_size[0]}x{mask_size[1]} but its picture {picture.name} is "
+                        f"{expected[0]}x{expected[1]} (width x height)")
+    bad = (values >= classes) & (values != ignore_index) | (values < 0)
+    if bad.any():
+        y, x = (int(v[0]) for v in np.nonzero(bad))
+        raise DataError(f"masks: {path}: value {values[y, x]} at x={x}, y={y} is not a class (0-{classes - 1}) nor "
+                        f"the ignore_index {ignore_index}")
+    from dlcli.data.spatial import resize_mask
+
+    return resize_mask(torch.from_numpy(values.astype(np.uint8)), size)
+
+
+def decode_masks(pictures: list[Path], masks: list[Path], size: tuple[int, int], classes: int, ignore_index: int,
+                 cache_dir: Path | None):
+    """Every mask as one uint8 tensor (N, H, W), from the cache when these files were read at this size before."""
+    import torch
+
+    def make():
+        out = torch.empty((len(masks), *size), dtype=torch.uint8)
+        for i, (mask, picture) in enumerate(zip(masks, pictures)):
+            out[i] = read_mask(mask, picture, size, classes, ignore_index)
+        return {"y": out}
+
+    if cache_dir is None or not masks:
+        return make()["y"]
+    from dlcli.data.cache import cached_tensors, file_stamp
+
+    key = file_stamp([*masks, *pictures], extra=f"masks {size} {classes} {ignore_index}")
+    return cached_tensors(cache_dir / f"masks-{key}.pt", make, keep=CACHED_SPLITS)["y"]
+
+
+def read_masks(entry, seed: int):
+    """The DataBundle: uint8 pictures (N, C, H, W) and uint8 masks (N, H, W) per split; val and test cut from train
+    (seeded, at random) where their folders are absent."""
+    import torch
+
+    from dlcli.data.bundle import DataBundle, Normalizer, Split, Splitter, statistics
+    from dlcli.data.stream import FileList
+
+    root = Path(entry.root)
+    names = class_names(entry)
+    if entry.ignore_index < len(names):
+        raise DataError(f"data.ignore_index {entry.ignore_index} is the index of class '{names[entry.ignore_index]}'"
+                        f": choose a value of no class (255 by default)")
+    folders = split_folders(root)
+    shape = (entry.channels, *entry.size())
+    cache_dir = root / ".cache" if entry.cache else None
+    listed = {split: pair_files(*folders[split]) for split in folders}
+    cut = Splitter(None, seed, "random", names, n=len(listed["train"][0]))
+    picked = {}
+    if "test" not in listed:
+        picked["test"] = cut.cut(entry.test_split, "test")
+    if "val" not in listed:
+        picked["val"] = cut.cut(entry.val_split, "val")
+    picked["train"] = cut.train(entry.max_train_samples, entry.val_split)
+    known, splits = {}, {}
+    for split in SPLITS:
+        if split in picked:
+            pictures, masks = listed["train"]
+            idx = picked[split].tolist()
+            pictures, masks = [pictures[i] for i in idx], [masks[i] for i in idx]
+        elif split in listed:
+            pictures, masks = listed[split]
+        else:
+            continue
+        if not pictures:  # a cut of none: no validation split, an empty test split
+            empty = Split(torch.empty((0, *shape), dtype=torch.uint8), torch.empty((0, *shape[1:]), dtype=torch.uint8))
+            splits[split] = None if split == "val" else empty
+            continue
+        # masks first: a bad mask is named before any picture is decoded
+        y = decode_masks(pictures, masks, shape[1:], len(names), entry.ignore_index, cache_dir)
+        x, known[split] = FileList(pictures, shape, 0, False, cache_dir).decoded()
+        splits[split] = Split(x, y)
+    train = splits["train"]
+    mean, std, image = known["train"] if known.get("train") else statistics(train.x)
+    counts = torch.bincount(train.y.flatten().long(), minlength=256)[: len(names)]
+    target = {"ignore_index": entry.ignore_index, "pixels": counts.tolist()}
+    return DataBundle(train, splits.get("val"), splits["test"], names, shape, Normalizer(mean, std, image), None, None,
+                      cut.notes, target)
