@@ -159,7 +159,9 @@ def check(entry, seed: int, source: str, task=None, notes=()) -> dict:
     report = Report(source, entry.dataset)
     for note in notes:
         report.add(INFO, "guessed", note)
-    if entry.dataset == "image_folder":
+    if hasattr(entry, "survey"):  # a kind that checks itself (detection layouts)
+        entry.survey(report, seed)
+    elif entry.dataset == "image_folder":
         _check_image_folder(entry, report)
     elif entry.dataset == "image_table":
         _check_image_table(entry, seed, task if task is not None else parse_task(None), report)
@@ -691,7 +693,7 @@ def render(report: dict, console) -> None:
         counts, names = classes["counts"], classes["names"]
         shown = names if len(names) <= CLASS_ROWS else \
             sorted(names, key=lambda n: counts["train"].get(n, 0))[:CLASS_ROWS]  # the rarest: where trouble is
-        table = Table(title="classes")
+        table = Table(title=f"classes ({classes['unit']})" if classes.get("unit") else "classes")
         table.add_column("class")
         splits = list(counts)
         for split in splits:
@@ -708,6 +710,8 @@ def render(report: dict, console) -> None:
                           f"others summed (--json lists every one)", soft_wrap=True)
         if classes["imbalance_ratio"]:
             console.print(f"imbalance {classes['imbalance_ratio']:.1f}:1 (largest / smallest training class)")
+    if report.get("boxes"):
+        console.print(_boxes_table(report["boxes"]))
     if report.get("targets"):
         console.print(_targets_table(report["targets"]))
     if report.get("series"):
@@ -761,6 +765,22 @@ def render(report: dict, console) -> None:
         errors = _plural(report["errors"], "error")
         console.print(f"[red]{errors} block{'s' if report['errors'] == 1 else ''} training[/red] "
                       f"({_plural(report['warnings'], 'warning')})")
+
+
+def _boxes_table(boxes: dict):
+    """Detection: pictures, pictures without objects and boxes per split, and the boxes by COCO's size classes."""
+    from rich.table import Table
+
+    table = Table(title="boxes (small < 32x32 pixels of the picture, medium < 96x96, large beyond; input "
+                        f"{boxes['input_size'][1]}x{boxes['input_size'][0]})")
+    columns = ("pictures", "without_objects", "boxes", "most_boxes", "small", "medium", "large", "left_out")
+    table.add_column("split")
+    for col in columns:
+        table.add_column(col.replace("_", " "), justify="right")
+    for split, v in boxes.items():
+        if isinstance(v, dict):
+            table.add_row(split, *(f"{v[c]:,}" for c in columns))
+    return table
 
 
 def _targets_table(targets: dict):

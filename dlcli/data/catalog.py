@@ -459,6 +459,125 @@ class Series(DataEntry):
         return read_series(self, seed, preprocessing, task)
 
 
+# ---------------------------------------------------------------- detection layouts
+
+
+class DetectionEntry(ImageEntry):
+    """Pictures with boxes around their objects (task: detection), read as the layout's tools write them
+    (dlcli.data.detection): targets [class, x1, y1, x2, y2] in the model's input pixels, pictures decoded and cached
+    as an image folder's."""
+
+    test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when the layout has no test split")
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        128, description="every picture is stretched to this (one side, or [height, width]); boxes move with it")
+    channels: Literal[1, 3] = 3
+    stream: bool | Literal["auto"] = "auto"  # decode per batch in workers instead of into memory
+    num_workers: int = Field(2, ge=0, le=64)
+    cache: bool = True  # keep the decoded pixels in .cache/ beside the annotations for the next run
+
+    tasks: ClassVar[tuple[str, ...]] = ("detection",)
+
+    size = ImageFolder.size  # (height, width) of image_size
+
+    def listing(self, problems):
+        """The layout as read (dlcli.data.detection.Listing); `problems` raises or collects bad data."""
+        raise NotImplementedError
+
+    def class_names(self) -> list[str]:
+        from dlcli.data.detection import Problems
+
+        return self.listing(Problems()).classes
+
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
+        from dlcli.data.detection import read_detection
+
+        return read_detection(self, seed, task)
+
+    def describe(self, seed: int = 0, task=None):
+        return (self.channels, *self.size()), self.class_names(), None
+
+    def survey(self, report, seed: int = 0) -> None:
+        """`dlcli data check`: every bad box and file, boxes per class and size, pictures without objects."""
+        from dlcli.data.detection import survey_detection
+
+        survey_detection(self, report)
+
+
+@DATASETS.register("coco")
+class COCO(DetectionEntry):
+    """COCO instances JSONs (bbox [x, y, w, h] in pixels, category_id, categories) and their pictures' folders;
+    val and test optional (cut from train); crowd boxes (iscrowd: 1) are left out of the targets."""
+
+    train_annotations: str = Field(description="the training split's instances JSON")
+    train_images: str | None = Field(None, description="its pictures' folder (default: found beside the JSON: its "
+                                     "folder, its parent, images/, train*/)")
+    val_annotations: str | None = None
+    val_images: str | None = None
+    test_annotations: str | None = None
+    test_images: str | None = None
+
+    def listing(self, problems):
+        from dlcli.data.detection import read_coco
+
+        return read_coco(self, problems)
+
+    def class_names(self) -> list[str]:
+        from pathlib import Path
+
+        from dlcli.data.detection import coco_categories
+
+        return coco_categories(Path(self.train_annotations))[1]
+
+
+@DATASETS.register("yolo")
+class YOLO(DetectionEntry):
+    """YOLO labels (`class cx cy w h` normalised, one .txt per picture under labels/ for images/): Ultralytics'
+    data.yaml, or a root with images/<split>/ and labels/<split>/ and the class names given."""
+
+    data_yaml: str | None = Field(None, description="Ultralytics' data.yaml (path, train, val, test, names)")
+    root: str | None = Field(None, description="instead of data_yaml: holds images/<split>/ and labels/<split>/ "
+                             "(or <split>/images/ and <split>/labels/)")
+    names: list[str] | None = Field(None, min_length=1, description="class names by index (default: data.yaml's)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.data_yaml is None) == (self.root is None):
+            raise ValueError("give data_yaml (Ultralytics' data.yaml) or root (images/ and labels/), one of them")
+        return self
+
+    def listing(self, problems):
+        from dlcli.data.detection import read_yolo
+
+        return read_yolo(self, problems)
+
+    def class_names(self) -> list[str]:
+        from pathlib import Path
+
+        from dlcli.data.detection import read_data_yaml
+
+        if self.names:
+            return list(self.names)
+        if self.data_yaml:
+            return read_data_yaml(Path(self.data_yaml))["names"]
+        return super().class_names()  # says what is missing
+
+
+@DATASETS.register("voc")
+class VOC(DetectionEntry):
+    """Pascal VOC: root/Annotations/*.xml, root/JPEGImages/, splits from root/ImageSets/Main/<split>.txt (else every
+    annotation is train)."""
+
+    root: str = "data"
+    classes: list[str] | None = Field(None, min_length=1, description="class names by index (default: the names "
+                                      "in the training annotations, sorted)")
+    difficult: bool = Field(False, description="keep objects marked difficult (VOC's evaluation ignores them)")
+
+    def listing(self, problems):
+        from dlcli.data.detection import read_voc
+
+        return read_voc(self, problems)
+
+
 # ---------------------------------------------------------------- parsing the `data:` section
 
 
