@@ -200,8 +200,9 @@ class Run:
 
     def predict(self, inputs, top_k: int = 5, checkpoint: str = "best", device: str = "cpu",
                 invert: bool = False) -> list[dict]:
-        """The task's answer per input, as `dlcli predict --json` gives it: top-k classes, a number per target, or
-        a set of labels. Inputs: file paths, PIL images, NumPy arrays (an HxW[xC] uint8 image or a batch), torch
+        """The task's answer per input, as `dlcli predict --json` gives it: top-k classes, a number per target, a
+        set of labels, or (segmentation) per-class pixel shares and the mask as a NumPy uint8 array (height, width)
+        of class indices in the picture's own size. Inputs: file paths, PIL images, NumPy arrays (an HxW[xC] uint8 image or a batch), torch
         tensors, a pandas DataFrame, a pyarrow Table or a list of dicts (tables), strings (texts)."""
         from dlcli.predict import predict_objects
 

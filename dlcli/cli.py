@@ -327,7 +327,10 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
                                                  "background (MNIST-style models expect white on black)")] = False,
             checkpoint: CheckpointOpt = "best", json_: JsonOpt = False, runs_dir: RunsDirOpt = None,
             device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "cpu",
-            text_file: Annotated[Optional[str], typer.Option("--text-file", help="Text runs: one text per line")] = None):
+            text_file: Annotated[Optional[str], typer.Option("--text-file", help="Text runs: one text per line")] = None,
+            save: Annotated[Optional[str], typer.Option("--save", help="Image runs that answer per pixel or box: "
+                            "write each answer into this folder (segmentation: a mask PNG of class indices in the "
+                            "picture's own size, named as the picture)")] = None):
     """Answer with a trained run: top-k classes, numbers or labels per image, row, text or series; or a forecast.
 
     Each image becomes what training saw: the run's channels, size, 0-255 scale and normalisation.
@@ -378,6 +381,11 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
         many = len(expand_inputs(images)[0]) > COMPACT_OVER  # one line per image, not a table each
         show = None if json_ else (lambda pred: (render_line if many else render)(pred, console))
         results, failed = predict_files(run, images, top_k, invert, checkpoint, device, show, problem)
+        if save is not None:
+            from dlcli.predict import save_answers
+
+            written = save_answers(results, save)
+            print(f"wrote {len(written)} file{'s' if len(written) != 1 else ''} into {save}", file=sys.stderr)
         if json_:
             print(json.dumps([r.to_json() for r in results], indent=2))
         if failed:

@@ -118,6 +118,22 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
     return results, failed
 
 
+def save_answers(results: list, folder: str) -> list[str]:
+    """`dlcli predict --save FOLDER`: each answer written by its task (a mask PNG per picture); the paths written.
+    A task whose answers hold nothing to write is a one-line error, before the folder is made."""
+    written = []
+    for pred in results:
+        try:
+            found = pred.task.save_answer(pred.image, pred.answer, folder)
+        except OSError as err:
+            raise DlcliError(f"--save {folder}: cannot write there ({err.strerror or err})") from None
+        if not found:
+            raise DlcliError(f"--save: a {pred.task.entry_name} run's answers are JSON only (nothing to draw or "
+                             "write); use --json", BAD_INPUT)
+        written += found
+    return written
+
+
 def ranked(probs, classes: list[str], top_k: int) -> list[list[dict]]:
     """Each row of class probabilities as its top-k [{index, label, probability}], best first."""
     from dlcli.tasks.classification import ranked as top
@@ -241,7 +257,7 @@ def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> lis
     if len(x) == 0:
         raise DlcliError("no inputs given", BAD_INPUT)
     answers = loaded.answers(x, min(top_k, len(loaded.classes)), sizes=sizes or None)
-    return [{key: name, **answer} for name, answer in zip(names, answers)]
+    return [{key: name, **loaded.task.for_python(answer)} for name, answer in zip(names, answers)]
 
 
 def _encoded_files(paths, encode, state: dict, data_cfg):

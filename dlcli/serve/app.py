@@ -265,7 +265,7 @@ class Model:
         return {"numeric": self.state["numeric"], "categorical": self.state["categories"],
                 "send": 'text/csv with a header row, or JSON {"rows": [{"column": value, ...}, ...]}'}
 
-    def decode_image(self, data: bytes, name: str, invert: bool, limits: Limits, admit=None):
+    def decode_image(self, data: bytes, name: str, invert: bool, limits: Limits, admit=None, sizes=None):
         """Uploaded bytes -> the uint8 tensor predict makes of a file. Format and size are read from the header
         before anything is decoded: a format outside SERVE_FORMATS is 415, an image over --max-pixels (as decoded:
         a JPEG at its reduced scale) 413, and admit(width, height) may refuse it too (the request's budget)."""
@@ -275,7 +275,7 @@ class Model:
             raise ApiError(422, f"{name}: empty file, not an image")
         try:
             return load_image(io.BytesIO(data), tuple(self.info["input_shape"]), invert, formats=SERVE_FORMATS,
-                              max_pixels=limits.max_pixels, admit=admit)
+                              max_pixels=limits.max_pixels, admit=admit, sizes=sizes)
         except ImageTooLarge as err:
             raise ApiError(413, f"{name}: {err.width} x {err.height} = {err.width * err.height:,} pixels, over this "
                                 f"server's limit of {err.limit:,} (--max-pixels)") from None
@@ -659,7 +659,7 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
                                 f"{limits.max_items} (--max-items)")
         return uploads
 
-    def decode_all(uploads: list[tuple[str, bytes]], invert: bool):
+    def decode_all(uploads: list[tuple[str, bytes]], invert: bool, sizes=None):
         """The request's images, each checked against --max-pixels and the request's budget from its header, a big
         one decoded in a slot; freed memory handed back after many pixels."""
         import torch
@@ -681,7 +681,7 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
                     slot = decode_slots.acquire()
 
             try:
-                return model.decode_image(data, name, invert, limits, admit)
+                return model.decode_image(data, name, invert, limits, admit, sizes)
             finally:
                 if slot:
                     decode_slots.release()
@@ -725,7 +725,12 @@ def create_app(run: Path, checkpoint: str = "best", device: str = "cpu", top_k: 
             raise ApiError(415, str(wrong_kind(model.run, model.kind, given, "serve")))
         if model.kind == "image":
             uploads = await uploads_of(request, kind)
-            names, x = [name for name, _ in uploads], await run_in_threadpool(decode_all, uploads, invert)
+            sizes = []  # each picture's own (height, width): masks and boxes are answered in its pixels
+            names, x = [name for name, _ in uploads], await run_in_threadpool(decode_all, uploads, invert, sizes)
+            if model.task.spatial:
+                outputs = await asyncio.wrap_future(model.batcher.submit(x))
+                return [{"image": _named(name), **answer}
+                        for name, answer in zip(names, model.task.answers(outputs, k, sizes=sizes))]
             key = "image"
         elif model.kind == "text":
             names, x = await prepared(texts_in, await body_of(request, kind), kind)

@@ -228,6 +228,11 @@ class Task(Entry):
         """One short line of an answer, for the compact view of many inputs."""
         raise NotImplementedError
 
+    def for_python(self, answer: dict) -> dict:
+        """An answer as the Python API returns it (Run.predict): the JSON answer, with what NumPy holds better (a
+        segmentation mask as an array) in that form."""
+        return answer
+
     def save_answer(self, name: str, answer: dict, folder) -> list[str]:
         """`dlcli predict --save FOLDER`: write what an answer draws or holds (a mask PNG) for the input `name`;
         returns the paths written. Tasks whose answers are only JSON write nothing."""

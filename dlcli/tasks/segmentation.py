@@ -284,6 +284,10 @@ class Segmentation(Task):
         ranked = sorted(((s, n) for n, s in answer["shares"].items() if s), reverse=True)
         return ", ".join(f"{n} {s:.1%}" for s, n in ranked) or "(empty)"
 
+    def for_python(self, answer):
+        """Run.predict: the mask as a NumPy uint8 array (height, width) of class indices."""
+        return {**answer, "mask": decode_run_length(answer["mask"])}
+
     def save_answer(self, name: str, answer: dict, folder) -> list[str]:
         """predict --save: the mask as a single-channel PNG of class indices in the picture's own size,
         FOLDER/<picture's stem>.png."""
