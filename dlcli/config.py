@@ -226,6 +226,37 @@ class BackboneModel(Strict):
         return [backbone, *dropout, *_head(self.hidden, self.activation, self.dropout, False, num_classes)]
 
 
+class DetectorModel(Strict):
+    """An FCOS-style detector (dlcli.models.detection): a body (`tiny`, trained from scratch, or a torchvision
+    network by name with its weights), a feature pyramid over its last `levels` map sizes, one head shared by them.
+    `task: detection` trains it."""
+
+    type: Literal["detector"]
+    backbone: str = Field("tiny", min_length=1, description="tiny (from scratch) or a torchvision network: "
+                          "resnet18, resnet50, mobilenet_v3_large, ... (`dlcli backbones` lists them)")
+    weights: str = Field("DEFAULT", description="a torchvision backbone's weights: DEFAULT, a weights name, none, or "
+                         "a file's path")
+    channels: list[PositiveInt] = Field([16, 32, 64, 96, 128], min_length=1,
+                                        description="tiny: each stage's width; each stage halves the picture")
+    levels: Annotated[int, Field(ge=1, le=5)] = 3  # the pyramid's levels: strides 8, 16, 32 by default
+    width: PositiveInt = 64  # the pyramid's and the head's channels
+    head_convs: Annotated[int, Field(ge=0, le=8)] = 2  # 3x3 convolutions in each tower of the head
+    init: InitFrom = None
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _none(cls, v):
+        return "none" if v is None else v
+
+    def layer_list(self, num_classes: int, tokens: bool = False):
+        return []  # built whole (build_module); the data's own statistics normalise its pictures
+
+    def build_module(self, input_shape, num_classes: int, pretrained: bool = True):
+        from dlcli.models.detection import build_detector
+
+        return build_detector(self, input_shape, num_classes, pretrained)
+
+
 class UNetModel(Strict):
     """Segmentation: a U-Net (skip connections; dlcli.models.segmentation) and a 1x1 convolution to the classes,
     one answer per pixel."""
@@ -268,10 +299,10 @@ class SegmenterModel(Strict):
 
 
 ModelConfig = Annotated[SequentialModel | MLPModel | CNNModel | LSTMModel | GRUModel | FCNModel | ResNet1DModel
-                        | BackboneModel | UNetModel | SegmenterModel, Field(discriminator="type")]
+                        | BackboneModel | DetectorModel | UNetModel | SegmenterModel, Field(discriminator="type")]
 MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, "lstm": LSTMModel, "gru": GRUModel,
-               "fcn": FCNModel, "resnet1d": ResNet1DModel, "backbone": BackboneModel, "unet": UNetModel,
-               "segmenter": SegmenterModel}
+               "fcn": FCNModel, "resnet1d": ResNet1DModel, "backbone": BackboneModel, "detector": DetectorModel,
+               "unet": UNetModel, "segmenter": SegmenterModel}
 
 
 class EarlyStopping(Strict):

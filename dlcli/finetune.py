@@ -163,8 +163,8 @@ def frozen_note(cfg, model) -> str:
 
 def leading_backbone(model_cfg):
     """The `backbone` layer entry a model starts with, or None."""
-    first = model_cfg.layer_list(2)[0]  # the class count shapes only the head
-    return first if first.entry_name == "backbone" else None
+    layers = model_cfg.layer_list(2)  # the class count shapes only the head
+    return layers[0] if layers and layers[0].entry_name == "backbone" else None
 
 
 def input_spec(model_cfg):

@@ -140,7 +140,7 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     model.eval()
     norm = info["normalization"]
     epoch = state.get("epoch")
-    task = cfg.task.bind(info["task"], info["classes"], device=dev)
+    task = cfg.task.bind(info["task"], info["classes"], device=dev).use_input(shape)
     return LoadedRun(run, cfg, info["classes"], info["input_shape"], Normalizer(**norm),
                      model, dev, precision, channels_last, ckpt_path, int(epoch) if isinstance(epoch, int) else None,
                      notice, task)

@@ -51,6 +51,8 @@ def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None
     """
     from torch import nn
 
+    if hasattr(model_cfg, "build_module"):  # a preset built whole, not from a layer list (the detector)
+        return model_cfg.build_module(tuple(input_shape), num_classes, pretrained)
     layers = model_cfg.layer_list(num_classes, tokens=vocab_size is not None)
     where = "model.layers" if model_cfg.type == "sequential" else f"model ({model_cfg.type} preset) layer"
     shape = tuple(input_shape)

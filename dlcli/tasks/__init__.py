@@ -144,6 +144,12 @@ class Task(Entry):
         self._info, self._names = dict(info or {}), list(names)
         return self
 
+    def use_input(self, input_shape) -> "Task":
+        """The shape (no batch axis) the model takes, told by a loaded run: a spatial task maps its answers from it
+        back to each picture's own size. Returns self."""
+        self._input_shape = tuple(input_shape)
+        return self
+
     @property
     def names(self) -> list[str]:
         return self._names
@@ -306,4 +312,4 @@ def task_of(info: dict | None) -> str:
 
 
 # The entries register themselves on import.
-from dlcli.tasks import classification, forecast, multilabel, regression, segmentation  # noqa: E402,F401
+from dlcli.tasks import classification, detection, forecast, multilabel, regression, segmentation  # noqa: E402,F401

@@ -7,7 +7,8 @@ from __future__ import annotations
 # (loss, mae, rmse, ...).
 HIGHER_IS_BETTER = frozenset({
     "accuracy", "balanced_accuracy", "top5_accuracy", "r2", "f1_micro", "f1_macro", "subset_accuracy",
-    "label_accuracy", "map", "roc_auc", "average_precision", "miou", "miou_foreground", "dice", "pixel_accuracy",
+    "label_accuracy", "map", "map50", "map75", "recall", "iou", "roc_auc", "average_precision", "miou",
+    "miou_foreground", "dice", "pixel_accuracy",
 })
 PREFIXES = ("train_", "val_", "test_")
 
