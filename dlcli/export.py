@@ -452,7 +452,7 @@ def _forecast_graph(loaded, info: dict, limit: int, say):
         if len(split):
             inputs, y = window_inputs(split, limit)
             with torch.no_grad():
-                reference = loaded.task.forecasts(loaded.logits(split.store.x(split.origin[:limit],
+                reference = loaded.task.exported(loaded.logits(split.store.x(split.origin[:limit],
                                                                               split.series[:limit])), y)
             return module, inputs, reference.numpy(), f"{len(y)} test windows"
         reason = "its test split is empty"

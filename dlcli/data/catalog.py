@@ -451,7 +451,8 @@ class Series(DataEntry):
         from dlcli.data.series import output_names
 
         targets = self.target_list()
-        return (self.lookback, len(targets) + len(self.covariates)), output_names(targets, self.horizon), None
+        levels = task.levels() if hasattr(task, "levels") else []
+        return (self.lookback, len(targets) + len(self.covariates)), output_names(targets, self.horizon, levels), None
 
     def read(self, seed: int, preprocessing: dict | None = None, task=None):
         from dlcli.data.series import read_series

@@ -517,7 +517,7 @@ def read_series(entry, seed: int, preprocessing: dict | None = None, task=None):
         windows.train = (windows.train[0][np.sort(keep)], windows.train[1][np.sort(keep)])
     split = lambda pair: WindowSplit(store, torch.from_numpy(pair[0]), torch.from_numpy(pair[1]))  # noqa: E731
     channels = len(table.channels)
-    names = output_names(table.channels[:K], H)
+    names = output_names(table.channels[:K], H, task.levels() if hasattr(task, "levels") else [])
     notes = [f"frequency {freq.name} (season {freq.season}), {len(lengths):,} series, {len(windows.train[0]):,} "
              "training windows", *notes]  # a series left out is named among the notes
     stored = {"kind": "series", "frequency": freq.to_dict(), "channels": table.channels, "targets": K,
@@ -530,9 +530,11 @@ def read_series(entry, seed: int, preprocessing: dict | None = None, task=None):
                               "series": list(table.ids)})
 
 
-def output_names(targets: list[str], horizon: int) -> list[str]:
-    """The head's outputs, step by step: y[t+1], ..., y[t+H] (each target in turn within a step)."""
-    return [f"{t}[t+{h + 1}]" for h in range(horizon) for t in targets]
+def output_names(targets: list[str], horizon: int, levels: list[float] = ()) -> list[str]:
+    """The head's outputs, step by step: y[t+1], ..., y[t+H] (each target in turn within a step, and each quantile
+    level in turn within a target: y[t+1]@0.1, y[t+1]@0.5, ...)."""
+    return [f"{t}[t+{h + 1}]" + (f"@{q:g}" if levels else "") for h in range(horizon) for t in targets
+            for q in (levels or [None])]
 
 
 # ---------------------------------------------------------------- forecasting after a file's end
@@ -600,14 +602,24 @@ def forecast_answers(task, out, y, table: SeriesTable, freq: Frequency | None) -
     """Each series' forecast as predict answers it; freq None: the series came without times, and each step is
     numbered (1 = the step after the last one given) instead."""
     pred = task.forecasts(out, y)
+    levels = task.levels()
+    bands = task.quantile_forecasts(out, y) if levels else None
     K, H = table.targets, pred.shape[1]
     targets = table.channels[:K]
+
+    def quantiles(i, h):  # {"0.1": value, ...}, or per target with several
+        if K == 1:
+            return {f"{q:g}": float(bands[i, h, 0, j]) for j, q in enumerate(levels)}
+        return {f"{q:g}": {name: float(bands[i, h, k, j]) for k, name in enumerate(targets)}
+                for j, q in enumerate(levels)}
+
     results = []
     for i, sid in enumerate(table.ids):
         when = ([{"time": t} for t in freq.text(freq.after(table.times[i][-1], H))] if freq is not None
                 else [{"step": h + 1} for h in range(H)])
         steps = [{**w, "value": (float(pred[i, h, 0]) if K == 1 else
-                                 {name: float(pred[i, h, k]) for k, name in enumerate(targets)})}
+                                 {name: float(pred[i, h, k]) for k, name in enumerate(targets)}),
+                  **({"quantiles": quantiles(i, h)} if levels else {})}
                  for h, w in enumerate(when)]
         results.append({"series": sid, "forecast": steps})
     return results
@@ -632,6 +644,11 @@ def window_model(model, task, entry, season: int):
         raise DataError(f"data.normalize: season starts each forecast from last season's values, {season} steps back, "
                         f"which a window of lookback = {L} steps does not hold: an exported model reads the window "
                         f"alone (retrain with lookback >= {season} to export; predict and serve read whole histories)")
+    weight, mid, Q = task._weight, task._mid, len(task.levels()) or 1
+    if weight != 1.0 and L < season:
+        raise DataError(f"task.blend: the forecast mixes in last season's values, {season} steps back, which a window "
+                        f"of lookback = {L} steps does not hold: an exported model reads the window alone (retrain "
+                        f"with lookback >= {season} to export; predict and serve read whole histories)")
     h = torch.arange(H)
     before = L + h - season * (h // season + 1)  # each step's value one season earlier, inside the window
 
@@ -645,14 +662,16 @@ def window_model(model, task, entry, season: int):
             z = (window.float() - series_mean[:, None]) / series_std[:, None]
             level = z.mean(1)
             x = z - level[:, None] if entry.normalize in ("window", "season") else z
-            out = self.model(x).float().reshape(-1, H, K)
+            out = self.model(x).float().reshape(-1, H, K, Q)
             if entry.normalize == "season":
                 base = z[:, self.before, :K]
             elif entry.normalize == "window":
                 base = level[:, None, :K].expand(-1, H, -1)
             else:
-                base = torch.zeros_like(out)
-            return task.in_units(out, base, series_mean[:, :K], series_std[:, :K])
+                base = torch.zeros_like(out[..., 0])
+            naive = window[:, self.before, :K].float() if weight != 1.0 else None
+            q = task.in_units(out, base, series_mean[:, :K], series_std[:, :K], naive, weight, mid)
+            return q if Q > 1 else q[..., 0]
 
     return WindowForecast().eval()
 

@@ -6,6 +6,14 @@ computed in the targets' own units: MAE, RMSE, sMAPE (in percent, 200 |F - A| / 
 window's mean absolute error over its series' in-sample seasonal naive error, then averaged over windows). A
 window's target row carries what scoring needs (Pack): the truth, its base, its series' scale and the seasonal naive
 forecast, which evaluate reports beside the model.
+
+Two options change what the head answers. `quantiles: [0.1, 0.5, 0.9]` gives the head horizon x targets x
+quantiles outputs, trained on the pinball loss (each quantile's own asymmetric absolute error, whose minimiser is
+that quantile of the forecast's distribution); 0.5, the point forecast, is always among them, and the quantiles are
+sorted per step so that they never cross. `blend: seasonal_naive` lets validation decide how much of the seasonal
+naive forecast to mix in: after training, w on a grid 0, 0.1, ..., 1 that gives the lowest MASE over the validation
+windows (ties: more network), and every forecast becomes w x the network's + (1 - w) x the seasonal naive one (each
+quantile moves with its median, so an interval keeps its width).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from pydantic import Field, PositiveFloat
+from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
 
 from dlcli.errors import DataError, DlcliError
 from dlcli.tasks import TASKS, Task
@@ -22,6 +30,7 @@ from dlcli.tasks import TASKS, Task
 LOSSES = ("mae", "mse", "huber")
 PLOTTED_SERIES = 6  # forecast-vs-actual panels in evaluate's figure
 LISTED_SERIES = 20  # rows of evaluate's per-series table
+BLEND_GRID = 11  # the network's weights blend: seasonal_naive tries: 0, 0.1, ..., 1
 
 
 @dataclass
@@ -61,6 +70,33 @@ class Forecast(Task):
     loss: Literal[LOSSES] = Field("mae", description="on the scaled values, averaged over the horizon")
     delta: PositiveFloat = Field(1.0, description="huber: where the loss turns linear (in series standard "
                                                   "deviations)")
+    quantiles: list[float] | None = Field(None, description="forecast these quantiles of each step too (e.g. [0.1, "
+                                          "0.5, 0.9]: an 80% interval), trained on the pinball loss; 0.5, the point "
+                                          "forecast, is added when missing")
+    blend: Literal["none", "seasonal_naive"] = Field(
+        "none", description="seasonal_naive: after training, forecast w x the network's + (1 - w) x the seasonal "
+                            "naive forecast, w in 0, 0.1, ..., 1 chosen for the lowest MASE on the validation windows")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantile_levels(cls, value, info: ValidationInfo):
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one quantile level, e.g. [0.1, 0.5, 0.9]")
+        outside = [q for q in value if not 0 < q < 1]
+        if outside:
+            raise ValueError(f"{outside[0]:g} is not a quantile level: each lies strictly between 0 and 1")
+        if len(set(value)) < len(value):
+            twice = next(q for q in value if value.count(q) > 1)
+            raise ValueError(f"{twice:g} is listed twice")
+        if info.data.get("loss", "mae") != "mae":
+            raise ValueError(f"quantiles train on the pinball loss, not loss: {info.data['loss']}; remove one of them")
+        return value
+
+    def levels(self) -> list[float]:
+        """The quantile levels the head forecasts, sorted, 0.5 among them; [] for a point forecast."""
+        return sorted({*self.quantiles, 0.5}) if self.quantiles else []
 
     noun: ClassVar[str] = "forecast outputs (horizon x targets)"
     step_metric: ClassVar[str] = "mase"
@@ -82,7 +118,11 @@ class Forecast(Task):
 
     def bind(self, info, names, train_cfg=None, device=None, y_train=None):
         super().bind(info, names)
-        self._pack = Pack(int(self._info.get("horizon", len(names))), len(self._info.get("targets", [0])))
+        self._levels = self.levels()
+        self._mid = self._levels.index(0.5) if self._levels else 0
+        width = len(self._levels) or 1
+        self._pack = Pack(int(self._info.get("horizon", len(names) // width)), len(self._info.get("targets", [0])))
+        self._weight = float(self._info.get("naive_weight", 1.0))  # blend: the network's share, tuned on validation
         return self
 
     # ------------------------------------------------------------ training
@@ -92,33 +132,76 @@ class Forecast(Task):
         return self._pack.parts(y.float() if device is None else y.to(device).float())
 
     def _grid(self, out):
-        return out.float().reshape(len(out), self._pack.horizon, self._pack.targets)
+        """The outputs as (windows, horizon, targets, quantiles); one quantile, the point, without `quantiles`."""
+        return out.float().reshape(len(out), self._pack.horizon, self._pack.targets, len(self._levels) or 1)
 
     def criterion(self, out, y, reduction="mean"):
+        import torch
         import torch.nn.functional as F
 
         p = self._parts(y, out.device)
         z = (p["y"] - p["mean"][:, None]) / p["std"][:, None] - p["base"]
         o = self._grid(out)
-        if self.loss == "mae":
+        if self._levels:  # pinball: q x the error above the quantile, (1 - q) x the error below it
+            q = torch.tensor(self._levels, device=out.device)
+            diff = z[..., None] - o
+            each = torch.maximum(q * diff, (q - 1) * diff)
+        elif self.loss == "mae":
+            o = o[..., 0]
             each = F.l1_loss(o, z, reduction="none")
         elif self.loss == "mse":
-            each = F.mse_loss(o, z, reduction="none")
+            each = F.mse_loss(o[..., 0], z, reduction="none")
         else:
-            each = F.huber_loss(o, z, reduction="none", delta=self.delta)
+            each = F.huber_loss(o[..., 0], z, reduction="none", delta=self.delta)
         per_window = each.flatten(1).mean(1)
         return per_window.sum() if reduction == "sum" else per_window.mean()
 
     def forecasts(self, out, y):
-        """(windows, horizon, targets) in the targets' own units."""
+        """(windows, horizon, targets) in the targets' own units: the point forecast (the median with quantiles)."""
+        return self.quantile_forecasts(out, y)[..., self._mid]
+
+    def quantile_forecasts(self, out, y):
+        """(windows, horizon, targets, quantiles) in the targets' own units (quantiles: 1 without `quantiles`)."""
         p = self._parts(y, out.device)
-        return self.in_units(self._grid(out), p["base"], p["mean"], p["std"])
+        return self.in_units(self._grid(out), p["base"], p["mean"], p["std"], p["naive"], self._weight, self._mid)
+
+    def exported(self, out, y):
+        """What an exported graph returns for these windows: the forecast, with a last axis of quantiles if any."""
+        return self.quantile_forecasts(out, y) if self._levels else self.forecasts(out, y)
 
     @staticmethod
-    def in_units(grid, base, mean, std):
-        """The network's answers (windows, horizon, targets) added to the base they correct, in the targets' own
-        units given each window's series mean and std (windows, targets); an exported graph ends in it too."""
-        return (grid + base) * std[:, None] + mean[:, None]
+    def in_units(grid, base, mean, std, naive=None, weight: float = 1.0, mid: int = 0):
+        """The network's answers (windows, horizon, targets, quantiles) added to the base they correct, in the
+        targets' own units given each window's series mean and std (windows, targets); quantiles sorted so that they
+        never cross; blended with the seasonal naive forecast (windows, horizon, targets) by the network's weight,
+        each quantile moved as its median is. An exported graph ends in it too."""
+        q = (grid + base[..., None]) * std[:, None, :, None] + mean[:, None, :, None]
+        if q.shape[-1] > 1:
+            q = q.sort(-1).values
+        if weight != 1.0:
+            q = q + ((1 - weight) * (naive - q[..., mid]))[..., None]
+        return q
+
+    def tunes(self) -> bool:
+        return self.blend == "seasonal_naive"
+
+    def tune(self, out, y) -> dict | None:
+        """blend: seasonal_naive -> the network's weight w of the lowest MASE of w x its forecast + (1 - w) x the
+        seasonal naive forecast over these (validation) windows; of equal MASE the larger w."""
+        if self.blend != "seasonal_naive":
+            return None
+        import torch
+
+        p = self._parts(y, out.device)
+        model = self.in_units(self._grid(out), p["base"], p["mean"], p["std"])[..., self._mid].double()
+        naive, truth = p["naive"].double(), p["y"].double()
+        scale = p["scale"].double()[:, None]
+        found = {}
+        for w in torch.linspace(1, 0, BLEND_GRID, dtype=torch.float64).tolist():
+            guess = w * model + (1 - w) * naive
+            found[round(w, 2)] = ((guess - truth).abs() / scale).flatten(1).mean(1).mean().item()
+        best = min(found, key=lambda w: (found[w], -w))
+        return {"naive_weight": best, "naive_weight_validation_mase": [[w, m] for w, m in found.items()]}
 
     def step_stat(self, out, y):
         """The batch's summed MASE (each window's mean absolute error over its series' scale)."""
@@ -165,9 +248,11 @@ class Forecast(Task):
                          "(dlcli.data.series.window_model), not from the network's outputs alone")
 
     def export_meta(self):
-        return {"output": "the forecast (N, horizon, targets) in the targets' own units, the step after the "
-                          "window's last first", "targets": list(self._info.get("targets", [])),
-                "horizon": self._pack.horizon}
+        shape = "(N, horizon, targets, quantiles)" if self._levels else "(N, horizon, targets)"
+        return {"output": f"the forecast {shape} in the targets' own units, the step after the window's last first",
+                "targets": list(self._info.get("targets", [])), "horizon": self._pack.horizon,
+                **({"quantiles": self._levels} if self._levels else {}),
+                **({"naive_weight": self._weight} if self._weight != 1.0 else {})}
 
     def report(self, out, y):
         import torch
@@ -191,8 +276,43 @@ class Forecast(Task):
                 "seasonal_naive": figures["seasonal_naive"], "horizon": self._pack.horizon,
                 "season": self._info.get("season"), "targets": list(self._info.get("targets", [])),
                 "windows_beating_seasonal_naive": beaten, "per_window": per,
+                **({"naive_weight": self._weight} if self.blend != "none" else {}),
+                **(self.interval_report(self.quantile_forecasts(out, y), p) if self._levels else {}),
                 "forecast": pred.cpu().tolist() if len(out) <= PLOTTED_SERIES else None,
                 **({} if torch.isfinite(p["y"]).all() else {"note": "some targets are missing"})}
+
+    def interval_report(self, q, p) -> dict:
+        """How well the quantiles hold, over every step of every window: per level the share of true values at or
+        below it (a calibrated 0.9 quantile: 0.9), per central interval (levels q and 1 - q) the share inside it, the
+        mean scaled pinball loss (each quantile's, over the series' MASE scale, averaged over levels: about half the
+        scaled CRPS when the levels are many) and the MSIS of the widest central interval (M4's mean scaled interval
+        score: width plus 2/alpha x each miss, over the MASE scale)."""
+        import torch
+
+        truth, scale = p["y"].double(), p["scale"].double()[:, None]
+        q = q.double()
+        levels = self._levels
+        below = (truth[..., None] <= q).double().flatten(0, 2).mean(0)
+        coverage = {f"{lv:g}": below[i].item() for i, lv in enumerate(levels)}
+        diff = truth[..., None] - q
+        lv = torch.tensor(levels, dtype=torch.float64, device=q.device)
+        pinball = torch.maximum(lv * diff, (lv - 1) * diff) / scale[..., None]
+        out = {"quantiles": levels, "coverage": coverage, "scaled_pinball": pinball.mean().item(), "intervals": {}}
+        pairs = [(i, levels.index(round(1 - a, 10))) for i, a in enumerate(levels)
+                 if a < 0.5 and round(1 - a, 10) in levels]
+        for i, j in pairs:
+            lo, hi = q[..., i], q[..., j]
+            inside = ((truth >= lo) & (truth <= hi)).double().mean().item()
+            out["intervals"][f"{round(levels[j] - levels[i], 10):g}"] = {"lower": levels[i], "upper": levels[j],
+                                                                         "coverage": inside}
+        if pairs:
+            i, j = pairs[0]  # the widest
+            alpha = 1 - (levels[j] - levels[i])
+            lo, hi = q[..., i], q[..., j]
+            score = (hi - lo) + 2 / alpha * ((lo - truth).clamp_min(0) + (truth - hi).clamp_min(0))
+            out["msis"] = (score / scale).flatten(1).mean(1).mean().item()
+            out["msis_interval"] = f"{round(levels[j] - levels[i], 10):g}"
+        return out
 
     def plots(self, report, out, y, folder, split, title):
         from pathlib import Path
@@ -201,6 +321,12 @@ class Forecast(Task):
 
         p = self._parts(y, out.device)
         pred, actual, naive = self.forecasts(out, y).cpu(), p["y"].cpu(), p["naive"].cpu()
+        band = None
+        if report.get("msis_interval"):  # the widest central interval, shaded
+            wide = report["intervals"][report["msis_interval"]]
+            q = self.quantile_forecasts(out, y).cpu()
+            band = (q[..., self._levels.index(wide["lower"])], q[..., self._levels.index(wide["upper"])],
+                    f"{float(report['msis_interval']):.0%}")
         shown = min(len(out), PLOTTED_SERIES)
         if not shown:
             return {}
@@ -212,6 +338,9 @@ class Forecast(Task):
             ax, row = axes[i][0], report["per_window"][i]
             ax.plot(steps, actual[i, :, 0], color="black", marker="o", markersize=3, label="actual")
             ax.plot(steps, pred[i, :, 0], color="tab:blue", label=f"dlcli (MASE {row['mase']:.3f})")
+            if band is not None:
+                ax.fill_between(steps, band[0][i, :, 0], band[1][i, :, 0], color="tab:blue", alpha=0.2,
+                                label=f"dlcli {band[2]} interval")
             ax.plot(steps, naive[i, :, 0], color="tab:orange", linestyle="--",
                     label=f"seasonal naive (MASE {row['seasonal_naive_mase']:.3f})")
             ax.set_title(f"{row['series']}: {target}", fontsize=9)
@@ -236,6 +365,17 @@ class Forecast(Task):
         per = report["per_window"]
         console.print(f"{report['windows_beating_seasonal_naive']:,} of {len(per):,} windows beat the seasonal "
                       "naive forecast (lower MASE)")
+        if "naive_weight" in report:
+            console.print(f"blend: {report['naive_weight']:g} x the network + {1 - report['naive_weight']:g} x the "
+                          "seasonal naive forecast (chosen on validation)")
+        if "coverage" in report:
+            shares = ", ".join(f"{level}: {share:.3f}" for level, share in report["coverage"].items())
+            console.print(f"share of true values at or below each quantile: {shares}")
+            for width, found in report["intervals"].items():
+                console.print(f"{float(width):.0%} interval [{found['lower']:g}, {found['upper']:g}]: "
+                              f"{found['coverage']:.1%} of true values inside")
+            msis = f", MSIS ({float(report['msis_interval']):.0%}) {_fmt(report['msis'])}" if "msis" in report else ""
+            console.print(f"scaled pinball loss {_fmt(report['scaled_pinball'])}{msis}")
         if len(per) > 1:
             rows = Table(title=f"per window (the first {min(len(per), LISTED_SERIES)})")
             for col in ("series", "mase", "seasonal naive mase"):
@@ -254,9 +394,14 @@ class Forecast(Task):
         keys = list(values) if isinstance(values, dict) else [self._info.get("targets", ["value"])[0]]
         for k in keys:
             table.add_column(k, justify="right")
+        levels = [lv for lv in (steps[0].get("quantiles") or {}) if lv != "0.5"] if steps and len(keys) == 1 else []
+        for lv in levels:
+            table.add_column(f"q{lv}", justify="right")
         for step in steps:
             v = step["value"]
-            table.add_row(step["time"], *(_fmt(v[k]) if isinstance(v, dict) else _fmt(v) for k in keys))
+            table.add_row(str(step.get("time", step.get("step"))),
+                          *(_fmt(v[k]) if isinstance(v, dict) else _fmt(v) for k in keys),
+                          *(_fmt(step["quantiles"][lv]) for lv in levels))
         console.print(table)
 
     def answer_line(self, answer):
