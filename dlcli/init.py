@@ -490,7 +490,8 @@ def propose_series(look: TableLook, given: Path, time: Column, label_name: str |
     model = [
         Key("type", "sequential", "a linear map from the window to the forecast, and a small network beside it"),
         Key("layers", ["flatten", {"residual": [{"dense": {"units": 64, "activation": "relu"}},
-                                                {"dense": horizon}]}], f"the last dense is the horizon ({horizon})"),
+                                                {"dense": "outputs"}]}],
+            f"the last dense is the task's width, outputs: the horizon ({horizon}) x targets"),
     ]
     optimizer = [Key("name", "adam", "Adam: a robust default"), Key("lr", 0.003, "learning rate")]
     train_keys = [Key("epochs", "auto", "about 3,000 steps, stopping early when val_loss stops falling"),

@@ -84,7 +84,8 @@ def test_lstm_reads_an_image_row_by_row():
     (["flatten", {"conv2d": 8}], "model.layers[1]: conv2d needs an image input"),
     ([{"dense": 10}], "model.layers[0]: dense needs a flat input, got shape (1, 28, 28): add `flatten` before it"),
     ([{"conv2d": {"filters": 4, "kernel_size": 40}}, "flatten", {"dense": 10}], "kernel 40x40 is larger"),
-    (["flatten", {"dense": 12}], "the last layer gives output shape (12,), but the task has 10 classes"),
+    (["flatten", {"dense": 12}], "the last layer gives output shape (12,), but the task has 10 classes: end with "
+                                 "`dense: outputs` (the task's width, 10 here)"),
     (["flatten", {"dense": {"units": 5, "activation": "softmax"}}, {"dense": 10}], "softmax is only allowed on the last"),
     ([{"reshape": [5, 5]}], "reshape: cannot turn (1, 28, 28)"),
 ])
@@ -92,3 +93,20 @@ def test_shape_errors_name_the_layer(layers, message):
     with pytest.raises(DlcliError) as err:
         build({"type": "sequential", "layers": layers})
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("classes", [3, 10])
+def test_dense_outputs_is_the_tasks_width_in_blocks_too(classes):
+    model, rows = build({"type": "sequential", "layers": [
+        "flatten", {"dense": {"units": 16, "activation": "relu"}},
+        {"residual": [{"dense": 8}, {"dense": "outputs"}]}, {"dense": {"units": "outputs", "activation": "softmax"}}]},
+        classes=classes)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, classes)
+    assert [r.output_shape for r in rows if r.depth == 0][-2:] == [(classes,), (classes,)]
+    cfg = validate_config({"data": {"dataset": "mnist"}, "model": {"type": "sequential", "layers": [
+        "flatten", {"dense": "outputs"}]}})
+    assert cfg.resolved()["model"]["layers"][1] == {"dense": {"units": "outputs", "activation": None,
+                                                              "use_bias": True}}  # the run records the spelling
+    with pytest.raises(DlcliError, match="units"):
+        validate_config({"data": {"dataset": "mnist"}, "model": {"type": "sequential", "layers": [
+            "flatten", {"dense": "output"}]}})

@@ -224,6 +224,26 @@ def test_train_evaluate_predict_beats_seasonal_naive_with_timestamps(cli, write_
     # export and serve: tests/test_series_export.py
 
 
+@pytest.mark.parametrize("horizon", [3, 12])
+def test_the_example_configs_head_follows_the_horizon(tmp_path, horizon):
+    """configs/series_forecast.yaml ends with `dense: outputs`: another horizon (a sweep over it) needs no edit of
+    the layers, and the shipped horizon keeps the model it had (64 hidden, the shortcut 36 -> 12)."""
+    from pathlib import Path
+
+    import yaml
+
+    from dlcli.models import build_model
+
+    shipped = yaml.safe_load((Path(__file__).parent.parent / "configs" / "series_forecast.yaml").read_text())
+    assert shipped["model"]["layers"][1]["residual"][-1] == {"dense": "outputs"}
+    shipped["data"].update(train_file=monthly_csv(tmp_path / "m.csv"), horizon=horizon)
+    cfg = validate_config(shipped)
+    bundle = read_series(cfg.data, 0)
+    model, rows = build_model(cfg.model, bundle.input_shape, len(bundle.classes))
+    assert model(torch.randn(2, *bundle.input_shape)).shape == (2, horizon)
+    assert [r for r in rows if r.depth == 0][-1].parameters == 36 * 64 + 64 + 64 * horizon + horizon + 36 * horizon + horizon
+
+
 def test_covariates_are_input_channels_scaled_per_series(tmp_path):
     path = monthly_csv(tmp_path / "m.csv", n=60)
     bundle = read_series(validate_config(series_cfg(path, lookback=6, horizon=3, normalize="series",

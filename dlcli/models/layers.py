@@ -179,12 +179,15 @@ class Reshape(Layer):
 
 @LAYERS.register("dense", positional="units")
 class Dense(Layer):
-    units: PositiveInt
+    units: PositiveInt | Literal["outputs"] = Field(description="the width; outputs: the task's (classes, labels, "
+                                                    "or horizon x targets), the usual last layer")
     use_bias: bool = True
 
     def build(self, shape):
         from torch import nn
 
+        if self.units == "outputs":  # the builder resolves it from the task (dlcli.config's layer_list)
+            raise ShapeError("dense: units outputs is the task's width, known only when a model is built for it")
         if len(shape) != 1:
             raise ShapeError(f"dense needs a flat input, got shape {tuple(shape)}: add `flatten` before it")
         return nn.Linear(shape[0], self.units, bias=self.use_bias), (self.units,)
