@@ -74,7 +74,12 @@ class Report:
 
 
 def is_config(target: str) -> bool:
-    return Path(target).suffix.lower() in CONFIG_SUFFIXES
+    """A dlcli config: a .yaml file, unless it is Ultralytics' data.yaml (a YOLO dataset, checked as one)."""
+    if Path(target).suffix.lower() not in CONFIG_SUFFIXES:
+        return False
+    from dlcli.data.detection import looks_like_data_yaml
+
+    return not looks_like_data_yaml(Path(target))
 
 
 def entry_for_path(target: str, overrides: list[str] | None = None):
@@ -85,13 +90,16 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
     notes say so."""
     from dlcli.config import apply_override
     from dlcli.data.catalog import parse_data
+    from dlcli.data.detection import recognise
     from dlcli.data.tables import FORMATS
     from dlcli.tasks import TaskError, parse_task
 
     path = Path(target)
     if not path.exists():
         raise DlcliError(f"{target}: no such file or directory")
-    if path.is_dir():
+    if (found := recognise(path)) is not None:  # a detection layout: COCO, YOLO, VOC
+        data = found
+    elif path.is_dir():
         parts = [f for f in path.iterdir() if f.is_file() and f.suffix.lower() in FORMATS]
         if (path / "train").is_dir():
             data = {"dataset": "image_folder", "root": str(path)}
@@ -122,6 +130,8 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
     except ValueError as err:
         message = str(err)
         raise DlcliError(f"data{message[1:]}" if message.startswith("@") else f"data: {message}") from None
+    if not task._spelled and task.entry_name not in entry.tasks:  # the kind's own task, as a config takes it
+        task = parse_task(entry.tasks[0])
     if task.entry_name not in entry.tasks:  # as a config's validation says it
         raise DlcliError(f"task: {task.entry_name} needs targets the {entry.dataset} dataset cannot give (it gives "
                          f"{' or '.join(entry.tasks)} targets)")

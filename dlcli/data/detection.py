@@ -743,3 +743,58 @@ def survey_detection(entry, report) -> None:
     if tiny:
         report.add(WARNING, "tiny-boxes", f"{tiny:,} boxes are under {TINY_SIDE:g} pixels wide or high at "
                    f"image_size {hw[1]}x{hw[0]}: too small to find; a larger image_size keeps them")
+
+
+# ---------------------------------------------------------------- recognising a layout from a path
+
+
+def looks_like_data_yaml(path: Path) -> bool:
+    """An Ultralytics data.yaml (train and names, none of a dlcli config's sections) rather than a dlcli config."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(spec, dict) and "train" in spec and "names" in spec and not {"data", "model"} & set(spec)
+
+
+def _sibling_jsons(path: Path) -> dict[str, Path]:
+    """COCO files of the other splits beside a train file: instances_train2017.json -> instances_val2017.json."""
+    out = {}
+    if "train" in path.name:
+        for split in ("val", "test"):
+            other = path.with_name(path.name.replace("train", split))
+            if other.is_file():
+                out[split] = other
+    return out
+
+
+def recognise(path: Path) -> dict | None:
+    """The `data:` mapping of the detection layout at `path` (a COCO JSON, a data.yaml, a folder holding either, a
+    YOLO images/+labels/ root or a VOC root), or None when it is none of them. What `dlcli init` writes and what
+    `dlcli data check PATH` reads."""
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            data = {"dataset": "coco", "train_annotations": path.as_posix()}
+            data |= {f"{s}_annotations": p.as_posix() for s, p in _sibling_jsons(path).items()}
+            return data
+        if path.suffix.lower() in (".yaml", ".yml") and looks_like_data_yaml(path):
+            return {"dataset": "yolo", "data_yaml": path.as_posix()}
+        return None
+    if not path.is_dir():
+        return None
+    for name in ("data.yaml", "data.yml", *sorted(p.name for p in path.glob("*.yaml"))):
+        if (path / name).is_file() and looks_like_data_yaml(path / name):
+            return {"dataset": "yolo", "data_yaml": (path / name).as_posix()}
+    annotations = path / "annotations"
+    found = sorted(annotations.glob("*train*.json")) if annotations.is_dir() else []
+    found = found or sorted(path.glob("*train*.json"))
+    if found:
+        return recognise(next((p for p in found if p.name.startswith("instances")), found[0]))
+    if (path / "Annotations").is_dir() and (path / "JPEGImages").is_dir():
+        return {"dataset": "voc", "root": path.as_posix()}
+    if ((path / "labels").is_dir() and (path / "images" / "train").is_dir()) or \
+            ((path / "train" / "labels").is_dir() and (path / "train" / "images").is_dir()):
+        return {"dataset": "yolo", "root": path.as_posix()}
+    return None

@@ -1,0 +1,327 @@
+"""Detection data: COCO, YOLO and VOC layouts read into the spatial contract's targets, bad data refused in one line,
+`dlcli data check` on them, and the example scene generator (examples/make_scenes.py)."""
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+from dlcli.data.catalog import parse_data
+from dlcli.errors import DataError
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("make_scenes", ROOT / "examples" / "make_scenes.py")
+make_scenes = importlib.util.module_from_spec(_spec)
+sys.modules["make_scenes"] = make_scenes  # dataclasses look their module up while the class is made
+_spec.loader.exec_module(make_scenes)
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """24 scenes of shapes, pictures of different sizes (40..72 px a side), in all three layouts."""
+    out = tmp_path_factory.mktemp("scenes")
+    summary = make_scenes.write_scenes(out, n=24, sizes=(40, 72), seed=5, val=0.25, test=0.25)
+    return out, summary
+
+
+def _coco(out, size=32, **keys):
+    ann = Path(out) / "annotations"
+    return parse_data({"dataset": "coco", "train_annotations": str(ann / "instances_train.json"),
+                       "val_annotations": str(ann / "instances_val.json"),
+                       "test_annotations": str(ann / "instances_test.json"), "image_size": size, "cache": False,
+                       **keys})
+
+
+def _yolo(out, size=32, **keys):
+    return parse_data({"dataset": "yolo", "data_yaml": str(Path(out) / "data.yaml"), "image_size": size,
+                       "cache": False, **keys})
+
+
+def test_coco_and_yolo_layouts_of_the_same_scenes_read_into_identical_targets(scenes):
+    out, summary = scenes
+    coco, yolo = _coco(out).read(0), _yolo(out).read(0)
+    assert coco.classes == yolo.classes == ["circle", "square", "triangle"]
+    boxes = 0
+    for split in ("train", "val", "test"):
+        a, b = getattr(coco, split), getattr(yolo, split)
+        assert a.y.dtype == torch.float32 and a.y.shape == b.y.shape and a.y.shape[2] == 5
+        assert torch.equal(a.x, b.x)
+        assert torch.equal(a.y[..., 0], b.y[..., 0])  # classes and padding rows exactly
+        # normalised shares and pixel boxes meet in float64, then float32: equal to the last bit or within 1e-4 px
+        assert (a.y[..., 1:] - b.y[..., 1:]).abs().max() < 1e-4
+        real = a.y[..., 0] >= 0
+        boxes += int(real.sum())
+        assert (a.y[..., 1:][~real] == 0).all()
+        assert ((a.y[..., 3] > a.y[..., 1]) | ~real).all() and ((a.y[..., 4] > a.y[..., 2]) | ~real).all()
+        assert (a.y[..., 1:][real] >= 0).all() and (a.y[..., 1:][real] <= 32).all()
+    assert boxes == sum(s["boxes"] for s in summary["splits"].values())
+
+
+def _write_picture(path: Path, width: int, height: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(path)
+
+
+def test_boxes_move_with_the_stretch_resize_as_computed_by_hand(tmp_path):
+    # A 100 x 50 picture (width x height) stretched to image_size [32, 64] (height, width): x * 0.64, y * 0.64.
+    _write_picture(tmp_path / "images" / "train" / "a.png", 100, 50)
+    _write_picture(tmp_path / "images" / "train" / "b.png", 100, 50)
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 50},
+                       {"id": 2, "file_name": "b.png", "width": 100, "height": 50}],
+            "annotations": [{"id": 10, "image_id": 1, "category_id": 7, "bbox": [10, 5, 30, 20], "iscrowd": 0},
+                            {"id": 11, "image_id": 1, "category_id": 3, "bbox": [50, 0, 50, 50]},
+                            {"id": 12, "image_id": 1, "category_id": 3, "bbox": [0, 0, 100, 50], "iscrowd": 1}],
+            "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}]}
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_train.json").write_text(json.dumps(coco))
+    entry = parse_data({"dataset": "coco", "train_annotations": str(tmp_path / "annotations/instances_train.json"),
+                        "image_size": [32, 64], "val_split": 0.0, "test_split": 0.0, "cache": False})
+    data = entry.read(0)
+    assert data.classes == ["dog", "cat"]  # by category id: 3 then 7
+    assert data.input_shape == (3, 32, 64)
+    y = data.train.y
+    assert y.shape == (2, 2, 5)  # two boxes at most (the crowd box is not a target)
+    expected_a = torch.tensor([[1, 6.4, 3.2, 25.6, 16.0], [0, 32.0, 0.0, 64.0, 32.0]])
+    assert torch.allclose(y[0], expected_a, atol=1e-5)
+    assert torch.equal(y[1], torch.tensor([[-1.0, 0, 0, 0, 0], [-1.0, 0, 0, 0, 0]]))  # b.png: no object
+    assert any("1 crowd box (iscrowd: 1) left out" in n for n in data.notes)
+
+    # The same boxes as YOLO lines: cx cy w h as shares of the picture.
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_text("1 0.25 0.3 0.3 0.4\n0 0.75 0.5 0.5 1.0\n")
+    yolo = parse_data({"dataset": "yolo", "root": str(tmp_path), "names": ["dog", "cat"], "image_size": [32, 64],
+                       "val_split": 0.0, "test_split": 0.0, "cache": False}).read(0)
+    assert torch.allclose(yolo.train.y, y, atol=1e-5)
+
+    # And as Pascal VOC: pixels counted from 1, both ends included (xmin 11 is the 11th pixel, whose left edge is 10).
+    (tmp_path / "voc" / "Annotations").mkdir(parents=True)
+    _write_picture(tmp_path / "voc" / "JPEGImages" / "a.jpg", 100, 50)
+    (tmp_path / "voc" / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><size><width>100</width><height>50</height><depth>3</depth></size>"
+        "<object><name>cat</name><difficult>0</difficult><bndbox><xmin>11</xmin><ymin>6</ymin><xmax>40</xmax>"
+        "<ymax>25</ymax></bndbox></object>"
+        "<object><name>dog</name><difficult>1</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax>"
+        "<ymax>9</ymax></bndbox></object></annotation>")
+    voc = parse_data({"dataset": "voc", "root": str(tmp_path / "voc"), "classes": ["dog", "cat"],
+                      "image_size": [32, 64], "val_split": 0.0, "test_split": 0.0, "cache": False}).read(0)
+    assert torch.allclose(voc.train.y[0, 0], expected_a[0], atol=1e-5)
+    assert any("1 difficult object left out" in n for n in voc.notes)
+
+
+def test_val_and_test_are_cut_from_train_seeded_when_the_layout_has_none(tmp_path):
+    make_scenes.write_scenes(tmp_path, n=30, size=32, seed=1, val=0.0, test=0.0, layouts=("yolo",))
+    entry = _yolo(tmp_path, val_split=0.2, test_split=0.2)
+    a, b, c = entry.read(0), entry.read(0), entry.read(1)
+    assert len(a.train) + len(a.val) + len(a.test) == 30 and 5 <= len(a.val) <= 7 and 5 <= len(a.test) <= 7
+    assert torch.equal(a.val.y, b.val.y) and torch.equal(a.test.x, b.test.x)
+    assert not torch.equal(a.test.x, c.test.x)
+    pixels = lambda s: {bytes(p.numpy()) for p in s.x}  # noqa: E731
+    assert not pixels(a.train) & pixels(a.val) and not pixels(a.train) & pixels(a.test)
+
+
+# ---------------------------------------------------------------- bad data, each refused in one line
+
+
+def _coco_case(tmp_path, change) -> tuple[str, Path]:
+    _write_picture(tmp_path / "pics" / "a.png", 100, 50)
+    book = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 50}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                            {"id": 7, "image_id": 1, "category_id": 1, "bbox": [40, 10, 20, 20]}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    change(book)
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(book))
+    entry = parse_data({"dataset": "coco", "train_annotations": str(path), "train_images": str(tmp_path / "pics"),
+                        "image_size": 16})
+    with pytest.raises(DataError) as err:
+        entry.read(0)
+    assert not (tmp_path / ".cache").exists()  # refused before anything was decoded or cached
+    return str(err.value), path
+
+
+def _set_box(box):
+    def change(book):
+        book["annotations"][1]["bbox"] = box
+    return change
+
+
+@pytest.mark.parametrize("change, words", [
+    (_set_box([90, 10, 20, 20]), ["annotation id 7", "lies outside the picture", "x 90..110", "x 0..100"]),
+    (_set_box([40, -5, 20, 20]), ["annotation id 7", "lies outside"]),
+    (_set_box([40, 10, 0, 20]), ["annotation id 7", "box of zero area"]),
+    (lambda b: b["annotations"][1].update(category_id=4), ["annotation id 7", "unknown category id 4",
+                                                            "categories of this file are 1"]),
+    (lambda b: b.pop("categories"), ["not a COCO instances file", "no 'categories' list"]),
+    (lambda b: (b.pop("annotations"), b.pop("images")), ["no 'images' and 'annotations' lists"]),
+    (lambda b: b["annotations"][1].pop("bbox"), ["annotation id 7 has no bbox"]),
+    (lambda b: b["images"][0].update(file_name="gone.png"), ["image id 1", "gone.png: no such picture"]),
+])
+def test_bad_coco_data_is_refused_naming_the_file_and_annotation(tmp_path, change, words):
+    message, path = _coco_case(tmp_path, change)
+    assert str(path) in message and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_coco_box_within_the_tolerance_is_clipped_not_refused(tmp_path):
+    _write_picture(tmp_path / "a.png", 100, 50)
+    book = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 50}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [80.5, -0.5, 20.4, 10]}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "train.json").write_text(json.dumps(book))
+    data = parse_data({"dataset": "coco", "train_annotations": str(tmp_path / "train.json"), "image_size": [50, 100],
+                       "val_split": 0.0, "test_split": 0.0, "cache": False}).read(0)
+    assert torch.allclose(data.train.y[0, 0], torch.tensor([0, 80.5, 0.0, 100.0, 9.5]))
+
+
+def test_a_json_that_is_not_json_names_its_line(tmp_path):
+    (tmp_path / "train.json").write_text('{"images": [],\n "annotations": [,]}')
+    entry = parse_data({"dataset": "coco", "train_annotations": str(tmp_path / "train.json")})
+    with pytest.raises(DataError, match=r"train.json: line 2, column \d+: not JSON"):
+        entry.read(0)
+
+
+def _yolo_case(tmp_path, lines: str, extra_label: bool = False) -> str:
+    for name in ("a", "b"):
+        _write_picture(tmp_path / "images" / "train" / f"{name}.png", 40, 20)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "train" / "b.txt").write_text(lines)
+    if extra_label:
+        (tmp_path / "labels" / "train" / "c.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nnames: [thing, other, third]\n")
+    with pytest.raises(DataError) as err:
+        _yolo(tmp_path).read(0)
+    assert not (tmp_path / ".cache").exists()
+    return str(err.value)
+
+
+@pytest.mark.parametrize("lines, where, words", [
+    ("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n", "b.txt: line 2", ["4 fields, expected 5"]),
+    ("0 0.5 0.5 0.2 0.2 0.9\n", "b.txt: line 1", ["6 fields, expected 5"]),
+    ("\n2 12 7 4 4\n", "b.txt: line 2", ["must be shares of the picture in 0..1", "12 7 4 4"]),
+    ("3 0.5 0.5 0.2 0.2\n", "b.txt: line 1", ["class 3 is not one of the 3 classes (0..2)"]),
+    ("1 0.95 0.5 0.3 0.2\n", "b.txt: line 1", ["lies outside the picture"]),
+    ("1 0.5 0.5 0 0.2\n", "b.txt: line 1", ["box of zero area"]),
+    ("0 0.5 zero 0.2 0.2\n", "b.txt: line 1", ["is not five numbers"]),
+])
+def test_bad_yolo_lines_are_refused_naming_the_file_and_line(tmp_path, lines, where, words):
+    message = _yolo_case(tmp_path, lines)
+    assert str(tmp_path / "labels" / "train") in message and where in message and "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_yolo_label_file_without_its_picture_is_refused(tmp_path):
+    message = _yolo_case(tmp_path, "0 0.5 0.5 0.2 0.2\n", extra_label=True)
+    assert f"{tmp_path / 'labels' / 'train' / 'c.txt'}: a label file without its picture" in message
+
+
+def test_a_data_yaml_without_names_says_what_is_missing(tmp_path):
+    (tmp_path / "data.yaml").write_text("train: images/train\n")
+    with pytest.raises(DataError, match="not a YOLO data.yaml: no 'names'"):
+        _yolo(tmp_path).read(0)
+
+
+# ---------------------------------------------------------------- dlcli data check
+
+
+def test_data_check_counts_boxes_per_class_and_size_and_pictures_without_objects(tmp_path):
+    # By hand: a.png (100 x 100) holds a 10x10 box (small) and a 40x40 (medium) of 'cat', b.png a 99x99 (large) of
+    # 'dog' and a crowd box, c.png nothing.
+    for name in "abc":
+        _write_picture(tmp_path / "images" / f"{name}.png", 100, 100)
+    book = {"images": [{"id": i + 1, "file_name": f"{n}.png", "width": 100, "height": 100} for i, n in enumerate("abc")],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 40, 40]},
+                            {"id": 3, "image_id": 2, "category_id": 2, "bbox": [0, 0, 99, 99]},
+                            {"id": 4, "image_id": 2, "category_id": 2, "bbox": [0, 0, 50, 50], "iscrowd": 1}],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    (tmp_path / "instances_train.json").write_text(json.dumps(book))
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "instances_train.json"), "--json",
+                                 "--set", "data.image_size=20"])
+    report = json.loads(result.stdout)
+    assert report["dataset"] == "coco" and report["ok"], result.stdout
+    assert report["classes"]["counts"]["train"] == {"cat": 2, "dog": 1}
+    train = report["boxes"]["train"]
+    assert (train["pictures"], train["without_objects"], train["boxes"], train["most_boxes"]) == (3, 1, 3, 2)
+    assert (train["small"], train["medium"], train["large"], train["left_out"]) == (1, 1, 1, 1)
+    checks = {f["check"]: f["message"] for f in report["findings"]}
+    assert "1 of 3 pictures hold no object" in checks["no-objects"]
+    assert "1 boxes are under 4 pixels" in checks["tiny-boxes"]  # 10 px of 100 is 2 px at image_size 20
+
+
+def test_data_check_lists_every_problem_of_a_yolo_dataset(tmp_path):
+    for name in ("a", "b"):
+        _write_picture(tmp_path / "images" / "train" / f"{name}.png", 40, 20)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "train" / "b.txt").write_text("0 0.5 0.5 0.2\n1 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "train" / "c.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "data.yaml").write_text("train: images/train\nnames: {0: thing, 1: other}\n")
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "data.yaml"), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["dataset"] == "yolo" and report["errors"] == 3
+    errors = {f["check"]: f["message"] for f in report["findings"] if f["severity"] == "error"}
+    assert "a.txt: line 2: class 5" in errors["unknown-class"]
+    assert "b.txt: line 1: 4 fields" in errors["bad-line"]
+    assert "c.txt: a label file without its picture" in errors["label-without-picture"]
+    assert report["classes"]["counts"]["train"] == {"thing": 1, "other": 1}  # the good lines are still counted
+
+
+def test_data_check_on_generated_scenes_matches_a_count_of_the_json(scenes):
+    out, _ = scenes
+    result = runner.invoke(app, ["data", "check", str(out / "annotations" / "instances_train.json"), "--json"])
+    report = json.loads(result.stdout)
+    assert report["ok"], result.stdout
+    for split in ("train", "val", "test"):
+        book = json.loads((out / "annotations" / f"instances_{split}.json").read_text())
+        names = {c["id"]: c["name"] for c in book["categories"]}
+        per_class = Counter(names[a["category_id"]] for a in book["annotations"])
+        assert report["classes"]["counts"][split] == {n: per_class.get(n, 0) for n in names.values()}
+        with_objects = {a["image_id"] for a in book["annotations"]}
+        row = report["boxes"][split]
+        assert row["pictures"] == len(book["images"])
+        assert row["without_objects"] == len(book["images"]) - len(with_objects)
+        areas = [a["bbox"][2] * a["bbox"][3] for a in book["annotations"]]
+        assert row["small"] == sum(a < 32 ** 2 for a in areas) and row["medium"] == sum(32 ** 2 <= a < 96 ** 2
+                                                                                        for a in areas)
+
+
+def test_data_check_names_a_picture_whose_size_is_not_the_one_annotated(tmp_path):
+    _write_picture(tmp_path / "a.png", 60, 50)
+    book = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 50}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "train.json").write_text(json.dumps(book))
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "train.json"), "--json"])
+    report = json.loads(result.stdout)
+    found = [f["message"] for f in report["findings"] if f["check"] == "size-mismatch"]
+    assert found and "is 60x50 when decoded, but its annotation says 100x50" in found[0]
+
+
+# ---------------------------------------------------------------- the scene generator
+
+
+def test_scene_generator_is_seeded_and_its_boxes_and_masks_agree(tmp_path):
+    a = list(make_scenes.scenes(6, "shapes", 48, seed=3))
+    b = list(make_scenes.scenes(6, "shapes", 48, seed=3))
+    assert all(np.array_equal(x.image, y.image) and x.boxes == y.boxes for x, y in zip(a, b))
+    glyphs = list(make_scenes.scenes(6, "glyphs", 64, seed=3))
+    for found in a + glyphs:
+        for (cls, x1, y1, x2, y2), area in zip(found.boxes, found.areas):
+            inside = found.mask[y1:y2, x1:x2] == cls + 1
+            assert inside.sum() == area  # objects never overlap: each box holds exactly its object's pixels
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()  # tight
+        assert (found.mask > 0).sum() == sum(found.areas)
