@@ -61,7 +61,20 @@ class SequentialModel(Strict):
         return parse_list(LAYERS, v)
 
     def layer_list(self, num_classes: int, tokens: bool = False):
-        return self.layers
+        return _with_outputs(self.layers, num_classes)
+
+
+def _with_outputs(layers: list, width: int) -> list:
+    """`dense: outputs` -> `dense: width`, the task's outputs (classes, labels, horizon x targets), in residual blocks
+    too; so a head follows the data and a sweep over horizon needs no second edit."""
+    resolved = []
+    for layer in layers:
+        if layer.entry_name == "dense" and layer.units == "outputs":
+            layer = layer.model_copy(update={"units": width})
+        elif layer.entry_name == "residual":
+            layer = layer.model_copy(update={"layers": _with_outputs(layer.layers, width)})
+        resolved.append(layer)
+    return resolved
 
 
 def _head(hidden, activation, dropout, batchnorm, num_classes):

@@ -77,7 +77,7 @@ def build_model(model_cfg, input_shape, num_classes: int, vocab_size: int | None
     if shape != expected:
         raise DlcliError(
             f"{where}: the last layer gives output shape {shape}, but the task has {num_classes} {noun}: "
-            f"end with `dense: {num_classes}`"
+            f"end with `dense: outputs` (the task's width, {num_classes} here)"
         )
     model = nn.Sequential()
     rows = []
