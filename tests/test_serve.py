@@ -177,6 +177,36 @@ def test_table_rows_as_csv_or_json(trained, tmp_path):
         assert client.get("/info").json()["input"]["categorical"] == {"color": ["blue", "green", "red"]}
 
 
+def test_rows_without_a_trained_column_are_refused_in_predicts_words(trained, tmp_path):
+    """A JSON row of one column, sent to a run trained on three, was answered with the other two filled in; predict
+    refuses a file without them. Serve, `dlcli predict` and Run.predict now say the same, naming every column that
+    is missing; a key that only some rows lack is a missing value in those rows, as an empty cell is."""
+    import dlcli
+
+    run = trained["table"]
+    trained_on = "(the run trained on x1, x2, color)"
+    path = tmp_path / "one.csv"
+    path.write_text("x1\n0.038\n")
+    result = cli("predict", path, "--run", run.name, "--runs-dir", run.parent)
+    assert result.exit_code == 2 and result.stderr == f"error: {path}: no columns 'x2', 'color' {trained_on}\n"
+    with pytest.raises(dlcli.DlcliError) as err:
+        dlcli.load(run).predict([{"x1": 0.038}])
+    assert str(err.value) == f"input table: no columns 'x2', 'color' {trained_on}"
+    with TestClient(create_app(run), base_url=LOCAL) as client:
+        for body in ({"rows": [{"x1": 0.038}]}, {"x1": 0.038}, {"rows": [{"x1": 0.038}, {"x1": 1, "colour": "red"}]}):
+            answer = client.post("/predict", json=body)
+            assert (answer.status_code, answer.json()) == (422, {"error": f"rows: no columns 'x2', 'color' "
+                                                                          f"{trained_on}"}), body
+        answer = client.post("/predict", json={"rows": [{"x1": 1, "x2": 2}]})
+        assert answer.json() == {"error": f"rows: no column 'color' {trained_on}"}
+        answer = client.post("/predict", content=b"x1,colour\n0.038,red\n", headers={"Content-Type": "text/csv"})
+        assert (answer.status_code, answer.json()) == (422, {"error": f"body: no columns 'x2', 'color' {trained_on}"})
+        rows = [{"x1": 1.0, "x2": 2.0, "color": "red"}, {"x1": 0.5, "color": "blue"}]  # x2 missing in row 2 only
+        answer = client.post("/predict", json={"rows": rows})
+        assert answer.status_code == 200, answer.text
+        close_to(answer.json(), dlcli.load(run).predict(rows))
+
+
 def test_texts_as_json_or_lines(trained):
     run = trained["text"]
     texts = ["Pizza and bread soup taste", "Robot code and chip data", "Match goal team score"]

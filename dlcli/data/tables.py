@@ -786,7 +786,14 @@ def encode_table(table: pa.Table, state: dict, entry, label: str = "") -> tuple[
 def _require_features(encoder: TableEncoder, columns: list[str], where: str) -> None:
     missing = [c for c in encoder.features if c not in columns]
     if missing:
-        raise DataError(f"{where}: no column '{missing[0]}' (the run trained on {', '.join(encoder.features)})")
+        raise DataError(f"{where}: {missing_columns(missing, encoder.features)}")
+
+
+def missing_columns(missing: list[str], features: list[str]) -> str:
+    """What predict, Run.predict and serve say of trained columns an input lacks: every one of them, so that one
+    fix is enough. Filling a whole column would answer for rows the run never saw, so none is filled."""
+    named = ", ".join(f"'{c}'" for c in missing)
+    return f"no column{'s' if len(missing) > 1 else ''} {named} (the run trained on {', '.join(features)})"
 
 
 def _as_cell_column(column, part: InputTable, name: str):

@@ -323,12 +323,20 @@ class Model:
 def _rows_as_csv(rows: list, columns: list[str]) -> str:
     import csv
 
+    from dlcli.data.tables import missing_columns
+
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ApiError(400, f"rows[{i}] is not an object of column: value")
+    # A column that no row names is refused, as predict refuses a file without it (filled, every answer would be
+    # made up); a key that one row lacks is a missing value there, as in Run.predict's list of dicts and pandas.
+    missing = [c for c in columns if not any(c in row for row in rows)]
+    if missing:
+        raise ApiError(422, f"rows: {missing_columns(missing, columns)}")
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(columns)
     for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise ApiError(400, f"rows[{i}] is not an object of column: value")
         values = []
         for c in columns:
             v = row.get(c)
@@ -349,14 +357,17 @@ def _trained_columns(text: str, body: bytes, features: list[str]) -> str:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    from dlcli.data.tables import missing_columns
+
     try:
         header = next(csv.reader(io.StringIO(text)), [])
     except csv.Error as err:
         raise ApiError(422, f"body: malformed CSV header ({err})") from None
     counts = Counter(header)
+    missing = [c for c in features if counts[c] == 0]
+    if missing:
+        raise ApiError(422, f"body: {missing_columns(missing, features)}")
     for c in features:
-        if counts[c] == 0:
-            raise ApiError(422, f"body: no column '{c}' (the run trained on {', '.join(features)})")
         if counts[c] > 1:
             raise ApiError(422, f"body: column '{c}' appears more than once (keep one)")
     if len(counts) == len(features):
