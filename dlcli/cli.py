@@ -809,11 +809,13 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("check")
 def data_check(target: Annotated[str, typer.Argument(
-                   help="A YAML config, an image folder (with train/) or a .csv/.parquet table")],
+                   help="A YAML config, an image folder (with train/), a .csv/.parquet table, a COCO JSON, a YOLO "
+                        "data.yaml or a VOC root")],
                set_: SetOpt = None, json_: JsonOpt = False):
     """Report what in a dataset would hurt a run, before training; exit 1 when something blocks training.
 
-    Class balance, corrupt files, duplicates across splits, image sizes, column types and gaps, text lengths.
+    Class balance, corrupt files, duplicates across splits, image sizes, column types and gaps, text lengths;
+    for detection layouts every bad box, label line or file, boxes per class and size, pictures without objects.
 
     One finding per line: error (blocks training), warning or info. --json prints the report for scripts.
     Targets are judged by the config's task: class balance, or a regression's range and outliers, or how often
@@ -846,8 +848,8 @@ def data_check(target: Annotated[str, typer.Argument(
 
 @app.command()
 def init(path: Annotated[str, typer.Argument(
-             help="An image folder (PATH/train/<class>/*.png|jpg|...), a .csv or .parquet table, or a directory "
-                  "of table part files")],
+             help="An image folder (PATH/train/<class>/*.png|jpg|...), a .csv or .parquet table, a directory "
+                  "of table part files, a COCO JSON, a YOLO data.yaml, a VOC root or an images/ + masks/ folder")],
          output: Annotated[Optional[str], typer.Option(
              "--output", "-o", help="Where to write the config [default: <name>.yaml in this directory]")] = None,
          label: Annotated[Optional[str], typer.Option(

@@ -774,6 +774,169 @@ def _propose_table_sequences(look: TableLook, given: Path, layout) -> Proposal:
                              look.label.distinct, task, (ident, time))
 
 
+# ---------------------------------------------------------------- pictures with boxes or masks
+
+
+SPATIAL_SIZES = (64, 512)  # a detection or segmentation input side: the pictures' median, rounded to 32, within these
+LAYOUT_NAMES = {"coco": "COCO instances JSON", "yolo": "YOLO labels", "voc": "Pascal VOC XML"}
+
+
+def _spatial_side(files: list[Path]) -> tuple[int, int, bool, list[Path]]:
+    """(the input side for these pictures, their median longer side, whether all are gray, unreadable ones): a
+    multiple of 32 (a detector halves the picture five times) within SPATIAL_SIZES."""
+    from PIL import Image
+
+    sides, gray, unreadable = [], True, []
+    for path in _sample(files, IMAGE_SAMPLE):
+        try:
+            with Image.open(path) as img:  # the header only
+                gray = gray and _is_gray(img)
+                sides.append(max(img.size))
+        except Exception:  # noqa: BLE001 - `dlcli data check` names each one
+            unreadable.append(path)
+    if not sides:
+        raise DlcliError(f"none of the sampled pictures could be read (e.g. {unreadable[0]})")
+    median = int(statistics.median(sides))
+    side = max(SPATIAL_SIZES[0], min(SPATIAL_SIZES[1], int(median / 32 + 0.5) * 32))
+    return side, median, gray, unreadable
+
+
+def _spatial_schedule(n: int) -> list[Key]:
+    epochs = _by_size(n, [(500, 60), (2_000, 30), (10_000, 15)], 8)
+    return [Key("epochs", epochs, f"passes over the {n:,} training pictures; best.pt keeps the best val_map epoch"),
+            Key("batch_size", 16 if n < 2_000 else 32, "pictures per step")]
+
+
+def propose_detection(data: dict, given: Path) -> Proposal:
+    """A `task: detection` config for a COCO, YOLO or VOC layout (dlcli.data.detection.recognise): its files as
+    found, an input size from the pictures, the detector preset's from-scratch body."""
+    from dlcli.data.catalog import parse_data
+    from dlcli.data.detection import Problems
+
+    kind = data["dataset"]
+    entry = parse_data(data)
+    problems = Problems(collect=True)
+    listing = entry.listing(problems)
+    train = listing.splits["train"]
+    if not train:
+        raise DlcliError(f"{given}: no training pictures found")
+    side, median, gray, unreadable = _spatial_side([p.path for p in train])
+    boxes = sum(len(p.classes) for p in train)
+    empty = sum(not len(p.classes) for p in train)
+    channels = 1 if gray else 3
+    warnings = [f"{len(problems.found):,} problems in the labels (the first: {problems.found[0][1]}): training stops "
+                f"at the first; `dlcli data check` lists them"] if problems.found else []
+    warnings += [f"{len(unreadable)} sampled pictures could not be read (e.g. {unreadable[0]})"] if unreadable else []
+    found = {"coco": "train_annotations", "yolo": "data_yaml" if "data_yaml" in data else "root", "voc": "root"}[kind]
+    keys = [Key("dataset", kind, f"the dataset kind: {LAYOUT_NAMES[kind]}")]
+    for key, value in data.items():
+        if key != "dataset":
+            keys.append(Key(key, value, "where the layout was found" if key == found else "found beside it"))
+    has = [s for s in ("val", "test") if s in listing.splits]
+    keys += [
+        Key("image_size", side, f"pictures are stretched to {side}x{side} and their boxes with them (median longer "
+                                f"side {median}); larger finds smaller objects, slower"),
+        Key("channels", channels, f"{channels}: the sampled pictures are {'grayscale' if gray else 'colour'}"),
+        Key("val_split", 0.1, "validation share cut from train" + (" (unused: the layout has val)" if "val" in has
+                                                                  else "")),
+        Key("test_split", 0.1, "test share cut from train" + (" (unused: the layout has test)" if "test" in has
+                                                             else "")),
+        Key("augment", ["hflip"], "random left-right flips, boxes flipped with the pictures; [] where a mirror "
+                                  "changes the class"),
+    ]
+    model = [Key("type", "detector", "an FCOS-style detector: a body, a feature pyramid, one head for every level"),
+             Key("backbone", "tiny", "a small body trained from scratch; resnet18, mobilenet_v3_large, ... with "
+                                     "weights (`dlcli backbones`)")]
+    optimizer = [Key("name", "adamw", "AdamW"), Key("lr", 0.002, "learning rate"),
+                 Key("weight_decay", 0.0005, "pulls weights towards 0")]
+    names = listing.classes
+    header = [f"Starter config written by `dlcli init {given.as_posix()}`: {LAYOUT_NAMES[kind]} with "
+              f"{_plural(len(names), 'class')} ({_shown(names)}), {_plural(len(train), 'training picture')}, "
+              f"{boxes:,} box{'es' if boxes != 1 else ''}" + (f"; {empty:,} of the pictures hold no object." if empty
+                                                             else ".")]
+    what = f"{kind}, detection, {_plural(len(names), 'class')}, {_plural(len(train), 'picture')}, {channels}x{side}x{side}"
+    task = Key("task", "detection", "boxes around objects, each with a class and a score; judged on mAP@[.5:.95]")
+    home = listing.home.parent if listing.home.name == "annotations" else listing.home
+    return Proposal(_name_of(home), what, header, keys, model, optimizer,
+                    _spatial_schedule(len(train)), warnings, task, Key("name", "cosine", "decays the lr to 0 over "
+                                                                                      "the run"))
+
+
+def masks_root(path: Path) -> Path | None:
+    """The `masks` root for PATH: PATH with images/ and masks/ in it, or PATH being such a root's masks/."""
+    if path.name == "masks" and (path.parent / "images").is_dir():
+        return path.parent
+    if (path / "images").is_dir() and (path / "masks").is_dir():
+        return path
+    return None
+
+
+def propose_masks(root: Path, given: Path) -> Proposal:
+    """A `task: segmentation` config for pictures beside index masks (dlcli.data.segmentation)."""
+    import numpy as np
+    from PIL import Image
+
+    from dlcli.data.segmentation import pair_files, split_folders
+
+    splits = split_folders(root)
+    pictures, masks = pair_files(*splits["train"])
+    side, median, gray, unreadable = _spatial_side(pictures)
+    keys = [Key("dataset", "masks", "the dataset kind: images/<split>/ beside masks/<split>/ index PNGs"),
+            Key("root", root.as_posix(), "holds images/ and masks/")]
+    if not (root / "classes.txt").is_file():
+        top = 0
+        for path in _sample(masks, IMAGE_SAMPLE):
+            with Image.open(path) as img:
+                values = np.unique(np.asarray(img))
+            top = max([top, *(int(v) for v in values if v != 255)])
+        names = ["background", *(f"class_{i}" for i in range(1, max(top, 1) + 1))]
+        keys.append(Key("classes", names, f"by mask value, 0 first (sampled masks hold 0..{top}): name them"))
+        warnings = [f"no {root / 'classes.txt'}: the classes are named class_1..class_{max(top, 1)}; rename them in "
+                    f"data.classes"]
+    else:
+        names = [line.strip() for line in (root / "classes.txt").read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        warnings = []
+    warnings += [f"{len(unreadable)} sampled pictures could not be read (e.g. {unreadable[0]})"] if unreadable else []
+    has = [s for s in ("val", "test") if s in splits]
+    channels = 1 if gray else 3
+    keys += [
+        Key("image_size", side, f"pictures are stretched to {side}x{side}, masks with them (nearest); median longer "
+                                f"side {median}"),
+        Key("channels", channels, f"{channels}: the sampled pictures are {'grayscale' if gray else 'colour'}"),
+        Key("val_split", 0.1, "validation share cut from train" + (" (unused: val/ exists)" if "val" in has else "")),
+        Key("test_split", 0.1, "test share cut from train" + (" (unused: test/ exists)" if "test" in has else "")),
+        Key("augment", ["hflip"], "random left-right flips, masks flipped with the pictures"),
+    ]
+    model = [Key("type", "unet", "a U-Net: halvings down, skip connections up, a class per pixel"),
+             Key("width", 16, "channels at full resolution, doubling per level down"),
+             Key("depth", 4, "halvings of the resolution")]
+    optimizer = [Key("name", "adamw", "AdamW"), Key("lr", 0.002, "learning rate"),
+                 Key("weight_decay", 0.0005, "pulls weights towards 0")]
+    header = [f"Starter config written by `dlcli init {given.as_posix()}`: pictures with index masks, "
+              f"{_plural(len(names), 'class')} ({_shown(names)}), {_plural(len(pictures), 'training picture')}."]
+    what = f"masks, segmentation, {_plural(len(names), 'class')}, {_plural(len(pictures), 'picture')}"
+    task = Key("task", "segmentation", "a class for every pixel; judged on mIoU")
+    schedule = _spatial_schedule(len(pictures))
+    schedule[0].comment = f"passes over the {len(pictures):,} training pictures; best.pt keeps the best val_miou epoch"
+    return Proposal(_name_of(root), what, header, keys, model, optimizer, schedule, warnings, task,
+                    Key("name", "cosine", "decays the lr to 0 over the run"))
+
+
+def propose_spatial(path: Path, label: str | None) -> Proposal | None:
+    """A detection or segmentation proposal when PATH is such a layout, else None."""
+    from dlcli.data.detection import recognise
+
+    data = recognise(path)
+    root = masks_root(path) if data is None and path.is_dir() else None
+    if data is None and root is None:
+        return None
+    if label:
+        raise DlcliError(f"--label {label}: names a table's label column, but {path} holds "
+                         f"{'boxes' if data else 'masks'}: their classes come with them")
+    return propose_detection(data, path) if data is not None else propose_masks(root, path)
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -785,6 +948,8 @@ def propose(path: Path, label: str | None = None) -> Proposal:
         raise DlcliError(f"{path}: no such file or directory")
     if path.suffix.lower() == ".npz":
         return propose_npz(path)
+    if (spatial := propose_spatial(path, label)) is not None:  # COCO, YOLO, VOC, images + masks
+        return spatial
     if path.is_dir():
         root = _image_root(path)
         if root is not None:

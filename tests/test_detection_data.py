@@ -325,3 +325,55 @@ def test_scene_generator_is_seeded_and_its_boxes_and_masks_agree(tmp_path):
             assert inside.sum() == area  # objects never overlap: each box holds exactly its object's pixels
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()  # tight
         assert (found.mask > 0).sum() == sum(found.areas)
+
+
+# ---------------------------------------------------------------- dlcli init
+
+
+def _init_and_train(cli, target, tmp_path):
+    """init's config, validated, then trained as written but for one epoch (a test's time); returns (config, the
+    run's summary)."""
+    import yaml
+
+    result = cli("init", target, "-o", tmp_path / "starter.yaml")
+    assert result.exit_code == 0, result.output
+    path = Path(result.stdout.strip().splitlines()[-1])
+    text = path.read_text()
+    keys = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert all(" # " in line for line in keys)  # every key commented
+    result = cli("train", path, "--runs-dir", tmp_path / "runs", "--quiet", "--set", "train.epochs=1")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / result.stdout.strip().splitlines()[-1]
+    return yaml.safe_load(text), json.loads((run / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("layout", ["yolo", "coco"])
+def test_init_on_a_detection_layout_writes_a_config_that_trains(cli, tmp_path, layout):
+    out = tmp_path / "scenes"
+    make_scenes.write_scenes(out, n=16, size=40, seed=2, val=0.25, test=0.25, layouts=(layout,))
+    target = out / "data.yaml" if layout == "yolo" else out / "annotations" / "instances_train.json"
+    cfg, summary = _init_and_train(cli, target, tmp_path)
+    assert cfg["task"] == "detection" and cfg["model"]["type"] == "detector"
+    data = cfg["data"]
+    assert data["dataset"] == layout and data["image_size"] == 64  # 40 px pictures: the smallest input side
+    if layout == "coco":
+        assert data["val_annotations"].endswith("instances_val.json")
+        assert data["test_annotations"].endswith("instances_test.json")
+    assert cfg["name"] == "scenes"
+    assert "map" in summary["test"]
+
+
+def test_init_on_an_images_and_masks_folder_writes_a_segmentation_config_that_trains(cli, tmp_path):
+    out = tmp_path / "scenes"
+    make_scenes.write_scenes(out, n=12, size=40, seed=2, val=0.25, test=0.25, layouts=("masks",))
+    cfg, summary = _init_and_train(cli, out / "masks", tmp_path)
+    assert cfg["task"] == "segmentation" and cfg["data"] == {
+        "dataset": "masks", "root": str(out), "image_size": 64, "channels": 3, "val_split": 0.1, "test_split": 0.1,
+        "augment": ["hflip"]}
+    assert "miou" in summary["test"]
+
+
+def test_init_refuses_a_label_column_for_a_detection_layout(cli, tmp_path):
+    make_scenes.write_scenes(tmp_path / "s", n=4, size=32, seed=0, val=0, test=0, layouts=("yolo",))
+    result = cli("init", tmp_path / "s" / "data.yaml", "--label", "y")
+    assert result.exit_code == 2 and "--label y: names a table's label column" in result.output
