@@ -377,3 +377,24 @@ def test_init_refuses_a_label_column_for_a_detection_layout(cli, tmp_path):
     make_scenes.write_scenes(tmp_path / "s", n=4, size=32, seed=0, val=0, test=0, layouts=("yolo",))
     result = cli("init", tmp_path / "s" / "data.yaml", "--label", "y")
     assert result.exit_code == 2 and "--label y: names a table's label column" in result.output
+
+
+def test_coco_images_without_a_stated_size_take_their_pictures_own(tmp_path):
+    _write_picture(tmp_path / "a.png", 100, 50)
+    book = {"images": [{"id": 1, "file_name": "a.png"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 5, 30, 20]}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "train.json").write_text(json.dumps(book))
+    data = parse_data({"dataset": "coco", "train_annotations": str(tmp_path / "train.json"), "image_size": [32, 64],
+                       "val_split": 0.0, "test_split": 0.0, "cache": False}).read(0)
+    assert torch.allclose(data.train.y[0, 0], torch.tensor([0, 6.4, 3.2, 25.6, 16.0]), atol=1e-5)
+
+
+def test_a_data_yaml_copied_with_its_dataset_finds_it_beside_itself(tmp_path, monkeypatch):
+    make_scenes.write_scenes(tmp_path / "s", n=6, size=32, seed=0, val=0, test=0, layouts=("yolo",))
+    text = (tmp_path / "s" / "data.yaml").read_text()
+    (tmp_path / "s" / "data.yaml").write_text(text.replace(str(tmp_path / "s"), "datasets/elsewhere"))
+    monkeypatch.chdir(tmp_path)
+    data = parse_data({"dataset": "yolo", "data_yaml": "s/data.yaml", "image_size": 32, "val_split": 0.0,
+                       "test_split": 0.0, "cache": False}).read(0)
+    assert len(data.train) == 6

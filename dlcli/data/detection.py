@@ -219,11 +219,25 @@ def _coco_split(path: Path, book: dict, index: dict[int, int], split: str, given
         iid = _field(img, "id", int, path, f"image #{i + 1}")
         what = f"image id {iid}"
         name = _field(img, "file_name", str, path, what)
-        width, height = _field(img, "width", (int, float), path, what), _field(img, "height", (int, float), path, what)
+        stated = [img.get(k) for k in ("width", "height")]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in stated):
+            width, height = (float(v) for v in stated)
+        else:  # some exporters leave the size out: the picture's header says it (below)
+            width = height = None
         if iid in images:
             raise DataError(f"{path}: image id {iid} is listed twice ('{images[iid][0]}' and '{name}')")
-        images[iid] = (name, float(height), float(width))
+        images[iid] = (name, height, width)
     folder = _image_folder(path, split, given_images, next(iter(images.values()))[0] if images else None)
+    unsized = set()  # pictures whose size is neither stated nor readable: their boxes cannot be placed
+    for iid, (name, height, width) in images.items():
+        if height is None:
+            found = _header_size(folder / name)
+            if found is None:
+                unsized.add(iid)
+                if (folder / name).is_file():  # a missing file is reported below, with the others
+                    problems.bad("unreadable-image", f"{path}: image id {iid}: {folder / name}: no width and "
+                                 f"height stated, and the picture cannot be read", path)
+            images[iid] = (name, *(found or (1.0, 1.0)))
     boxes: dict[int, list] = {iid: [] for iid in images}
     labels: dict[int, list] = {iid: [] for iid in images}
     crowd = 0
@@ -246,6 +260,8 @@ def _coco_split(path: Path, book: dict, index: dict[int, int], split: str, given
         if ann.get("iscrowd"):
             crowd += 1
             continue
+        if iid in unsized:
+            continue
         x, y, w, h = (float(v) for v in bbox)
         name, height, width = images[iid]
         box = check_box((x, y, x + w, y + h), (height, width), problems, f"{path}: {what} (image id {iid}, {name})",
@@ -262,6 +278,19 @@ def _coco_split(path: Path, book: dict, index: dict[int, int], split: str, given
         pictures.append(_picture(file, boxes[iid], labels[iid], (height, width), f"{path}: image id {iid}",
                                  (int(height), int(width))))
     return pictures, crowd
+
+
+def _header_size(path: Path) -> tuple[float, float] | None:
+    """(height, width) of a picture as decoded (EXIF orientation applied), from its header; None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return (float(w), float(h)) if turned else (float(h), float(w))
 
 
 def _ids(index: dict[int, int]) -> str:
@@ -315,13 +344,17 @@ def read_data_yaml(path: Path) -> dict:
     names = [str(n) for n in names]
     if "nc" in spec and spec["nc"] != len(names):
         raise DataError(f"{path}: nc is {spec['nc']} but names lists {len(names)} classes")
-    root = spec.get("path")
-    if root:
-        root = Path(str(root)).expanduser()
-        if not root.is_absolute():  # Ultralytics looks in its datasets folder; here: beside the yaml, else cwd
-            root = path.parent / root if (path.parent / root).is_dir() else root
+    given = Path(str(spec["path"])).expanduser() if spec.get("path") else None
+    first = Path(str(spec["train"][0] if isinstance(spec["train"], list) and spec["train"] else spec["train"]))
+    # Ultralytics looks for a relative `path` in its datasets folder; here: beside the yaml, then from the current
+    # folder, then the yaml's own folder (a dataset copied with its yaml), whichever holds the training pictures
+    if given is None:
+        roots = [path.parent]
+    elif given.is_absolute():
+        roots = [given]
     else:
-        root = path.parent
+        roots = [path.parent / given, given, path.parent]
+    root = next((r for r in roots if (first if first.is_absolute() else r / first).exists()), roots[0])
     sources = {}
     for split in SPLITS:
         value = spec.get(split)
@@ -410,7 +443,7 @@ def _yolo_picture(picture: Path, classes: int, problems: Problems) -> Picture:
     boxes, labels = [], []
     if label.is_file():
         try:
-            text = label.read_text(encoding="utf-8")
+            text = label.read_text(encoding="utf-8-sig")  # a byte-order mark from Windows tools is not a field
         except (OSError, UnicodeDecodeError) as err:
             raise DataError(f"{label}: cannot read ({err})") from None
         for n, line in enumerate(text.splitlines(), 1):
