@@ -15,6 +15,8 @@ What is written under OUT (one folder of pictures, three ways of annotating them
   annotations/instances_<split>.json              COCO: bbox [x, y, w, h] in pixels, category ids from 1
   labels/<split>/NNNNNN.txt, data.yaml            YOLO: `class cx cy w h` normalised, Ultralytics' data.yaml
   masks/<split>/NNNNNN.png, classes.txt           masks: one byte per pixel, 0 background, 1.. the classes
+  voc/Annotations/NNNNNN.xml, voc/JPEGImages/     Pascal VOC (pixels from 1), splits in voc/ImageSets/Main/
+                                                  (the pictures hard-linked, or copied, from images/)
 Then: `dlcli init OUT/data.yaml` (YOLO), `dlcli init OUT/annotations/instances_train.json` (COCO) or
 `dlcli init OUT/masks` (segmentation) writes a config that trains.
 
@@ -35,7 +37,7 @@ import numpy as np
 SHAPES = ("circle", "square", "triangle")
 DIGITS = tuple("0123456789")
 KINDS = {"shapes": SHAPES, "glyphs": DIGITS}
-LAYOUTS = ("coco", "yolo", "masks")
+LAYOUTS = ("coco", "yolo", "masks", "voc")
 
 
 @dataclass
@@ -245,6 +247,10 @@ def write_scenes(out, n: int = 1000, kind: str = "shapes", size: int | tuple[int
                 "categories": [{"id": i + 1, "name": c, "supercategory": kind} for i, c in enumerate(classes)]}
             for s in splits}
     counts = {s: {"pictures": 0, "boxes": 0} for s in splits}
+    voc_sets: dict[str, list[str]] = {}
+    if "voc" in layouts:
+        for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (out / "voc" / folder).mkdir(parents=True, exist_ok=True)
     for i, (found, split) in enumerate(zip(scenes(n, kind, size, seed, max_objects, sizes), split_of)):
         stem = f"{i:06d}"
         h, w = found.image.shape[:2]
@@ -265,6 +271,9 @@ def write_scenes(out, n: int = 1000, kind: str = "shapes", size: int | tuple[int
             (out / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
         if "masks" in layouts:
             Image.fromarray(found.mask, "L").save(out / "masks" / split / f"{stem}.png", compress_level=1)
+        if "voc" in layouts:
+            _write_voc(out / "voc", stem, out / "images" / split / f"{stem}.png", found, classes)
+            voc_sets.setdefault(split, []).append(stem)
     files = {}
     if "coco" in layouts:
         (out / "annotations").mkdir(parents=True, exist_ok=True)
@@ -280,10 +289,35 @@ def write_scenes(out, n: int = 1000, kind: str = "shapes", size: int | tuple[int
         lines += ["names:"] + [f"  {i}: {json.dumps(c)}" for i, c in enumerate(classes)]
         (out / "data.yaml").write_text("\n".join(lines) + "\n")
         files["yolo"] = [str(out / "data.yaml")]
+    if "voc" in layouts:
+        for split, stems in voc_sets.items():
+            (out / "voc" / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems))
+        files["voc"] = [str(out / "voc")]
     if "masks" in layouts:
         (out / "classes.txt").write_text("\n".join(["background", *classes]) + "\n")
         files["masks"] = [str(out / "masks")]
     return {"kind": kind, "classes": classes, "splits": counts, "files": files}
+
+
+def _write_voc(root: Path, stem: str, picture: Path, found: Scene, classes: list[str]) -> None:
+    """One picture's Pascal VOC annotation (pixels counted from 1, both ends included) and the picture itself."""
+    import os
+    import shutil
+    from xml.sax.saxutils import escape
+
+    target = root / "JPEGImages" / picture.name
+    try:
+        os.link(picture, target)
+    except OSError:  # another file system, or no hard links: a copy
+        shutil.copyfile(picture, target)
+    h, w = found.image.shape[:2]
+    objects = "".join(
+        f"<object><name>{escape(classes[cls])}</name><difficult>0</difficult><bndbox><xmin>{x1 + 1}</xmin>"
+        f"<ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        for cls, x1, y1, x2, y2 in found.boxes)
+    (root / "Annotations" / f"{stem}.xml").write_text(
+        f"<annotation><filename>{picture.name}</filename><size><width>{w}</width><height>{h}</height>"
+        f"<depth>3</depth></size>{objects}</annotation>\n")
 
 
 def main(argv=None) -> None:

@@ -72,6 +72,17 @@ def _write_picture(path: Path, width: int, height: int) -> None:
     Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(path)
 
 
+def test_voc_layout_of_the_same_scenes_reads_into_the_coco_targets(scenes):
+    out, _ = scenes
+    coco = _coco(out).read(0)
+    voc = parse_data({"dataset": "voc", "root": str(out / "voc"), "classes": coco.classes, "image_size": 32,
+                      "cache": False}).read(0)
+    for split in ("train", "val", "test"):
+        a, b = getattr(coco, split), getattr(voc, split)
+        assert torch.equal(a.x, b.x) and torch.equal(a.y[..., 0], b.y[..., 0])
+        assert (a.y[..., 1:] - b.y[..., 1:]).abs().max() < 1e-4
+
+
 def test_boxes_move_with_the_stretch_resize_as_computed_by_hand(tmp_path):
     # A 100 x 50 picture (width x height) stretched to image_size [32, 64] (height, width): x * 0.64, y * 0.64.
     _write_picture(tmp_path / "images" / "train" / "a.png", 100, 50)
