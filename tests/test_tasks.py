@@ -119,6 +119,35 @@ def test_regression_predicts_in_the_targets_units_and_its_metrics_match_scikit_l
     assert [r["id"] for r in listed] == [run.name] and listed[0]["test_metric"] == "r2"
 
 
+def test_regression_scales_by_the_training_rows_and_its_running_mae_is_in_the_targets_units(cli, write_config,
+                                                                                              tmp_path):
+    """The target's mean and std come from the training rows alone (the validation rows are data the run must not
+    have seen), exactly numpy's population figures over them; train_mae, the running figure, is in the target's own
+    units: under loss mae the loss is the same error in standard deviations, so train_mae = train_loss x std."""
+    from dlcli.data import load_data
+
+    train_file = cars(tmp_path / "cars.csv", 120, 0)
+    cfg = table_config("units", train_file, "price", {"type": "regression", "loss": "mae"}, val_split=0.25)
+    cfg["train"]["epochs"] = 2
+    run = train(cli, write_config, cfg, tmp_path / "runs", "-q")
+    fitted = json.loads((run / "data.json").read_text())["task"]
+    split = load_data(validate_config(yaml.safe_load((run / "config.yaml").read_text())))  # the run's own rows
+    train_y, val_y, test_y = (part.y[:, 0].double().numpy() for part in (split.train, split.val, split.test))
+    every = column(train_file, "price")
+    assert (len(train_y), len(val_y), len(test_y)) == (78, 30, 12)  # 10% test, 25% validation: the rest trains
+    # prices are distinct: the three splits are disjoint sets of the file's rows
+    assert set(np.round(np.concatenate([train_y, val_y, test_y]), 2)) == set(np.round(every, 2)) and len(every) == 120
+    assert fitted["mean"] == [pytest.approx(train_y.mean(), rel=1e-9)]
+    assert fitted["std"] == [pytest.approx(train_y.std(), rel=1e-9)]
+    assert abs(every.std() - train_y.std()) > 1e-3 * train_y.std()  # all rows would give other figures
+
+    std = fitted["std"][0]
+    for epoch in runs.read_metrics(run):
+        assert epoch["train_mae"] == pytest.approx(epoch["train_loss"] * std, rel=1e-5)
+        assert epoch["val_mae"] == pytest.approx(epoch["val_loss"] * std, rel=1e-5)
+        assert epoch["train_mae"] > 5  # the spread is about 100: standardised units would give about 1
+
+
 def test_regression_of_two_targets_with_huber_answers_one_number_per_target(cli, write_config, tmp_path):
     train_file = cars(tmp_path / "cars.csv", 300, 0)
     cfg = table_config("two", train_file, ["price", "km"], {"type": "regression", "loss": "huber", "delta": 0.5})
