@@ -295,10 +295,14 @@ def _stdout():
 def evaluate(run_id: RunIdArg,
              split: Annotated[Literal["test", "val"], typer.Option("--split", help="Which split to score")] = "test",
              checkpoint: CheckpointOpt = "best", json_: JsonOpt = False, runs_dir: RunsDirOpt = None,
-             device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto"):
+             device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps")] = "auto",
+             backtest: Annotated[Optional[int], typer.Option("--backtest", help="Forecast runs: K rolling origins a "
+                                 "horizon apart, ending at the test horizon, beside seasonal naive")] = None,
+             refit: Annotated[bool, typer.Option("--refit", help="--backtest: train a model for every origin "
+                                                 "(default: one model trained before the first)")] = False):
     """Score a run on its test (or validation) split: loss, accuracy, per-class scores, confusion matrix.
 
-    Writes eval-<split>.json and confusion-<split>.png into the run.
+    Writes eval-<split>.json and confusion-<split>.png into the run (--backtest: backtest.json and backtest.png).
     """
 
     def body():
@@ -308,6 +312,19 @@ def evaluate(run_id: RunIdArg,
         from dlcli.evaluate import evaluate_run, render
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
+        if backtest is not None:  # rolling-origin backtesting of a forecast run (dlcli.backtest)
+            from dlcli.backtest import backtest_run, render as render_backtest
+
+            found = backtest_run(run, backtest, refit, device, say=lambda line: print(line, file=sys.stderr))
+            if json_:
+                print(json.dumps(found, indent=2))
+            else:
+                render_backtest(found, _stdout())
+            return
+        if refit:
+            from dlcli.errors import BAD_INPUT, DlcliError
+
+            raise DlcliError("--refit goes with --backtest K", BAD_INPUT)
         report = evaluate_run(run, split, checkpoint, device)
         if json_:
             print(json.dumps(report, indent=2))

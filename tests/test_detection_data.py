@@ -409,13 +409,3 @@ def test_a_data_yaml_copied_with_its_dataset_finds_it_beside_itself(tmp_path, mo
     data = parse_data({"dataset": "yolo", "data_yaml": "s/data.yaml", "image_size": 32, "val_split": 0.0,
                        "test_split": 0.0, "cache": False}).read(0)
     assert len(data.train) == 6
-
-
-def test_data_check_refuses_a_val_split_that_is_the_training_pictures(tmp_path):
-    make_scenes.write_scenes(tmp_path, n=6, size=32, seed=0, val=0, test=0, layouts=("yolo",))
-    text = (tmp_path / "data.yaml").read_text()
-    (tmp_path / "data.yaml").write_text(text.replace("train: images/train", "train: images/train\nval: images/train"))
-    result = runner.invoke(app, ["data", "check", str(tmp_path / "data.yaml"), "--json"])
-    assert result.exit_code == 1
-    found = [f["message"] for f in json.loads(result.stdout)["findings"] if f["check"] == "leakage"]
-    assert found and found[0].startswith("6 pictures of val are also in train")

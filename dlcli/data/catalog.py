@@ -11,7 +11,8 @@ import re
 from contextvars import ContextVar
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import (AfterValidator, Field, NonNegativeFloat, PositiveInt, ValidationInfo, field_validator,
+                      model_validator)
 
 from dlcli.augment import AUGMENTS, SEQUENCE_AUGMENTS
 from dlcli.errors import closest
@@ -439,6 +440,22 @@ class Series(DataEntry):
     stride: PositiveInt = Field(1, description="steps between consecutive training windows")
     val_split: int = Field(1, ge=0, le=100, description="validation windows per series, each a horizon before "
                                                         "the test horizon; 0: none")
+    val_windows: PositiveInt | None = Field(
+        None, description="validation windows per series, their origins spread evenly over the val_split horizons "
+                          "held out (overlapping when more than val_split): a steadier val_loss; default one a horizon")
+
+    @field_validator("val_windows")
+    @classmethod
+    def _rolling_fits(cls, value, info: ValidationInfo):
+        if value is None or "horizon" not in info.data or "val_split" not in info.data:
+            return value
+        horizon, held = info.data["horizon"], info.data["val_split"]
+        room = (held - 1) * horizon + 1  # distinct origins whose targets stay inside the held-out horizons
+        if value > max(room, 0):
+            need = 1 + -(-(value - 1) // horizon)
+            raise ValueError(f"{value} windows need {value} distinct origins, and val_split: {held} horizon(s) of "
+                             f"{horizon} steps give {max(room, 0)}: set data.val_split to {need} or more")
+        return value
 
     tasks: ClassVar[tuple[str, ...]] = ("forecast",)
     folds: ClassVar[bool] = False  # time-ordered windows: no shuffled cross-validation folds

@@ -430,10 +430,14 @@ class Windows:
     notes: list = field(default_factory=list)
 
 
-def cut_windows(lengths: list[int], lookback: int, horizon: int, val_windows: int, stride: int = 1) -> Windows:
+def cut_windows(lengths: list[int], lookback: int, horizon: int, val_windows: int, stride: int = 1,
+                rolling: int | None = None) -> Windows:
     """Chronological windows per series (see the module's docstring); the origins are global indices into the
     concatenated series. A series too short for its test window is left out; one too short for training windows
-    still gives its validation and test windows where it can."""
+    still gives its validation and test windows where it can. `val_windows` horizons are held out for validation;
+    `rolling` (data.val_windows): that many validation windows instead of one a horizon, their origins spread evenly
+    from the first held-out step to the last origin whose targets end before the test horizon (rounded to whole
+    steps; overlapping when there are more windows than horizons)."""
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if lengths else np.zeros(0, np.int64)
     train, val, test = ([], []), ([], []), ([], [])
     notes, skipped = [], 0
@@ -443,8 +447,12 @@ def cut_windows(lengths: list[int], lookback: int, horizon: int, val_windows: in
             continue
         test[0].append(s + n - horizon)
         test[1].append(i)
-        for j in range(1, val_windows + 1):
-            o = n - horizon - j * horizon
+        if rolling and val_windows:
+            chosen = np.unique(np.round(np.linspace(n - horizon - val_windows * horizon, n - 2 * horizon,
+                                                    rolling)).astype(np.int64))[::-1]
+        else:
+            chosen = [n - horizon - j * horizon for j in range(1, val_windows + 1)]
+        for o in chosen:
             if o >= lookback:
                 val[0].append(s + o)
                 val[1].append(i)
@@ -495,7 +503,7 @@ def read_series(entry, seed: int, preprocessing: dict | None = None, task=None):
     notes = [p[2] for p in problems]
     H, L, V = entry.horizon, entry.lookback, entry.val_split
     lengths = [len(t) for t in table.times]
-    windows = cut_windows(lengths, L, H, V, entry.stride)
+    windows = cut_windows(lengths, L, H, V, entry.stride, entry.val_windows)
     if not len(windows.train[0]):
         need = L + H * (2 + V)
         raise DataError(f"{entry.train_file}: no series is long enough for a training window: each needs lookback + "
@@ -714,7 +722,7 @@ def survey_series(entry, report) -> None:
         report.add(severity, check, message, [entry.train_file])
     H, L, V = entry.horizon, entry.lookback, entry.val_split
     lengths = [len(t) for t in table.times]
-    windows = cut_windows(lengths, L, H, V, entry.stride)
+    windows = cut_windows(lengths, L, H, V, entry.stride, entry.val_windows)
     few = sum(1 for n in lengths if L + H <= n < L + H * (2 + V))
     if few:
         report.add(INFO, "no-training-window", f"{few:,} series shorter than lookback + horizon x {2 + V} = "
