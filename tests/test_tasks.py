@@ -451,6 +451,53 @@ def test_tuned_thresholds_come_from_a_grid_and_need_enough_positives():
     assert thresholds[1] == 0.5 and thresholds[0] in (0.25, 0.3)  # a grid point separating the two groups
 
 
+def test_ten_validation_positives_are_enough_to_tune_a_threshold_nine_are_not():
+    from dlcli.tasks import parse_task
+    from dlcli.tasks.multilabel import MIN_TUNING_POSITIVES
+
+    task = parse_task({"type": "multilabel", "threshold": "tuned"})
+    truth = torch.zeros(100, 2)
+    truth[:MIN_TUNING_POSITIVES, 0] = 1  # exactly 10 positives: tuned
+    truth[:MIN_TUNING_POSITIVES - 1, 1] = 1  # 9: kept at 0.5, though the same scores would tune it the same way
+    logits = torch.logit(torch.where(truth == 1, 0.32, 0.1))
+    # 0.15 to 0.3 separate positives from negatives (F1 1): the tie goes to the grid point nearest 0.5
+    assert MIN_TUNING_POSITIVES == 10 and task.tune(logits, truth)["thresholds"] == [0.3, 0.5]
+
+
+def test_multilabel_macro_f1_counts_a_label_neither_present_nor_predicted_as_scikit_learn_does():
+    from dlcli.tasks import parse_task
+
+    task = parse_task("multilabel").bind({}, ["a", "b", "c", "d"])
+    truth = torch.tensor([[1, 0, 0, 0], [0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.float32)
+    pred = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [1, 1, 0, 1], [0, 0, 0, 0]])  # c: never present, never predicted
+    logits = torch.tensor(np.where(pred == 1, 2.0, -2.0), dtype=torch.float32)
+    expected = skm.f1_score(truth.numpy(), pred, average="macro", zero_division=0)
+    assert expected == pytest.approx((1 + 2 / 3 + 0 + 1 / 2) / 4)  # a, b, c (0: the label the old mean skipped), d
+    assert task.scores(task.stats(logits, truth))["f1_macro"] == pytest.approx(expected, abs=1e-12)
+    assert task.report(logits, truth)["f1_macro"] == pytest.approx(expected, abs=1e-12)
+    assert task.scores(task.stats(logits, truth))["f1_micro"] == pytest.approx(
+        skm.f1_score(truth.numpy(), pred, average="micro"), abs=1e-12)
+
+
+def test_tuned_thresholds_come_from_the_validation_outputs_not_the_training_ones(cli, write_config, tmp_path):
+    import dlcli
+    from dlcli.data import load_data
+    from dlcli.tasks import parse_task
+
+    cfg = table_config("val-tuned", tagged(tmp_path / "tags.csv", 200, 0), ["a", "b", "c"],
+                       {"type": "multilabel", "threshold": "tuned"}, val_split=0.4)
+    cfg["train"]["epochs"] = 2  # undertrained: where the best threshold lies depends on the rows it is tuned on
+    run = train(cli, write_config, cfg, tmp_path / "runs", "-q")
+    stored = json.loads((run / "data.json").read_text())["task"]["thresholds"]
+    split = load_data(validate_config(yaml.safe_load((run / "config.yaml").read_text())))
+    loaded, tuner = dlcli.load(run), parse_task({"type": "multilabel", "threshold": "tuned"})
+    with torch.no_grad():  # best.pt's outputs, which the run tuned on
+        chosen = {name: tuner.tune(loaded.model(loaded.preprocess(part.x)), part.y)["thresholds"]
+                  for name, part in (("val", split.val), ("train", split.train))}
+    assert chosen["train"] != chosen["val"]  # the case tells the two apart
+    assert stored == chosen["val"]
+
+
 def test_a_repeated_header_column_is_one_line_before_training(cli, write_config, tmp_path):
     data = write_csv(tmp_path / "dup.csv", ["x", "x", "price"], [[1, 2, 3], [4, 5, 6]] * 10)
     result = cli("train", write_config(table_config("dup", data, "price", "regression")), "--runs-dir", tmp_path / "r")

@@ -83,7 +83,8 @@ class SetReader:
 class Multilabel(Task):
     """A set of labels: sigmoid outputs, binary cross-entropy (pos_weight auto for rare labels), a decision threshold
     (0.5, any number, or tuned per label on the validation split); micro and macro F1, subset accuracy, per-label
-    precision/recall/F1 and mean average precision."""
+    precision/recall/F1 and mean average precision. Macro F1 averages over every label, one neither present nor
+    predicted counting 0, as scikit-learn's f1_score(average="macro", zero_division=0)."""
 
     threshold: float | Literal["tuned"] = Field(0.5, description="a label is predicted when its probability "
                                                 "reaches this; tuned: per label, the F1-best on validation")
@@ -187,8 +188,9 @@ class Multilabel(Task):
         tp, fp, fn = (stats[k].double().cpu() for k in ("tp", "fp", "fn"))
         micro = prf(tp.sum(), tp.sum() + fp.sum(), tp.sum() + fn.sum())[2].item()
         _, _, f1 = prf(tp, tp + fp, tp + fn)
-        present = (tp + fp + fn) > 0
-        macro = f1[present].mean().item() if present.any() else 0.0
+        # over every label, as scikit-learn's f1_score(average="macro", zero_division=0): a label neither present
+        # nor predicted counts 0 (a split that never shows a label cannot credit the model with it)
+        macro = f1.mean().item()
         return {"loss": float(stats["loss"]) / n, "f1_micro": micro, "f1_macro": macro,
                 "subset_accuracy": float(stats["exact"]) / n}
 
