@@ -409,3 +409,28 @@ def test_a_data_yaml_copied_with_its_dataset_finds_it_beside_itself(tmp_path, mo
     data = parse_data({"dataset": "yolo", "data_yaml": "s/data.yaml", "image_size": 32, "val_split": 0.0,
                        "test_split": 0.0, "cache": False}).read(0)
     assert len(data.train) == 6
+
+
+def test_data_check_refuses_a_val_split_that_is_the_training_pictures(tmp_path):
+    make_scenes.write_scenes(tmp_path, n=6, size=32, seed=0, val=0, test=0, layouts=("yolo",))
+    text = (tmp_path / "data.yaml").read_text()
+    (tmp_path / "data.yaml").write_text(text.replace("train: images/train", "train: images/train\nval: images/train"))
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "data.yaml"), "--json"])
+    assert result.exit_code == 1
+    found = [f["message"] for f in json.loads(result.stdout)["findings"] if f["check"] == "leakage"]
+    assert found and found[0].startswith("6 pictures of val are also in train")
+
+
+def test_a_stratified_cut_gives_val_and_test_a_picture_of_the_rarest_class(tmp_path):
+    # 30 pictures: 27 hold a 'common' box, 3 a 'rare' one beside it; 10% cuts, stratified on each picture's rarest class.
+    for i in range(30):
+        _write_picture(tmp_path / "images" / "train" / f"{i:02d}.png", 16, 16)
+        lines = "0 0.25 0.25 0.2 0.2\n" + ("1 0.75 0.75 0.2 0.2\n" if i % 10 == 3 else "")
+        (tmp_path / "labels" / "train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "labels" / "train" / f"{i:02d}.txt").write_text(lines)
+    entry = parse_data({"dataset": "yolo", "root": str(tmp_path), "names": ["common", "rare"], "image_size": 16,
+                        "cache": False})
+    for seed in range(3):
+        data = entry.read(seed)
+        for split in (data.train, data.val, data.test):
+            assert int((split.y[..., 0] == 1).any(1).sum()) == 1

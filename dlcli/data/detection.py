@@ -721,6 +721,13 @@ def survey_detection(entry, report) -> None:
                        f"{split} (seeded)")
     for note in listing.notes:
         report.add(INFO, "left-out", note)
+    seen: dict[str, str] = {}
+    for split, pictures in listing.splits.items():
+        shared = [p.path for p in pictures if seen.setdefault(str(p.path.resolve()), split) != split]
+        if shared:
+            first = seen[str(shared[0].resolve())]
+            report.add(ERROR, "leakage", f"{len(shared):,} pictures of {split} are also in {first} (e.g. "
+                       f"{shared[0]}): {split} scores would not say how the model does on new pictures", shared[:1])
 
     shape = (entry.channels, *entry.size())
     hw = entry.size()
