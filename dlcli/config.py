@@ -613,6 +613,11 @@ def apply_override(data: dict, override: str) -> None:
     set_key(data, key.strip(), value, f"--set {key}")
 
 
+# Sections whose short form is a name (`task: regression`, `optimizer: adam`): a key set inside one opens it as the
+# mapping it stands for, with the name under this key.
+SHORT_FORMS = {"task": "type", "optimizer": "name", "scheduler": "name"}
+
+
 def set_key(data: dict, key: str, value, where: str) -> None:
     """data[a][b]... = value for the dotted `a.b...` (list items by index); `where` starts an error's line."""
     node: Any = data
@@ -632,6 +637,8 @@ def set_key(data: dict, key: str, value, where: str) -> None:
             else:
                 if node.get(part) is None:
                     node[part] = {}
+                elif depth == 0 and part in SHORT_FORMS and isinstance(node[part], str):
+                    node[part] = {SHORT_FORMS[part]: node[part]}  # task: regression -> {type: regression, ...}
                 node = node[part]
         else:
             raise ConfigError(f"{where}: '{parts[depth - 1]}' holds a value, not a section")

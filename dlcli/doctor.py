@@ -513,6 +513,27 @@ def _check_targets(entry, task, labels: list[str], report: Report, read: dict) -
     report.sections.update(sections)
 
 
+def _arrow_type(chunk, column: str) -> str:
+    """Arrow's type of a column as the file holds it. A CSV's label (and text, and listed categorical) columns are
+    read as strings, so that `007` stays a class; for those, the type Arrow infers from the cells."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = chunk.table.schema.field(column).type
+    values = chunk.table.column(column).drop_null()
+    if chunk.part.fmt != "csv" or not pa.types.is_string(found) or not len(values):
+        return str(found)
+    for target in (pa.int64(), pa.float64()):
+        try:
+            pc.cast(values, target)
+            return str(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    if set(pc.unique(pc.utf8_lower(values)).to_pylist()) <= {"true", "false"}:
+        return "bool"
+    return str(found)
+
+
 def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: int, text_column,
                    labels: list[str]) -> None:
     """Arrow's types, gaps, distinct values and each column's role (numeric / categorical) under the dataset's rules."""
@@ -531,13 +552,16 @@ def _check_columns(entry, report: Report, chunks, columns: list[str], n_rows: in
                 report.add(ERROR, "unknown-column", f"data.categorical: '{c}' is not a feature column of "
                            f"{entry.train_file}")
     try:
-        feature_columns(entry, columns, labels)  # data.drop_columns names columns of the table, not the label
+        # data.drop_columns names columns of the table, not the label; training needs a column left to read
+        if not text_column and not feature_columns(entry, columns, labels):
+            report.add(ERROR, "no-features", f"{entry.train_file}: no feature columns besides the label "
+                       f"({', '.join(map(repr, labels))}) and data.drop_columns: training reads nothing")
     except DlcliError as err:
         report.add(ERROR, "unknown-column", str(err))
     missing_rule = getattr(entry, "missing", "fill")
     rows = []
     for c in columns:
-        types = sorted({str(chunk.table.schema.field(c).type) for chunk in chunks})
+        types = sorted({_arrow_type(chunk, c) for chunk in chunks})
         gaps = int(sum(missing_mask(chunk.table.column(c)).sum() for chunk in chunks))
         distinct = pc.count_distinct(_strings(chunks, c), mode="only_valid").as_py()
         if c in labels:

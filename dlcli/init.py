@@ -320,12 +320,70 @@ def _columns(chunk) -> list[Column]:
 
 def _named_label(columns: list[Column], name: str, train_file: Path) -> tuple[Column, str]:
     """The label column `dlcli init --label NAME` names."""
-    from dlcli.errors import closest
-
     found = next((c for c in columns if c.name == name), None)
     if found is None:
-        raise DlcliError(f"--label {name}: {train_file} has no such column{closest(name, [c.name for c in columns])}")
+        raise DlcliError(f"--label {name}: {train_file} has no such column{_column_hint(name, columns)}")
     return found, "named by --label"
+
+
+def _column_hint(name: str, columns: list[Column]) -> str:
+    """' (did you mean 'x'?)', else the table's columns in file order: the first and last ones where there are many
+    (labels are usually last)."""
+    import difflib
+
+    names = [c.name for c in columns]
+    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if match:
+        return f" (did you mean '{match[0]}'?)"
+    shown = names if len(names) <= 24 else names[:10] + [f"... {len(names) - 20:,} more ..."] + names[-10:]
+    return f" (its {len(names):,} columns: {', '.join(shown)})"
+
+
+def _label_list(label_name: str | None) -> list[str] | None:
+    """`--label a,b,c`: several 0/1 label columns (a multilabel task); None for one column."""
+    if not label_name or "," not in label_name:
+        return None
+    names = [n.strip() for n in label_name.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise DlcliError(f"--label {label_name}: name each label column once, separated by commas (--label a,b,c)")
+    return names
+
+
+def _flags(chunk, column: Column) -> bool:
+    """Whether a column holds only 0/1 (true/false, yes/no): a label of a multilabel task can be."""
+    import pyarrow.compute as pc
+
+    from dlcli.data.columns import as_strings
+    from dlcli.tasks.multilabel import FALSE, TRUE
+
+    values = pc.unique(as_strings(chunk.table.column(column.name))).drop_null().to_pylist()
+    return bool(values) and all(str(v).strip().lower() in TRUE | FALSE for v in values)
+
+
+def _flag_columns(look: "TableLook", names: list[str], given: str) -> list[Column]:
+    """The columns `--label a,b,c` names, each checked to hold 0/1."""
+    by_name = {c.name: c for c in look.columns}
+    found = []
+    for name in names:
+        if name not in by_name:
+            raise DlcliError(f"--label {given}: {look.train_file} has no column '{name}'"
+                             f"{_column_hint(name, look.columns)}")
+        if not _flags(look.chunk, by_name[name]):
+            raise DlcliError(f"--label {given}: '{name}' holds values other than 0/1; several label columns make a "
+                             f"multilabel task, each 0/1, true/false or yes/no")
+        found.append(by_name[name])
+    return found
+
+
+def _trailing_flags(look: "TableLook") -> list[str]:
+    """The 0/1 columns at the end of the table, ending with the guessed label: two or more look like a set of labels
+    rather than one label and inputs."""
+    names = []
+    for c in reversed(look.columns):
+        if c.id_reason or not _flags(look.chunk, c):
+            break
+        names.insert(0, c.name)
+    return names if len(names) >= 2 and names[-1] == look.label.name else []
 
 
 def _guess_label(columns: list[Column], text: Column | None) -> tuple[Column, str]:
@@ -424,6 +482,8 @@ def _time_column(look: TableLook) -> Column | None:
         column = look.chunk.table.column(c.name)
         if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
             return c
+        if c.numeric and _years(column) and any(o.numeric for o in look.columns if o is not c):
+            return c
         if c.numeric or c.distinct < 3:
             continue
         sample = [v for v in as_strings(column).to_pylist()[:200] if v is not None]
@@ -437,6 +497,25 @@ def _time_column(look: TableLook) -> Column | None:
                 continue
         return c
     return None
+
+
+YEARS = (1000, 2200)  # whole numbers in this range that rise by one per row are years (not a row number)
+
+
+def _years(column) -> bool:
+    """A column of years: whole numbers in YEARS, every year between the first and the last present, and rows that
+    rise by at most one (by one in one series; 0 where several series share a year, back where the next starts)."""
+    import numpy as np
+
+    from dlcli.data.columns import as_numbers
+
+    values, _, _ = as_numbers(column)
+    if len(values) < 3 or np.isnan(values).any() or not np.array_equal(values, np.round(values)):
+        return False
+    if values.min() < YEARS[0] or values.max() > YEARS[1]:
+        return False
+    distinct, steps = np.unique(values), np.diff(values)
+    return len(distinct) >= 3 and bool(np.all(np.diff(distinct) == 1) and np.all(steps <= 1) and (steps == 1).any())
 
 
 def propose_series(look: TableLook, given: Path, time: Column, label_name: str | None) -> Proposal:
@@ -456,10 +535,13 @@ def propose_series(look: TableLook, given: Path, time: Column, label_name: str |
            <= max(2, rows // 10)]
     group = ids[0] if ids else None
     times, _ = parse_times(look.chunk.table.column(time.name), lambda i: look.chunk.where(i))
+    numeric_time = times.dtype.kind != "M"
+    if numeric_time:  # years: as the series reader reads a CSV's year cells (ISO 8601 text: 1700 is a year)
+        times = np.array([str(int(v)) for v in times], dtype="datetime64[s]")
     names = (np.array(look.chunk.table.column(group.name).to_pylist(), dtype=object).astype(str) if group
              else np.zeros(rows, dtype=str))
     per = [np.sort(times[names == n]) for n in np.unique(names)]
-    freq = infer_frequency(per, times.dtype.kind != "M", None)
+    freq = infer_frequency(per, False, None)
     shortest = min(len(t) for t in per)
     horizon = freq.season if freq.season > 1 else 10
     lookback = 3 * horizon
@@ -475,7 +557,8 @@ def propose_series(look: TableLook, given: Path, time: Column, label_name: str |
     data = [
         Key("dataset", "series", "one row per time step; windows of lookback steps -> the next horizon steps"),
         Key("train_file", look.train_file.as_posix(), "the table: a file, or a directory of part files"),
-        Key("time_column", time.name, f"dates or timestamps: {freq.name} (season {freq.season})"),
+        Key("time_column", time.name, "years (whole numbers): yearly, no season" if numeric_time else
+            f"dates or timestamps: {freq.name} (season {freq.season})"),
         Key("label_column", label.name, "the value to forecast" + ("" if label_name else " (guessed: the last "
                                                                                             "numeric column)")),
         Key("id_column", group.name if group else None, f"{group.distinct:,} series, one model for all" if group
@@ -507,24 +590,34 @@ def propose_series(look: TableLook, given: Path, time: Column, label_name: str |
 def propose_table(path: Path, given: Path, label_name: str | None = None) -> Proposal:
     from dlcli.data.tables import TableSource
 
-    look = look_at_table(path, label_name)
-    time_column = _time_column(look)
-    if time_column is not None:  # a date column and numbers: series to forecast
-        return propose_series(look, given, time_column, label_name)
-    layout = sequence_layout(look)
-    if layout is not None:  # one series a row, or one step a row: series to classify
-        return _propose_table_sequences(look, given, layout)
+    several = _label_list(label_name)
+    look = look_at_table(path, several[0] if several else label_name)
+    labels = _flag_columns(look, several, label_name) if several else [look.label]
+    if not several:
+        time_column = _time_column(look)
+        if time_column is not None:  # a date (or year) column and numbers: series to forecast
+            return propose_series(look, given, time_column, label_name)
+        layout = sequence_layout(look)
+        if layout is not None:  # one series a row, or one step a row: series to classify
+            return _propose_table_sequences(look, given, layout)
     train_file, test_file, fmt, chunk, rows = look.train_file, look.test_file, look.fmt, look.chunk, look.rows
     columns, text, label, why = look.columns, look.text, look.label, look.why
     sampled = chunk.table.num_rows
-    if test_file is not None and label.name not in TableSource(str(test_file), fmt, "dlcli init").columns:
+    if test_file is not None and not {c.name for c in labels} <= set(TableSource(str(test_file), fmt,
+                                                                               "dlcli init").columns):
         test_file = None  # a test file without labels (to predict, not to score)
     few = min(FEW_VALUES, sampled / 2)  # values that repeat: classes rather than measurements or ids
-    others = [c.name for c in columns if c is not label and c is not text and c.distinct <= few and not c.id_reason]
-    alternatives = f"; other columns with few values: {_shown(others, 5)}" if others else ""
+    others = [c.name for c in columns if c not in labels and c is not text and c.distinct <= few and not c.id_reason]
+    alternatives = f"; other columns with few values: {_shown(others, 5)}" if others and not several else ""
     sample_note = look.sample_note
-    task = _regression(chunk, label, sample_note)
+    task = Key("task", "multilabel", f"{len(labels)} label columns, any number of them on per row: one sigmoid "
+               f"output each; judged on micro F1") if several else _regression(chunk, label, sample_note)
     warnings = []
+    flags = [] if several or label_name else _trailing_flags(look)
+    if flags:
+        warnings.append(f"the last {len(flags)} columns ({_shown(flags, 6)}) hold only 0/1: if they are labels of "
+                        f"one row (several may be on), `dlcli init {given.as_posix()} --label {','.join(flags)}` "
+                        f"trains a multilabel model; as written, '{label.name}' is the label and the others inputs")
     if task is not None:
         if why.startswith("the last column"):  # picked for its place, not its name: say how to pick another
             warnings.append(f"label column '{label.name}' is a guess ({why}), predicted as a number: name the "
@@ -544,6 +637,10 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
     label_key = Key("label_column", label.name, f"{what_label} ({_plural(label.distinct, 'value')}{sample_note}); "
                                                 f"{'' if label_name else 'guessed: '}{why}{alternatives}")
     answer = "a number: regression" if task else _plural(label.distinct, "class")
+    if several:
+        label_key = Key("label_column", [c.name for c in labels], "the labels, one 0/1 column each (named by "
+                                                                  "--label); a row may have any number on")
+        answer = f"{len(labels)} labels: multilabel"
     splits = [
         Key("val_split", 0.1, "seeded share of the rows held out for validation"),
         Key("test_split", 0.1, "share of the rows held out for the test" + (" (unused: test_file is set)"
@@ -551,11 +648,11 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
     ]
     name = _name_of(given)
     if text is not None:
-        return _propose_text(name, given, rows, files, label_key, splits, text, chunk, columns, label, warnings,
+        return _propose_text(name, given, rows, files, label_key, splits, text, chunk, columns, labels, warnings,
                              task, answer)
 
-    ids = [c for c in columns if c is not label and c.id_reason]
-    features = [c for c in columns if c is not label and c not in ids]
+    ids = [c for c in columns if c not in labels and c.id_reason]
+    features = [c for c in columns if c not in labels and c not in ids]
     categorical = [c for c in features if not c.numeric]
     width = sum(1 if c.numeric else c.distinct + 1 for c in features)
     hidden = [64, 32] if width <= 64 else [128, 64] if width <= 512 else [256, 128]
@@ -589,15 +686,22 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
     header = [
         (f"Starter config written by `dlcli init {given.as_posix()}`: a table of {_plural(rows, 'row')} and "
         f"{_plural(len(columns), 'column')}: {_plural(len(features) - len(categorical), 'numeric feature')}, "
-        f"{_plural(len(categorical), 'categorical feature')}, label '{label.name}'{' (a number)' if task else ''}"
+        f"{_plural(len(categorical), 'categorical feature')}, {_named(labels, task)}"
         f"{', ' + _plural(len(ids), 'id column') + ' dropped' if ids else ''}."),
     ]
-    what = f"{fmt} table, {_plural(rows, 'row')}, label '{label.name}' ({answer})" + \
+    what = f"{fmt} table, {_plural(rows, 'row')}, {_named(labels, None)} ({answer})" + \
         (f"; dropped id-like {_shown([c.name for c in ids], 3)}" if ids else "")
     return Proposal(name, what, header, data, model, optimizer, train_keys, warnings, task)
 
 
-def _propose_text(name, given, rows, files, label_key, splits, text: Column, chunk, columns, label, warnings,
+def _named(labels: list[Column], task: Key | None) -> str:
+    """label 'price' (a number), or labels 'a', 'b', 'c'."""
+    if len(labels) > 1:
+        return "labels " + ", ".join(f"'{c.name}'" for c in labels)
+    return f"label '{labels[0].name}'" + (" (a number)" if task else "")
+
+
+def _propose_text(name, given, rows, files, label_key, splits, text: Column, chunk, columns, labels, warnings,
                   task: Key | None, answer: str):
     import numpy as np
     import pyarrow.compute as pc
@@ -612,7 +716,7 @@ def _propose_text(name, given, rows, files, label_key, splits, text: Column, chu
     tokens = pc.count_substring_regex(values, tokenizer.pattern).to_numpy(zero_copy_only=False)
     p95 = int(np.percentile(tokens, 95)) if len(tokens) else 1
     max_length = max(16, min(256, -(-p95 // 8) * 8))
-    ignored = [c.name for c in columns if c is not text and c is not label]
+    ignored = [c.name for c in columns if c is not text and c not in labels]
     data = [
         Key("dataset", "text_csv", "the dataset kind: texts and their labels in a CSV or Parquet file"),
         *files,
@@ -643,8 +747,8 @@ def _propose_text(name, given, rows, files, label_key, splits, text: Column, chu
         Key("grad_clip", 1.0, "cap the gradient norm: keeps the LSTM's updates stable"),
     ]
     header = [(f"Starter config written by `dlcli init {given.as_posix()}`: {_plural(rows, 'text')} in column "
-              f"'{text.name}', label '{label.name}'{' (a number)' if task else ''}.")]
-    what = f"text_csv, {_plural(rows, 'text')}, label '{label.name}' ({answer})"
+              f"'{text.name}', {_named(labels, task)}.")]
+    what = f"text_csv, {_plural(rows, 'text')}, {_named(labels, None)} ({answer})"
     return Proposal(name, what, header, data, model, optimizer, train_keys, warnings, task)
 
 

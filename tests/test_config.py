@@ -95,6 +95,17 @@ def test_override_indexes_lists():
         apply_override(data, "model.layers.4.dense=1")
 
 
+def test_set_opens_the_short_form_of_a_named_section():
+    """`task: regression` (as init writes it) takes --set task.loss=huber, as data check's advice reads."""
+    data = {"task": "regression", "optimizer": "adam", "train": {"epochs": 3}}
+    apply_override(data, "task.loss=huber")
+    apply_override(data, "optimizer.lr=0.01")
+    assert data["task"] == {"type": "regression", "loss": "huber"}
+    assert data["optimizer"] == {"name": "adam", "lr": 0.01}
+    with pytest.raises(DlcliError, match="'epochs' holds a value, not a section"):
+        apply_override(data, "train.epochs.max=4")  # a plain value opens nothing
+
+
 def test_no_validation_split_moves_val_monitors_to_train():
     cfg = validate_config({**tiny_config(), "train": {"early_stopping": {"monitor": "val_loss"}}, "data": {
         "dataset": "synthetic", "val_split": 0}})

@@ -254,3 +254,16 @@ def test_multilabel_label_frequencies_and_labels_never_on(cli, write_config, tmp
     for text in ("labels: rows on", "(no label)", "label-not-in-train", "label 'z' is on in 1 test row",
                  "label-always-on", "label 'a' is on in every training row"):
         assert text in result.stdout, text
+
+
+def test_a_numeric_label_shows_its_arrow_type_and_no_features_is_an_error(cli, write_config, tmp_path):
+    rows = "".join(f"{1900 + i},{i % 5},{i * 0.5},{'true' if i % 2 else 'false'}\n" for i in range(40))
+    (tmp_path / "t.csv").write_text("year,code,value,flag\n" + rows)
+    data = {"dataset": "csv", "train_file": str(tmp_path / "t.csv"), "label_column": "code"}
+    report = json.loads(cli("data", "check", write_config(tiny_config(data=data)), "--json").stdout)
+    assert {c["name"]: c["arrow_type"] for c in report["columns"]} == {"year": "int64", "code": "int64",
+                                                                         "value": "double", "flag": "bool"}
+    data.update(label_column="value", drop_columns=["year", "code", "flag"])
+    result = cli("data", "check", write_config(tiny_config(task="regression", data=data)), "--json")
+    found = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert result.exit_code == 1 and found["no-features"]["severity"] == "error"

@@ -160,6 +160,55 @@ def test_init_label_option_names_the_column(cli, tmp_path):
         assert text in result.stderr
 
 
+def flag_table(path: Path, n: int = 200) -> Path:
+    """20 numbers and three 0/1 label columns at the end, each decided by the numbers."""
+    rng = random.Random(0)
+    lines = [",".join([f"x{i}" for i in range(20)] + ["l0", "l1", "l2"])]
+    for _ in range(n):
+        x = [rng.gauss(0, 1) for _ in range(20)]
+        lines.append(",".join(f"{v:.3f}" for v in x) + f",{int(x[0] > 0)},{int(x[1] > 0.5)},{int(x[2] < 0)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_init_label_list_writes_multilabel_and_trailing_flags_are_named(cli, tmp_path):
+    table = flag_table(tmp_path / "flags.csv")
+    path, cfg = init(cli, table, "--label", "l0,l1,l2", "-o", tmp_path / "ml.yaml")
+    assert cfg["task"] == "multilabel" and cfg["data"]["label_column"] == ["l0", "l1", "l2"]
+    assert load_config(path).task.entry_name == "multilabel"
+    result = cli("train", path, "--runs-dir", tmp_path / "runs", "-q", "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+
+    result = cli("init", table, "-o", tmp_path / "guess.yaml")  # the guess: the last column, and a word on the others
+    assert result.exit_code == 0, result.output
+    assert "the last 3 columns (l0, l1, l2) hold only 0/1" in result.stderr and "--label l0,l1,l2" in result.stderr
+    for label, text in (("l0,l1,zz", "has no column 'zz' (its 23 columns: x0, x1, x2, "),
+                        ("l0,x1", "'x1' holds values other than 0/1"), ("l0,,l1", "name each label column once")):
+        result = cli("init", table, "--label", label, "-o", tmp_path / "bad.yaml")
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        assert text in result.stderr
+    result = cli("init", table, "--label", "qqq")
+    assert "(its 23 columns: x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15, x16, x17, x18, " \
+           "x19, l0, l1, l2)" in result.stderr  # every column, in the file's order
+
+
+def test_init_reads_whole_number_years_as_a_yearly_series(cli, tmp_path):
+    import math
+
+    rows = [f"{year},{60 + 50 * math.sin((year - 1700) / 11 * 2 * math.pi):.1f}" for year in range(1700, 2009)]
+    (tmp_path / "sunspots.csv").write_text("year,value\n" + "\n".join(rows) + "\n")
+    path, cfg = init(cli, tmp_path / "sunspots.csv", "-o", tmp_path / "sun.yaml")
+    assert cfg["task"] == "forecast" and cfg["data"]["dataset"] == "series"
+    assert (cfg["data"]["time_column"], cfg["data"]["label_column"]) == ("year", "value")
+    assert "yearly" in path.read_text()
+    result = cli("train", path, "--runs-dir", tmp_path / "runs", "-q", "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+    shuffled = rows[::7] + rows[1::7]  # years out of order are a feature, not a time
+    (tmp_path / "cars.csv").write_text("year,km,price\n" + "\n".join(f"{r},{i}" for i, r in enumerate(shuffled)))
+    _, cfg = init(cli, tmp_path / "cars.csv", "-o", tmp_path / "cars.yaml")
+    assert cfg["data"]["dataset"] == "csv"
+
+
 def test_init_text_csv_trains_above_chance(cli, tmp_path):
     texts = write_texts(tmp_path / "reviews.csv")
     path, cfg = init(cli, texts)
