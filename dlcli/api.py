@@ -9,7 +9,8 @@
 
 Every function validates as the command line does and raises `dlcli.DlcliError` (`ConfigError`, `DataError`, ...)
 with the same one-line messages; nothing here exits the interpreter. Ctrl-C (a notebook's interrupt) stops a
-training with a resumable checkpoint, as in the terminal, and raises `dlcli.Interrupted`.
+training with a resumable checkpoint, as in the terminal, and raises `dlcli.TrainingInterrupted`, wherever in
+`train` it lands (reading the data, the epochs, scoring the test split), never a bare KeyboardInterrupt.
 """
 
 from __future__ import annotations
@@ -99,12 +100,23 @@ def train(config: Config, overrides: dict | None = None, runs_dir: str | os.Path
 
     data / test_data: a pandas DataFrame or a pyarrow Table instead of a table config's train_file / test_file
     (the run records their fingerprint; see dlcli.data.memory)."""
-    from dlcli.train import train as run_training
-
     cfg = parse_config(config, overrides, (data is not None, test_data is not None))
     if cfg.train.devices > 1:
         raise DlcliError(f"train.devices {cfg.train.devices}: training in several processes runs from the command "
                          f"line (dlcli train CONFIG --devices {cfg.train.devices})")
+    try:
+        return _train(cfg, runs_dir, quiet, callbacks, data, test_data)
+    except KeyboardInterrupt:  # outside the epochs (they raise TrainingInterrupted themselves): one exception type
+        from dlcli.errors import TrainingInterrupted
+
+        raise TrainingInterrupted("interrupted (KeyboardInterrupt) outside the training epochs, while reading the "
+                                  "data, building the model or scoring the test split: `dlcli runs` shows what "
+                                  "was saved", 130) from None
+
+
+def _train(cfg, runs_dir, quiet, callbacks, data, test_data) -> "Run":
+    from dlcli.train import train as run_training
+
     with _in_memory(cfg, data, test_data):
         if cfg.train.cv:  # the folds, then the refit: its Run (cv.json lists the folds)
             from dlcli.cv import cross_validate

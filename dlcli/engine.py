@@ -231,6 +231,15 @@ class Interrupted(DlcliError):
         super().__init__(f"interrupted by {signame}", 143 if signame == "SIGTERM" else 130, shared=True)
 
 
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM during fit: stop wherever the loop is. A KeyboardInterrupt, not an Exception, so that
+    no `except Exception` on its way (a logger's, a plot's) takes it for a failure and carries on."""
+
+    def __init__(self, signame: str):
+        self.signame = signame
+        super().__init__(f"interrupted by a second {signame}")
+
+
 class NonFiniteLoss(DlcliError):
     def __init__(self, message: str):
         super().__init__(message, RUNTIME, shared=True)
@@ -304,18 +313,22 @@ def set_rng_state(state: dict, data_order: torch.Generator) -> None:
 @contextlib.contextmanager
 def stop_on_signals(state: State):
     """SIGINT/SIGTERM set `state.interrupt`; the loop saves and stops after the current step. A second one stops
-    at once. Handlers are installed only for the fit (and only where Python allows: the main thread)."""
+    at once (StopNow), and puts the handlers from before back, so that a third acts as it would outside dlcli.
+    Handlers are installed only for the fit (and only where Python allows: the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous: dict = {}
 
     def handler(signum, frame):
         name = signal.Signals(signum).name
         if state.interrupt:
-            raise Interrupted(name, saved=False)
+            for s, h in previous.items():
+                signal.signal(s, h)
+            raise StopNow(name)
         state.interrupt = name
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous.update({s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)})
     try:
         yield
     finally:

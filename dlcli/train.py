@@ -22,7 +22,7 @@ import torch
 from dlcli import __version__, _callable, runs, track
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
-from dlcli.engine import (Callback, EarlyStopping, Interrupted, Trainer, auto_threads, monitor_mode,
+from dlcli.engine import (Callback, EarlyStopping, Interrupted, StopNow, Trainer, auto_threads, monitor_mode,
                           predict_logits, resolve_device, seed_everything, use_channels_last)
 from dlcli.errors import RUNTIME, DlcliError, TrainingInterrupted
 from dlcli.finetune import FreezeSchedule, frozen_note, init_from, model_for, resolve_image_size, resolve_init
@@ -426,11 +426,12 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
         state = trainer.fit()
         train_seconds = time.perf_counter() - fit_started
     except BaseException as err:
-        if isinstance(err, Interrupted):
-            saved = (f"saved a checkpoint at step {trainer.state.step}" if err.saved
+        if isinstance(err, (Interrupted, StopNow)):
+            saved = (f"saved a checkpoint at step {trainer.state.step}" if isinstance(err, Interrupted)
                      else "stopped at once by a second signal; resume starts from the last saved checkpoint")
             err = TrainingInterrupted(f"interrupted by {err.signame} in epoch {trainer.state.epoch + 1}: {saved}; "
-                                      f"continue with `dlcli resume {run.name}`", err.exit_code, shared=True)
+                                      f"continue with `dlcli resume {run.name}`",
+                                      143 if err.signame == "SIGTERM" else 130, shared=True)
         elif isinstance(err, OSError):
             err = DlcliError(f"run {run.name} failed: {err.strerror or err}", RUNTIME)
         interrupted = isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", 0) in (130, 143)

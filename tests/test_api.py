@@ -109,6 +109,23 @@ print(run.status, len(run.metrics))
     assert lines[1:] == ["interrupted", "completed 5"]
 
 
+def test_an_interrupt_outside_dlclis_handler_reaches_the_user_as_training_interrupted(tmp_path):
+    """Python's own handler raises KeyboardInterrupt where dlcli's is not installed (reading the data, scoring the
+    test split): train raises TrainingInterrupted all the same, and the run says it was interrupted."""
+    def interrupt(metrics):
+        raise KeyboardInterrupt
+
+    try:
+        dlcli.train(tiny_config(train={"epochs": 3}), runs_dir=tmp_path, quiet=True, callbacks=interrupt)
+    except KeyboardInterrupt:
+        pytest.fail("a bare KeyboardInterrupt reached the user")
+    except dlcli.TrainingInterrupted as err:
+        assert err.exit_code == 130 and "KeyboardInterrupt" in str(err)
+    else:
+        pytest.fail("train returned")
+    assert dlcli.runs(tmp_path)[0].status == "interrupted"
+
+
 def test_in_memory_tables_train_record_a_fingerprint_and_evaluate_only_with_the_frame(cli, tmp_path):
     pd = pytest.importorskip("pandas")
     frame = pd.read_csv(cars(tmp_path / "cars.csv", 300, 0))

@@ -161,6 +161,28 @@ def test_second_signal_stops_at_once_and_resume_uses_the_last_checkpoint(cli, wr
     assert_same_training(straight, run)
 
 
+class SwallowedSignals(Callback):
+    """Two Ctrl-Cs that land inside code which, like a logger's, takes any Exception for its own failure."""
+
+    def on_step(self, trainer, seen, loss, correct):
+        if trainer.state.step == 8:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            except Exception:
+                pass
+
+
+def test_a_second_signal_stops_even_inside_code_that_catches_exceptions(cli, write_config, tmp_path, inject):
+    inject(SwallowedSignals())
+    result = cli("train", write_config(rich_config(epochs=2)), "--runs-dir", tmp_path, "-q")
+    assert result.exit_code == 130
+    assert "stopped at once by a second signal" in one_error_line(result)
+    run = next(tmp_path.iterdir())
+    assert runs.load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 6  # nothing saved after the signals
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+
+
 def test_resume_stretches_schedules_tied_to_the_total(cli, write_config, tmp_path):
     # OneCycleLR refuses to step past its planned total: resuming with more epochs must re-plan it.
     cfg = tiny_config(scheduler={"name": "onecycle"}, train={"epochs": 1, "batch_size": 32})
