@@ -432,3 +432,22 @@ def test_resume_ends_exactly_where_a_straight_run_does(tmp_path):
     first = train(tmp_path, cfg, tmp_path / "b")
     ok("resume", first.name, "--epochs", 2, "--runs-dir", tmp_path / "b", "-q")
     assert_same_training(straight, first)
+
+
+def test_two_processes_train_like_one_with_twice_the_batch(tmp_path):
+    """DDP over gloo: the confusion matrices of the ranks' shares sum to the split's, and the per-picture loss
+    averages to the same gradient (no batchnorm, whose statistics are per rank)."""
+    from tests.test_distributed import assert_same, dlcli, finished, run_of
+
+    write_scenes(tmp_path / "data", 22)
+    cfg = seg_config(tmp_path / "data", epochs=2, batch_size=4)
+    cfg["model"] = {"type": "unet", "width": 4, "depth": 1, "batchnorm": False}
+    cfg["data"].update(val_split=0.25, augment=[])  # each rank draws its own flips
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    finished(dlcli("train", path, "--set", "train.batch_size=8", "--runs-dir", tmp_path / "one", "-q"))
+    finished(dlcli("train", path, "--devices", "2", "--runs-dir", tmp_path / "two", "-q"))
+    one, two = run_of(tmp_path / "one"), run_of(tmp_path / "two")
+    assert_same(one, two, atol=1e-5)
+    assert json.loads((two / "summary.json").read_text())["test"]["miou"] == pytest.approx(
+        json.loads((one / "summary.json").read_text())["test"]["miou"], abs=1e-6)

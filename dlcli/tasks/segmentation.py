@@ -202,7 +202,8 @@ class Segmentation(Task):
         return {"output": "class probabilities per pixel (N, classes, H, W) at the input size, softmax applied; the "
                           "mask is their argmax over axis 1, resized to a picture's own size with nearest neighbour "
                           "(outside the graph); the run's normalisation is inside",
-                "classes": list(self._names), "output_shape": [-1, len(self._names), "H", "W"]}
+                "classes": list(self._names),
+                "output_shape": [-1, len(self._names), *getattr(self, "_input_shape", (0, "H", "W"))[1:]]}
 
     def report(self, out, y):
         import torch
