@@ -451,3 +451,20 @@ def test_two_processes_train_like_one_with_twice_the_batch(tmp_path):
     assert_same(one, two, atol=1e-5)
     assert json.loads((two / "summary.json").read_text())["test"]["miou"] == pytest.approx(
         json.loads((one / "summary.json").read_text())["test"]["miou"], abs=1e-6)
+
+
+def test_data_check_lists_every_bad_file_and_the_pixels_per_class(tmp_path):
+    write_scenes(tmp_path / "data", 8)
+    _other_size(tmp_path / "data")
+    _value_outside(tmp_path / "data")
+    _no_picture(tmp_path / "data")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(seg_config(tmp_path / "data")))
+    result = invoke("data", "check", tmp_path / "c.yaml", "--json")
+    report = json.loads(result.stdout)
+    assert not report["ok"] and report["errors"] == 3, report["findings"]
+    named = " ".join(f["message"] for f in report["findings"])
+    assert "s0_003.png" in named and "s0_004.png" in named and "stray.png" in named
+    good = [f for f in sorted((tmp_path / "data" / "masks" / "train").glob("s0_*.png"))
+            if f.name not in ("s0_003.png", "s0_004.png")]
+    by_hand = np.bincount(np.concatenate([np.array(Image.open(f)).ravel() for f in good]), minlength=3)
+    assert report["classes"]["counts"]["train"] == dict(zip(CLASSES, by_hand.tolist()))

@@ -290,6 +290,12 @@ class Masks(ImageEntry):
 
         return read_masks(self, seed)
 
+    def survey(self, report, seed: int = 0) -> None:
+        """`dlcli data check`: every bad mask or orphan file, pixels per class, background-only pictures."""
+        from dlcli.data.segmentation import survey_masks
+
+        survey_masks(self, report)
+
     def describe(self, seed: int = 0, task=None):
         from dlcli.data.segmentation import class_names
 

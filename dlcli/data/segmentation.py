@@ -216,3 +216,76 @@ def read_masks(entry, seed: int):
     target = {"ignore_index": entry.ignore_index, "pixels": counts.tolist()}
     return DataBundle(train, splits.get("val"), splits["test"], names, shape, Normalizer(mean, std, image), None, None,
                       cut.notes, target)
+
+
+def survey_masks(entry, report) -> None:
+    """`dlcli data check` of a masks entry into `report` (dlcli.doctor.Report): every problem training would stop
+    at (orphans on either side, masks of another size, of several channels, with values outside the classes), the
+    pixels of each class per split at image_size, each class's share of train's pixels, pictures with nothing but
+    background, ignored pixels, and classes training never sees."""
+    import torch
+
+    from dlcli.tasks import ERROR, INFO, WARNING
+
+    root = Path(entry.root)
+    try:
+        names = class_names(entry)
+        folders = split_folders(root)
+    except DataError as err:
+        report.add(ERROR, "layout", str(err))
+        return
+    k, size = len(names), entry.size()
+    for split in ("val", "test"):
+        if split not in folders:
+            share = entry.val_split if split == "val" else entry.test_split
+            report.add(INFO, "layout", f"no {split} split: {share:.0%} of the training pictures are held out as "
+                       f"{split} (seeded)")
+    counts, section = {}, {}
+    for split, (images, masks) in folders.items():
+        try:
+            pictures = _listing(images) if images.is_dir() else {}
+            labels = _listing(masks) if masks.is_dir() else {}
+        except DataError as err:
+            report.add(ERROR, "layout", str(err))
+            continue
+        for stem in sorted(set(pictures) - set(labels)):
+            report.add(ERROR, "picture-without-mask", f"masks: {pictures[stem]}: picture without a mask (expected "
+                       f"{masks / (stem + '.png')})", [pictures[stem]])
+        for stem in sorted(set(labels) - set(pictures)):
+            report.add(ERROR, "mask-without-picture", f"masks: {labels[stem]}: mask without a picture (no "
+                       f"{stem}.* in {images}/)", [labels[stem]])
+        total = torch.zeros(256, dtype=torch.long)
+        background_only = 0
+        for stem in sorted(set(pictures) & set(labels)):
+            try:
+                mask = read_mask(labels[stem], pictures[stem], size, k, entry.ignore_index)
+            except DataError as err:
+                report.add(ERROR, "bad-mask", str(err), [labels[stem]])
+                continue
+            found = torch.bincount(mask.flatten().long(), minlength=256)
+            background_only += int(found[1:k].sum() == 0)
+            total += found
+        counts[split] = dict(zip(names, total[:k].tolist()))
+        section[split] = {"pictures": len(set(pictures) & set(labels)), "background_only": background_only,
+                          "ignored_pixels": int(total[entry.ignore_index])}
+        if background_only:
+            report.add(INFO, "background-only", f"{split}: {background_only:,} of {section[split]['pictures']:,} "
+                       "pictures hold nothing but background")
+    train = counts.get("train")
+    if train is None:
+        return
+    scored = sum(train.values())
+    if scored:
+        shares = ", ".join(f"{name} {n / scored:.1%}" for name, n in train.items())
+        report.add(INFO, "pixel-share", f"train pixels by class (at {size[1]}x{size[0]}): {shares}")
+    for name, n in train.items():
+        elsewhere = [s for s, c in counts.items() if s != "train" and c.get(name)]
+        if not n and elsewhere:
+            report.add(ERROR, "class-not-in-train", f"class '{name}' has pixels in {', '.join(elsewhere)} but none "
+                       "in train: a model cannot learn it")
+        elif not n:
+            report.add(WARNING, "empty-class", f"class '{name}' has no pixels in any mask: drop it from the classes?")
+    present = [n for n in train.values() if n]
+    report.sections["classes"] = {"names": names, "counts": counts, "unit": f"pixels at {size[1]}x{size[0]}",
+                                  "imbalance_ratio": round(max(present) / min(present), 3) if present else None}
+    report.sections["masks"] = section
