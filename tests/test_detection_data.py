@@ -434,3 +434,13 @@ def test_a_stratified_cut_gives_val_and_test_a_picture_of_the_rarest_class(tmp_p
         data = entry.read(seed)
         for split in (data.train, data.val, data.test):
             assert int((split.y[..., 0] == 1).any(1).sum()) == 1
+
+
+def test_a_streamed_detection_split_gives_the_in_memory_batches(scenes):
+    out, _ = scenes
+    memory = _yolo(out).read(0)
+    streamed = _yolo(out, stream=True, num_workers=0).read(0)
+    order = torch.randperm(len(memory.train), generator=torch.Generator().manual_seed(0)).split(5)
+    for (xa, ya), (xb, yb) in zip(memory.train.batches(order), streamed.train.batches(order)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert memory.normalizer.mean == pytest.approx(streamed.normalizer.mean, abs=1e-6)
