@@ -121,6 +121,32 @@ def test_a_regression_table_cross_validates_from_python(tmp_path):
     assert report["curve"][report["epochs"] - 1] == min(report["curve"])
 
 
+def test_the_refit_trains_for_the_epoch_the_folds_chose_not_train_epochs(tmp_path):
+    """A target of pure noise, which an MLP with a large step size starts to memorise: the folds' mean validation
+    loss is lowest before the last of the 4 configured epochs, and the refit trains that many epochs (where the
+    folds choose the last epoch, as in the tests above, the two counts cannot be told apart)."""
+    import dlcli
+
+    rng = random.Random(0)
+    path = tmp_path / "noise.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "y"])
+        for _ in range(48):
+            w.writerow([f"{rng.gauss(0, 1):.4f}" for _ in range(3)])
+    cfg = {"name": "noise", "seed": 0, "task": "regression",
+           "data": {"dataset": "csv", "train_file": str(path), "label_column": "y"},
+           "model": {"type": "mlp", "hidden": [64, 64]}, "optimizer": {"name": "adam", "lr": 0.1},
+           "train": {"epochs": 4, "batch_size": 8, "cv": 2}}
+    run = dlcli.train(cfg, runs_dir=tmp_path / "runs", quiet=True)
+    report = json.loads((run.dir / "cv.json").read_text())
+    chosen = report["epochs"]
+    assert chosen < 4 and report["curve"][chosen - 1] == min(report["curve"])  # the case this test is for
+    assert run.config["train"]["epochs"] == chosen and run.summary["epochs_completed"] == chosen
+    assert [m["epoch"] for m in run.metrics] == list(range(1, chosen + 1))
+    assert torch.load(run.dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == chosen
+
+
 def test_bad_cv_requests_are_one_line_errors(cli, tmp_path):
     table = write_table(tmp_path / "t.csv", n=40)
     base = [CONFIGS / "table_csv.yaml", "--runs-dir", tmp_path / "runs", "--set", f"data.train_file={table}"]
