@@ -444,3 +444,23 @@ def test_a_streamed_detection_split_gives_the_in_memory_batches(scenes):
     for (xa, ya), (xb, yb) in zip(memory.train.batches(order), streamed.train.batches(order)):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert memory.normalizer.mean == pytest.approx(streamed.normalizer.mean, abs=1e-6)
+
+
+def test_roboflow_coco_export_is_recognised_with_its_splits(tmp_path, cli):
+    # Roboflow writes train/, valid/, test/, each holding its pictures and _annotations.coco.json
+    for split in ("train", "valid", "test"):
+        _write_picture(tmp_path / "export" / split / "a.png", 40, 40)
+        book = {"images": [{"id": 0, "file_name": "a.png", "width": 40, "height": 40}],
+                "annotations": [{"id": 0, "image_id": 0, "category_id": 1, "bbox": [5, 5, 10, 10]}],
+                "categories": [{"id": 0, "name": "things"}, {"id": 1, "name": "thing"}]}
+        (tmp_path / "export" / split / "_annotations.coco.json").write_text(json.dumps(book))
+    from dlcli.data.detection import recognise
+
+    data = recognise(tmp_path / "export")
+    assert data == {"dataset": "coco", "train_annotations": str(tmp_path / "export/train/_annotations.coco.json"),
+                    "val_annotations": str(tmp_path / "export/valid/_annotations.coco.json"),
+                    "test_annotations": str(tmp_path / "export/test/_annotations.coco.json")}
+    bundle = parse_data({**data, "image_size": 20, "cache": False}).read(0)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (1, 1, 1)
+    assert bundle.classes == ["things", "thing"]
+    assert torch.equal(bundle.val.y, torch.tensor([[[1.0, 2.5, 2.5, 7.5, 7.5]]]))

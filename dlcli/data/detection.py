@@ -800,12 +800,18 @@ def looks_like_data_yaml(path: Path) -> bool:
 
 
 def _sibling_jsons(path: Path) -> dict[str, Path]:
-    """COCO files of the other splits beside a train file: instances_train2017.json -> instances_val2017.json."""
+    """COCO files of the other splits beside a train file: instances_train2017.json -> instances_val2017.json, or
+    train/_annotations.coco.json -> valid/_annotations.coco.json (Roboflow's export, pictures beside each JSON)."""
     out = {}
-    if "train" in path.name:
-        for split in ("val", "test"):
-            other = path.with_name(path.name.replace("train", split))
-            if other.is_file():
+    for split, names in (("val", ("val", "valid")), ("test", ("test",))):
+        for name in names:
+            if "train" in path.name:
+                other = path.with_name(path.name.replace("train", name))
+            elif path.parent.name.startswith("train"):
+                other = path.parent.parent / path.parent.name.replace("train", name) / path.name
+            else:
+                continue
+            if other.is_file() and split not in out:
                 out[split] = other
     return out
 
@@ -829,7 +835,7 @@ def recognise(path: Path) -> dict | None:
             return {"dataset": "yolo", "data_yaml": (path / name).as_posix()}
     annotations = path / "annotations"
     found = sorted(annotations.glob("*train*.json")) if annotations.is_dir() else []
-    found = found or sorted(path.glob("*train*.json"))
+    found = found or sorted(path.glob("*train*.json")) or sorted(path.glob("train*/*.json"))
     if found:
         return recognise(next((p for p in found if p.name.startswith("instances")), found[0]))
     if (path / "Annotations").is_dir() and (path / "JPEGImages").is_dir():
