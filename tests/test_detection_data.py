@@ -464,3 +464,8 @@ def test_roboflow_coco_export_is_recognised_with_its_splits(tmp_path, cli):
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (1, 1, 1)
     assert bundle.classes == ["things", "thing"]
     assert torch.equal(bundle.val.y, torch.tensor([[[1.0, 2.5, 2.5, 7.5, 7.5]]]))
+    result = cli("data", "check", tmp_path / "export", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["ok"], result.stdout  # the unused placeholder category blocks nothing
+    empty = [f for f in report["findings"] if f["check"] == "empty-class"]
+    assert empty[0]["severity"] == "warning" and "'things'" in empty[0]["message"]

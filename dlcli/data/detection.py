@@ -771,8 +771,11 @@ def survey_detection(entry, report) -> None:
         model = scale_boxes(p.boxes, p.frame, hw)
         tiny += int(((model[:, 2] - model[:, 0] < TINY_SIDE) | (model[:, 3] - model[:, 1] < TINY_SIDE)).sum())
     findings, classes = class_findings(counts, "class")
-    for finding in findings:
-        report.add(*finding)
+    for severity, check, message, *paths in findings:
+        if check == "empty-class":  # a category without boxes costs an unused output, not a broken run
+            severity, message = WARNING, (f"{message}: no boxes, so the detector never learns it (an exporter's "
+                                          f"placeholder category, such as Roboflow's id 0, is one)")
+        report.add(severity, check, message, *paths)
     report.sections["classes"] = {**classes, "unit": "boxes"}
     report.sections["boxes"] = {"input_size": list(hw), **section}
     for split, row in section.items():
