@@ -26,9 +26,18 @@ def ok(*args):
 def forecast_run(tmp_path_factory):
     """A tiny run: two monthly series with a price covariate, `normalize: season` (the window's level taken off
     inside, last season's values as the base), and a history file with a series the run has not seen."""
-    root = tmp_path_factory.mktemp("forecast-export")
+    return trained_forecaster(tmp_path_factory.mktemp("forecast-export"), "season")
+
+
+@pytest.fixture(scope="module")
+def window_run(tmp_path_factory):
+    """The same with `normalize: window`: the window's mean taken off its inputs and added back as the base."""
+    return trained_forecaster(tmp_path_factory.mktemp("forecast-export-window"), "window")
+
+
+def trained_forecaster(root, normalize):
     path = monthly_csv(root / "sales.csv", series=((100, 20), (50, 5)), n=48)
-    cfg = series_cfg(path, lookback=LOOKBACK, horizon=HORIZON, normalize="season", covariates=["price"])
+    cfg = series_cfg(path, lookback=LOOKBACK, horizon=HORIZON, normalize=normalize, covariates=["price"])
     cfg["train"]["epochs"] = 3
     cfg["model"]["hidden"] = [16]
     (root / "fc.yaml").write_text(yaml.safe_dump(cfg))
@@ -57,9 +66,11 @@ def history(path):
     return found
 
 
-def test_onnx_forecast_equals_predict_for_known_and_new_series(forecast_run):
+@pytest.mark.parametrize("normalize", ["season", "window"])
+def test_onnx_forecast_equals_predict_for_known_and_new_series(normalize, request):
     ort = pytest.importorskip("onnxruntime")
-    run, path, new = forecast_run
+    run, path, new = request.getfixturevalue({"season": "forecast_run", "window": "window_run"}[normalize])
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["normalize"] == normalize
     out = ok("export", run.name, "--runs-dir", run.parent)
     model = out.stdout.strip().splitlines()[-1]
     assert "'series_mean' N x 2 + 'series_std' N x 2, output 'forecast' N x 3 x 1" in out.output
@@ -69,6 +80,7 @@ def test_onnx_forecast_equals_predict_for_known_and_new_series(forecast_run):
     meta = read_metadata(model)
     assert (meta["lookback"], meta["horizon"], meta["targets"], meta["frequency"]) == (LOOKBACK, HORIZON, ["sales"],
                                                                                        "monthly")
+    assert meta["normalize"] == side["normalize"] == normalize
     assert meta["input_channels"] == ["sales", "price"] and meta["output_shape"] == [-1, HORIZON, 1]
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 
