@@ -29,7 +29,6 @@ from dlcli.errors import BAD_INPUT, DlcliError
 from dlcli.tasks import TASKS, Task
 
 ROW = 8  # the dense row's columns before the class logits
-CANDIDATES = 1000  # the best-scoring (location, class) pairs per picture that NMS considers
 
 
 def pairwise_iou(a, b):
@@ -95,6 +94,8 @@ class Detection(Task):
     score_threshold: float = Field(0.05, ge=0, lt=1, description="boxes scoring less are dropped before scoring")
     nms_iou: float = Field(0.6, gt=0, le=1, description="a box overlapping a better one of its class more is dropped")
     max_detections: int = Field(100, ge=1, le=1000, description="boxes kept per picture")
+    candidates: int = Field(300, ge=1, le=2000, description="the best (location, class) pairs per picture that NMS "
+                            "considers; an exported graph unrolls its loop over them")
     conf: float = Field(0.25, ge=0, le=1, description="predict and serve show boxes scoring at least this")
 
     # ------------------------------------------------------------ config
@@ -168,33 +169,44 @@ class Detection(Task):
     # ------------------------------------------------------------ boxes from the dense rows
 
     def shrink(self, out):
-        return self.decode(out, self.score_threshold, self.nms_iou, self.max_detections)
+        return self.decode(out, self.score_threshold, self.nms_iou, self.max_detections, self.candidates)
 
     @staticmethod
-    def decode(out, score_threshold: float, nms_iou: float, max_detections: int):
+    def decode(out, score_threshold: float, nms_iou: float, max_detections: int, candidates: int = 300):
         """Dense rows (B, L, 8 + C) -> (B, max_detections, 6) [x1, y1, x2, y2, score, class], best first, padded
-        with score -1 and class -1."""
+        with score -1 and class -1: class-wise NMS (torchvision's nms) over each picture's best `candidates`
+        (location, class) pairs, those under `score_threshold` then dropped. One nms call serves every picture and
+        class (their boxes moved apart so that they never overlap), and the rest keeps fixed shapes, so an exported
+        graph holds it all (ONNX NonMaxSuppression)."""
         import torch
-        from torchvision.ops import batched_nms
+        from torchvision.ops import nms
 
         out = out.float()
         b, locations, width = out.shape
         classes = width - ROW
         scores = (torch.sigmoid(out[..., ROW:]) * torch.sigmoid(out[..., 7:8])).sqrt().flatten(1)  # (B, L*C)
-        top, flat = scores.topk(min(CANDIDATES, scores.shape[1]), dim=1)
+        k = min(candidates, locations * classes)
+        top, flat = scores.topk(k, dim=1)  # best first
         where, cls = flat // classes, flat % classes
-        boxes = torch.gather(out[..., 3:7], 1, where[..., None].expand(-1, -1, 4))
-        result = torch.zeros(b, max_detections, 6, device=out.device)
-        result[..., 4:] = -1.0
-        for i in range(b):
-            keep = top[i] > score_threshold
-            kept_boxes, kept_scores, kept_cls = boxes[i][keep], top[i][keep], cls[i][keep]
-            chosen = batched_nms(kept_boxes, kept_scores, kept_cls, nms_iou)[:max_detections]
-            n = len(chosen)
-            result[i, :n, :4] = kept_boxes[chosen]
-            result[i, :n, 4] = kept_scores[chosen]
-            result[i, :n, 5] = kept_cls[chosen].float()
-        return result
+        boxes = torch.gather(out[..., 3:7], 1, where[..., None].expand(-1, -1, 4))  # (B, k, 4)
+        group = torch.arange(b, device=out.device)[:, None] * classes + cls  # a picture's class: its own group
+        span = boxes.max() - boxes.min() + 1.0
+        apart = boxes + (group.to(boxes.dtype) * span)[..., None]
+        # lower-scoring candidates under the threshold can only suppress others under it, so nms may see them
+        found = nms(apart.reshape(-1, 4), top.reshape(-1), nms_iou)
+        keep = torch.zeros(b * k, device=out.device).scatter(0, found, torch.ones_like(found, dtype=torch.float32))
+        keep = (keep.view(b, k) > 0) & (top > score_threshold)
+        n = min(max_detections, k)
+        rank = torch.arange(k, 0, -1, device=out.device, dtype=torch.float32)  # earlier (better) first
+        order = (keep.float() * rank).topk(n, dim=1).indices
+        chosen = torch.gather(keep, 1, order)
+        rows = torch.cat([boxes, top[..., None], cls[..., None].float()], dim=2)
+        rows = torch.gather(rows, 1, order[..., None].expand(-1, -1, 6))
+        padding = torch.tensor([0.0, 0.0, 0.0, 0.0, -1.0, -1.0], device=out.device)
+        rows = torch.where(chosen[..., None], rows, padding)
+        if n < max_detections:
+            rows = torch.cat([rows, padding.expand(b, max_detections - n, 6)], dim=1)
+        return rows
 
     # ------------------------------------------------------------ scores
 
@@ -242,16 +254,20 @@ class Detection(Task):
         return found
 
     def export_output(self, out):
-        return self.shrink(out)
+        # Inside the graph `out` is the dense rows (8 + classes wide); export's reference passes what a loaded run's
+        # logits already are, the shrunk (N, K, 6) detections, which stay as they are.
+        return out if out.shape[-1] == 6 else self.shrink(out)
 
     def export_meta(self):
-        return {"output": f"detections (N, {self.max_detections}, 6): rows [x1, y1, x2, y2, score, class] in the "
-                          "model input's pixels, best first, padded with score -1 and class -1; scores are "
-                          f"sqrt(sigmoid(class) * sigmoid(centerness)) over {self.score_threshold}, class-wise NMS at "
-                          f"IoU {self.nms_iou} done inside; scale x by width/input width and y by height/input height "
-                          "for a picture's own pixels",
-                "classes": list(self._names), "nms_iou": self.nms_iou, "score_threshold": self.score_threshold,
-                "max_detections": self.max_detections}
+        return {"output": f"detections (N, {self.max_detections}, 6): rows [x1, y1, x2, y2, score, class] in the model "
+                          "input's pixels (the picture stretched to input_shape), best first, padded with score -1 and "
+                          "class -1; inside: the normalisation, the network, the decoding (score = sqrt(sigmoid(class) "
+                          f"* sigmoid(centerness)), the best {self.candidates} per picture, class-wise NMS at IoU "
+                          f"{self.nms_iou}, scores over {self.score_threshold}); outside: keeping boxes scoring at least "
+                          f"a threshold (predict's conf, {self.conf}) and scaling x by width / input width, y by "
+                          "height / input height for a picture's own pixels",
+                "output_shape": [-1, self.max_detections, 6], "classes": list(self._names), "nms_iou": self.nms_iou,
+                "score_threshold": self.score_threshold, "conf": self.conf, "max_detections": self.max_detections}
 
     # ------------------------------------------------------------ evaluate
 
