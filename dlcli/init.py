@@ -915,12 +915,16 @@ def propose_detection(data: dict, given: Path) -> Proposal:
     """A `task: detection` config for a COCO, YOLO or VOC layout (dlcli.data.detection.recognise): its files as
     found, an input size from the pictures, the detector preset's from-scratch body."""
     from dlcli.data.catalog import parse_data
-    from dlcli.data.detection import Problems
+    from dlcli.data.detection import BOX_CHECKS, problems_for
 
     kind = data["dataset"]
     entry = parse_data(data)
-    problems = Problems(collect=True)
+    problems = problems_for(entry, collect=True)
     listing = entry.listing(problems)
+    bad_boxes = [p for p in problems.found if p[0] in BOX_CHECKS]
+    if bad_boxes:  # boxes a tool left outside the picture or flat: dropped, said in the config, rather than a stop
+        problems.found = [p for p in problems.found if p[0] not in BOX_CHECKS]
+        data = {**data, "bad_boxes": "drop"}
     train = listing.splits["train"]
     if not train:
         raise DlcliError(f"{given}: no training pictures found")
@@ -934,7 +938,10 @@ def propose_detection(data: dict, given: Path) -> Proposal:
     found = {"coco": "train_annotations", "yolo": "data_yaml" if "data_yaml" in data else "root", "voc": "root"}[kind]
     keys = [Key("dataset", kind, f"the dataset kind: {LAYOUT_NAMES[kind]}")]
     for key, value in data.items():
-        if key != "dataset":
+        if key == "bad_boxes":
+            keys.append(Key(key, value, f"{len(bad_boxes):,} boxes lie outside their pictures or have no area (the "
+                                        f"first: {bad_boxes[0][1]}): they are dropped; error stops at them"))
+        elif key != "dataset":
             keys.append(Key(key, value, "where the layout was found" if key == found else "found beside it"))
     has = [s for s in ("val", "test") if s in listing.splits]
     keys += [

@@ -469,3 +469,32 @@ def test_roboflow_coco_export_is_recognised_with_its_splits(tmp_path, cli):
     assert result.exit_code == 0 and report["ok"], result.stdout  # the unused placeholder category blocks nothing
     empty = [f for f in report["findings"] if f["check"] == "empty-class"]
     assert empty[0]["severity"] == "warning" and "'things'" in empty[0]["message"]
+
+
+def test_bad_boxes_drop_skips_them_with_a_note_and_init_writes_it(tmp_path, cli):
+    _write_picture(tmp_path / "images" / "a.png", 100, 50)
+    _write_picture(tmp_path / "images" / "b.png", 100, 50)
+    book = {"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 50},
+                       {"id": 2, "file_name": "b.png", "width": 100, "height": 50}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [40, 10, 0, 20]},
+                            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [90, 10, 30, 20]},
+                            {"id": 4, "image_id": 2, "category_id": 1, "bbox": [50, 10, 30, 20]}],
+            "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "instances_train.json").write_text(json.dumps(book))
+    keys = {"dataset": "coco", "train_annotations": str(tmp_path / "instances_train.json"), "image_size": [50, 100],
+            "val_split": 0.0, "test_split": 0.0, "cache": False}
+    with pytest.raises(DataError, match=r"annotation id 2 .*box of zero area .*\(data.bad_boxes: drop skips such"):
+        parse_data(keys).read(0)
+    data = parse_data({**keys, "bad_boxes": "drop"}).read(0)
+    assert data.train.y[:, :, 0].tolist() == [[0], [0]]  # one box left per picture
+    assert torch.equal(data.train.y[1, 0], torch.tensor([0.0, 50, 10, 80, 30]))
+    assert any(n.startswith("2 boxes outside their pictures or of zero area dropped") for n in data.notes)
+    result = cli("data", "check", tmp_path / "instances_train.json", "--json", "--set", "bad_boxes=drop")
+    report = json.loads(result.stdout)
+    assert report["ok"] and [f["severity"] for f in report["findings"] if f["check"] in ("zero-area", "box-outside")] \
+        == ["warning", "warning"]
+    result = cli("init", tmp_path / "instances_train.json", "-o", tmp_path / "c.yaml")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "c.yaml").read_text()
+    assert "bad_boxes: drop" in text and "2 boxes lie outside their pictures or have no area" in text

@@ -498,6 +498,8 @@ class DetectionEntry(ImageEntry):
     stream: bool | Literal["auto"] = "auto"  # decode per batch in workers instead of into memory
     num_workers: int = Field(2, ge=0, le=64)
     cache: bool = True  # keep the decoded pixels in .cache/ beside the annotations for the next run
+    bad_boxes: Literal["error", "drop"] = Field("error", description="a box outside its picture or of zero area: "
+                                                "an error naming it, or drop the box (counted in a note)")
 
     tasks: ClassVar[tuple[str, ...]] = ("detection",)
 
@@ -508,9 +510,9 @@ class DetectionEntry(ImageEntry):
         raise NotImplementedError
 
     def class_names(self) -> list[str]:
-        from dlcli.data.detection import Problems
+        from dlcli.data.detection import problems_for
 
-        return self.listing(Problems()).classes
+        return self.listing(problems_for(self)).classes
 
     def read(self, seed: int, preprocessing: dict | None = None, task=None):
         from dlcli.data.detection import read_detection

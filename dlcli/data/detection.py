@@ -68,17 +68,35 @@ class Listing:
     label_dirs: dict[str, Path] = field(default_factory=dict)  # YOLO: the label folder of each split
 
 
-class Problems:
-    """Bad data met while reading: raised at once (training), or collected to list them all (`dlcli data check`)."""
+BOX_CHECKS = ("zero-area", "box-outside")  # what data.bad_boxes: drop skips instead of refusing
 
-    def __init__(self, collect: bool = False):
-        self.collect = collect
-        self.found: list[tuple[str, str, str]] = []  # (check, message, path)
+
+class Problems:
+    """Bad data met while reading: raised at once (training), or collected to list them all (`dlcli data check`).
+    Checks in `drop` (data.bad_boxes: drop) are counted and skipped instead, and listed as warnings when collecting."""
+
+    def __init__(self, collect: bool = False, drop=()):
+        self.collect, self.drop = collect, frozenset(drop)
+        self.found: list[tuple[str, str, str]] = []  # (check, message, path): what blocks training
+        self.dropped: list[tuple[str, str, str]] = []  # the same, of the checks skipped under `drop`
 
     def bad(self, check: str, message: str, path="") -> None:
+        if check in self.drop:
+            self.dropped.append((check, message, str(path)))
+            return
         if not self.collect:
-            raise DataError(message)
+            raise DataError(f"{message} (data.bad_boxes: drop skips such boxes)" if check in BOX_CHECKS else message)
         self.found.append((check, message, str(path)))
+
+    def note(self) -> list[str]:
+        n = len(self.dropped)
+        return [f"{n:,} box{'es' if n != 1 else ''} outside {'their pictures' if n != 1 else 'its picture'} or of "
+                f"zero area dropped (data.bad_boxes: drop; the first: {self.dropped[0][1]})"] if n else []
+
+
+def problems_for(entry, collect: bool = False) -> Problems:
+    """The Problems an entry reads with: its bad_boxes rule."""
+    return Problems(collect, BOX_CHECKS if entry.bad_boxes == "drop" else ())
 
 
 def _fmt(v: float) -> str:
@@ -633,7 +651,9 @@ def read_detection(entry, seed: int, task=None):
     from dlcli.data.folders import STREAM_ABOVE_BYTES
     from dlcli.data.stream import FileList, StreamingSplit
 
-    listing = entry.listing(Problems())
+    problems = problems_for(entry)
+    listing = entry.listing(problems)
+    listing.notes += problems.note()
     hw = entry.size()
     shape = (entry.channels, *hw)
     everything = [p for pictures in listing.splits.values() for p in pictures]
@@ -706,7 +726,7 @@ def survey_detection(entry, report) -> None:
     from dlcli.tasks import ERROR, INFO, WARNING
     from dlcli.tasks.classification import class_findings
 
-    problems = Problems(collect=True)
+    problems = problems_for(entry, collect=True)
     try:
         listing = entry.listing(problems)
     except DataError as err:  # the layout itself cannot be read: nothing more to count
@@ -714,6 +734,8 @@ def survey_detection(entry, report) -> None:
         return
     for check, message, path in problems.found:
         report.add(ERROR, check, message, [path] if path else [])
+    for check, message, path in problems.dropped:
+        report.add(WARNING, check, f"{message}: dropped (data.bad_boxes: drop)", [path] if path else [])
     for split in ("val", "test"):
         if split not in listing.splits:
             share = entry.val_split if split == "val" else entry.test_split
@@ -772,6 +794,8 @@ def survey_detection(entry, report) -> None:
         tiny += int(((model[:, 2] - model[:, 0] < TINY_SIDE) | (model[:, 3] - model[:, 1] < TINY_SIDE)).sum())
     findings, classes = class_findings(counts, "class")
     for severity, check, message, *paths in findings:
+        if check == "too-few-classes":  # one kind of object is a detector's whole job, unlike a classifier's
+            continue
         if check == "empty-class":  # a category without boxes costs an unused output, not a broken run
             severity, message = WARNING, (f"{message}: no boxes, so the detector never learns it (an exporter's "
                                           f"placeholder category, such as Roboflow's id 0, is one)")
