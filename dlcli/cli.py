@@ -337,7 +337,8 @@ def evaluate(run_id: RunIdArg,
 @app.command()
 def predict(images: Annotated[Optional[list[str]], typer.Argument(
                 help="Image files or directories of them; CSV files for table runs; texts for text runs; "
-                     ".npz, CSV or Parquet files of series for sequence runs")] = None,
+                     ".npz, CSV or Parquet files of series for sequence runs; - reads stdin: CSV rows (table, "
+                     "sequence, forecast runs), one text a line, or one image's bytes")] = None,
             run_id: Annotated[str, typer.Option("--run", help="Run id, unique prefix or `latest`")] = "latest",
             top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many labels to show per image")] = 5,
             invert: Annotated[bool, typer.Option("--invert", help="Invert images: for dark strokes on a light "
@@ -360,17 +361,18 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
 
         from dlcli import runs
         from dlcli.errors import DlcliError
-        from dlcli.predict import COMPACT_OVER, expand_inputs, predict_files, render, render_line
+        from dlcli.predict import COMPACT_OVER, expand_inputs, predict_files, render, render_line, stdin_inputs
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
         console = _stdout()
         from dlcli.loaded import read_data_info
 
         kind = (read_data_info(run).get("preprocessing") or {}).get("kind")
+        inputs, named = stdin_inputs(images or [], kind)  # `-`: what stdin holds, as this run's kind reads it
         if kind == "series":  # a forecast of the horizon after each series' end in the history files
             from dlcli.predict import predict_history
 
-            results = predict_history(run, images or [], checkpoint, device)
+            results = predict_history(run, inputs, checkpoint, device)
             if json_:
                 print(json.dumps([r.to_json("series") for r in results], indent=2))
             else:
@@ -380,7 +382,9 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
         if kind in ("tabular", "text", "sequences"):
             from dlcli.predict import predict_records
 
-            results = predict_records(run, images or [], top_k, checkpoint, device, text_file)
+            results = predict_records(run, inputs, top_k, checkpoint, device, text_file)
+            for r in results:
+                r.image = named(r.image)
             key = {"text": "text", "sequences": "series"}.get(kind, "row")
             if json_:
                 print(json.dumps([r.to_json(key) for r in results], indent=2))
@@ -389,15 +393,21 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
                 for r in results:
                     show(r, console)
             return
-        if not images:
+        if not inputs:
             raise DlcliError("no images given", 2)
 
         def problem(path, reason):
-            print(f"warning: {reason}" if path is None else f"error: {path}: {reason}", file=sys.stderr)
+            print(f"warning: {reason}" if path is None else f"error: {named(path)}: {reason}", file=sys.stderr)
 
-        many = len(expand_inputs(images)[0]) > COMPACT_OVER  # one line per image, not a table each
+        many = len(expand_inputs(inputs)[0]) > COMPACT_OVER  # one line per image, not a table each
         show = None if json_ else (lambda pred: (render_line if many else render)(pred, console))
-        results, failed = predict_files(run, images, top_k, invert, checkpoint, device, show, problem)
+
+        def each(pred):
+            pred.image = named(pred.image)
+            if show is not None:
+                show(pred)
+
+        results, failed = predict_files(run, inputs, top_k, invert, checkpoint, device, each, problem)
         if save is not None:
             from dlcli.predict import save_answers
 

@@ -56,8 +56,9 @@ def render(report: dict, console) -> None:
     from dlcli.tasks import TASKS
 
     epoch = f" (epoch {report['checkpoint_epoch']})" if report.get("checkpoint_epoch") is not None else ""
-    console.print(f"run {report['run_id']}: {report['dataset']} {report['split']} split, {report['samples']:,} "
-                  f"samples, {report['checkpoint']} checkpoint{epoch}", soft_wrap=True)
+    n = report["samples"]
+    console.print(f"run {report['run_id']}: {report['dataset']} {report['split']} split, {n:,} "
+                  f"sample{'' if n == 1 else 's'}, {report['checkpoint']} checkpoint{epoch}", soft_wrap=True)
     TASKS.entries[report.get("task", "classification")]().render_report(report, console)
     files = report["files"]
     figures = [v for k, v in files.items() if k != "report"]

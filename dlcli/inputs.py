@@ -243,7 +243,8 @@ def _as_is(batch: np.ndarray, shape, invert: bool):
 
 def table_inputs(items, state: dict, entry):
     """Table rows -> (float32 features (N, F) encoded with the run's stored fit, a name per row): `file:line` for a
-    CSV file, `row N` for a table in memory, `table[i] row N` for one of a list of them."""
+    CSV file, a DataFrame's index label, `row N` for another table in memory, `table[i] row N` for one of a list of
+    them."""
     from dlcli.data.tables import encode_rows, encode_table
 
     features = [*state["numeric"], *state["categories"]]
@@ -263,7 +264,7 @@ def table_inputs(items, state: dict, entry):
             x, rows = encode_rows(str(item), state, entry)
         elif kind in ("frame", "arrow"):
             table = _frame_table(item, features, label) if kind == "frame" else _arrow_table(item)
-            x, rows = encode_table(table, state, entry, label)
+            x, rows = encode_table(table, state, entry, label, _index_labels(item) if kind == "frame" else ())
         else:
             at = f"[{i}]" if many else ""
             raise DataError(f"input{at}: {_what(item)} is not a table; a run trained on a table takes {TABLE_TYPES}",
@@ -271,6 +272,21 @@ def table_inputs(items, state: dict, entry):
         blocks.append(x)
         names += rows
     return np.concatenate(blocks), names
+
+
+def _index_labels(frame) -> tuple:
+    """A DataFrame's index labels as plain Python values (numpy scalars unwrapped, a MultiIndex's tuples kept, dates
+    as ISO text): what an answer's `row` holds, so answers line up with the frame."""
+    def plain(v):
+        if isinstance(v, tuple):
+            return tuple(plain(p) for p in v)
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            return v
+        if isinstance(v, np.generic):
+            return v.item()
+        return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+    return tuple(plain(v) for v in frame.index)
 
 
 def _arrow_table(table):

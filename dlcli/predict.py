@@ -31,6 +31,47 @@ class Prediction:
         return {key: self.image, **self.answer}
 
 
+STDIN = "-"
+MAX_STDIN_BYTES = 1 << 30  # what `predict -` reads at most: a table or an image, not a stream without end
+
+
+def stdin_inputs(inputs: list[str], kind: str | None, stream=None):
+    """`dlcli predict -`: stdin in place of a file, holding what the run's kind reads from one: CSV rows under their
+    header (or a Parquet file) for table, sequence and forecast runs, one text a line for text runs, one image's bytes
+    (any format PIL reads) for image runs. Returns (the inputs with `-` replaced, by the texts or by a temporary file
+    of stdin's bytes, and a function that names that file `stdin` in the answers: `stdin:2` for its first row)."""
+    import sys
+    import tempfile
+
+    if STDIN not in inputs:
+        return inputs, lambda name: name
+    if inputs.count(STDIN) > 1:
+        raise DlcliError("`-` (stdin) can be given once", BAD_INPUT)
+    data = (stream or sys.stdin.buffer).read(MAX_STDIN_BYTES + 1)
+    if len(data) > MAX_STDIN_BYTES:
+        raise DlcliError(f"stdin: more than {MAX_STDIN_BYTES >> 20:,} MiB; pass a file instead", BAD_INPUT)
+    if not data.strip():
+        raise DlcliError("stdin is empty: pipe CSV rows (table runs), texts (text runs) or an image's bytes (image "
+                         "runs) into `dlcli predict -`", BAD_INPUT)
+    at = inputs.index(STDIN)
+    if kind == "text":
+        try:
+            texts = [line for line in data.decode("utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise DlcliError("stdin: a text run reads UTF-8 text, one text a line", BAD_INPUT) from None
+        return inputs[:at] + texts + inputs[at + 1:], lambda name: name
+    folder = tempfile.TemporaryDirectory(prefix="dlcli-stdin-")  # removed when the renaming function is gone
+    rows = kind in ("tabular", "sequences", "series")  # else an image run (its preprocessing has no rows)
+    suffix = "" if not rows else ".parquet" if data[:4] == b"PAR1" else ".npz" if data[:2] == b"PK" else ".csv"
+    path = Path(folder.name) / f"stdin{suffix}"
+    path.write_bytes(data)
+
+    def named(name, _keep=folder):
+        return name.replace(str(path), "stdin") if isinstance(name, str) else name
+
+    return inputs[:at] + [str(path)] + inputs[at + 1:], named
+
+
 def expand_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Files as given, directories expanded to their image files (by extension, sorted by name, not recursive).
 

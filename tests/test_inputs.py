@@ -291,7 +291,22 @@ def test_a_dataframe_encodes_like_the_csv_file(table):
                             x1=lambda f: [str(v) if i % 2 else v for i, v in enumerate(f["x1"])]))):
         x, names = table_inputs(value, state, entry)
         np.testing.assert_array_equal(x, expected, err_msg=form)
-        assert names == ["row 1", "row 2", "row 3", "row 4"]
+        assert names == [0, 1, 2, 3]  # the frame's index, so answers line up with its rows
+
+
+def test_a_dataframes_rows_are_named_by_its_index(table):
+    pd = pytest.importorskip("pandas")
+    state, entry, _, expected = table
+    frame = pd.DataFrame(ROWS, index=pd.Index(["ann", "bob", "cy", "di"], name="who"))
+    x, names = table_inputs(frame, state, entry)
+    np.testing.assert_array_equal(x, expected)
+    assert names == ["ann", "bob", "cy", "di"]
+    _, names = table_inputs(frame.iloc[::-1].set_axis([40, 30, 20, 10]), state, entry)
+    assert names == [40, 30, 20, 10] and all(type(n) is int for n in names)  # numpy ints unwrapped: JSON-ready
+    _, names = table_inputs(frame, state, entry.model_copy(update={"missing": "drop"}))
+    assert names == ["ann", "di"]  # rows dropped for a missing value keep their own labels
+    _, names = table_inputs([frame, frame], state, entry)
+    assert names == ["ann", "bob", "cy", "di"] * 2
 
 
 def test_files_and_several_tables_in_one_call(table, root):

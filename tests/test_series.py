@@ -241,7 +241,8 @@ def test_the_example_configs_head_follows_the_horizon(tmp_path, horizon):
     bundle = read_series(cfg.data, 0)
     model, rows = build_model(cfg.model, bundle.input_shape, len(bundle.classes))
     assert model(torch.randn(2, *bundle.input_shape)).shape == (2, horizon)
-    assert [r for r in rows if r.depth == 0][-1].parameters == 36 * 64 + 64 + 64 * horizon + horizon + 36 * horizon + horizon
+    block = [r for r in rows if r.depth == 0][-1]
+    assert block.parameters == 36 * 64 + 64 + 64 * horizon + horizon + 36 * horizon + horizon
 
 
 def test_covariates_are_input_channels_scaled_per_series(tmp_path):

@@ -325,6 +325,54 @@ def test_a_reweighted_multilabel_run_keeps_the_epoch_of_the_best_micro_f1(cli, w
     assert summary["best_metric"] == {"name": "val_f1_micro", "value": max(m["val_f1_micro"] for m in history)}
 
 
+def test_evaluate_counts_one_sample_in_the_singular(cli, write_config, tmp_path):
+    one_row = cars(tmp_path / "one.csv", 1, 1)
+    cfg = table_config("one", cars(tmp_path / "cars.csv", 120, 0), "price", "regression", one_row)
+    cfg["train"]["epochs"] = 1
+    run = train(cli, write_config, cfg, tmp_path / "runs", "-q")
+    shown = cli("evaluate", run.name, "--runs-dir", tmp_path / "runs")
+    assert shown.exit_code == 0, shown.output
+    assert "test split, 1 sample, best checkpoint" in shown.stdout
+    shown = cli("evaluate", run.name, "--runs-dir", tmp_path / "runs", "--split", "val")
+    assert "val split, 12 samples, best checkpoint" in shown.stdout
+
+
+def test_predict_dash_reads_rows_or_an_image_from_stdin(cli, write_config, tmp_path):
+    """`dlcli predict -`: a table run reads CSV rows under their header, an image run one picture's bytes; the
+    answers are those of the same file, named `stdin`."""
+    from io import BytesIO
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    def piped(run, runs_dir, data):
+        result = CliRunner().invoke(app, ["predict", "-", "--run", run.name, "--runs-dir", str(runs_dir), "--json"],
+                                    input=data)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    rows = cars(tmp_path / "cars.csv", 120, 0)
+    run = train(cli, write_config, table_config("stdin", rows, "price", "regression"), tmp_path / "runs", "-q")
+    from_file = cli_json(cli, "predict", rows, "--run", run.name, "--runs-dir", tmp_path / "runs", "--json")
+    answers = piped(run, tmp_path / "runs", Path(rows).read_bytes())
+    assert [a["row"] for a in answers] == [f"stdin:{line}" for line in range(2, 122)]
+    assert [a["prediction"] for a in answers] == [a["prediction"] for a in from_file]
+
+    images = train(cli, write_config, tiny_config(), tmp_path / "images", "-q")
+    png = BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8), "L").save(png, "PNG")
+    (tmp_path / "one.png").write_bytes(png.getvalue())
+    from_file = cli_json(cli, "predict", tmp_path / "one.png", "--run", images.name, "--runs-dir", tmp_path / "images",
+                         "--json")
+    answers = piped(images, tmp_path / "images", png.getvalue())
+    assert len(answers) == 1 and answers[0]["image"] == "stdin" and answers[0]["top"] == from_file[0]["top"]
+    result = CliRunner().invoke(app, ["predict", "-", "--run", run.name, "--runs-dir", str(tmp_path / "runs")],
+                                input=b"")
+    assert result.exit_code == 2 and "stdin is empty" in result.stderr
+
+
 def test_multilabel_resumes_exactly_after_a_signal(cli, write_config, tmp_path, inject):
     cfg = table_config("mlresume", tagged(tmp_path / "tags.csv", 240, 0), ["a", "b", "c"],
                        {"type": "multilabel", "pos_weight": "auto"})

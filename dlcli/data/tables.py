@@ -66,9 +66,12 @@ class Chunk:
     def where(self, i: int) -> str:
         return self.part.where(self.part_row + i)
 
-    def row_name(self, i: int) -> str:
-        """`file:line` (CSV), `file:row N` (Parquet) or `row N` (a table given in memory): how predict names a row."""
+    def row_name(self, i: int):
+        """`file:line` (CSV), `file:row N` (Parquet), `row N` (a table given in memory), or a DataFrame's own index
+        label (an int, a string, ...): how predict names a row."""
         row = self.part_row + i
+        if getattr(self.part, "index", None):
+            return self.part.index[row]
         if self.part.fmt == "csv":
             return f"{self.part.path}:{row + 2}"
         if self.part.fmt == "parquet":
@@ -747,13 +750,14 @@ class _CacheWriter:
 @dataclass(frozen=True)
 class InputTable:
     """The Part of a table given in memory to predict (dlcli.inputs): its rows are `row N` (1-based, as Parquet rows),
-    or `table[i] row N` for one of several tables."""
+    or `table[i] row N` for one of several tables; a DataFrame's rows are named by its index."""
 
     label: str = ""  # "table[1] ", or nothing
+    index: tuple = ()  # a DataFrame's index labels, one per row
     fmt = "input"
 
     def where(self, row: int) -> str:
-        return f"{self.label}row {row + 1}"
+        return f"{self.label}row {row + 1}" + (f" (index {self.index[row]!r})" if self.index else "")
 
 
 def encode_rows(path: str, state: dict, entry) -> tuple[np.ndarray, list[str]]:
@@ -768,15 +772,16 @@ def encode_rows(path: str, state: dict, entry) -> tuple[np.ndarray, list[str]]:
     return _encode_chunks(encoder, source.read_all(strings), f"{path}: no data rows under the header")
 
 
-def encode_table(table: pa.Table, state: dict, entry, label: str = "") -> tuple[np.ndarray, list[str]]:
+def encode_table(table: pa.Table, state: dict, entry, label: str = "", index: tuple = ()) -> tuple[np.ndarray, list]:
     """encode_rows for a pyarrow Table in memory: its rows encoded as the same rows of a CSV or Parquet file would be
-    (columns by name, extra ones ignored), named `row N`. `label` ("table[1] ") names one of several tables."""
+    (columns by name, extra ones ignored), named `row N`, or by `index` (a DataFrame's labels). `label`
+    ("table[1] ") names one of several tables."""
     encoder = TableEncoder.restored(entry, state)
     _require_features(encoder, table.column_names, label.strip() or "input table")
     for c in encoder.features:
         if table.column_names.count(c) > 1:
             raise DataError(f"{label.strip() or 'input table'}: column '{c}' appears more than once (keep one)")
-    part = InputTable(label)
+    part = InputTable(label, tuple(index))
     table = pa.table({c: _as_cell_column(table.column(c), part, c) for c in encoder.features})
     chunks = [Chunk(table.slice(offset, CHUNK_ROWS), offset, part, offset)
               for offset in range(0, table.num_rows, CHUNK_ROWS)]
