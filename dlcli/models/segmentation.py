@@ -25,7 +25,8 @@ class UNetLayer(Layer):
 
     width: PositiveInt = Field(16, description="channels at full resolution; width x 2**depth at the bottom")
     depth: int = Field(4, ge=1, le=7, description="halvings of the resolution (2x2 max pooling)")
-    batchnorm: bool = True
+    batchnorm: bool = Field(True, description="a batchnorm after each 3x3 convolution (then without a bias), "
+                                              "before its ReLU")
 
     def build(self, shape):
         from dlcli.models.segnets import UNet
@@ -44,7 +45,8 @@ class SegmenterLayer(Layer):
     logits. weights: a file of the whole model's weights (the classifier's last layer is kept as built where the
     classes differ); backbone_weights: a file of the backbone's ImageNet classification weights."""
 
-    arch: Literal[SEGMENTERS] = "deeplabv3_mobilenet_v3_large"  # type: ignore[valid-type]
+    arch: Literal[SEGMENTERS] = Field(  # type: ignore[valid-type]
+        "deeplabv3_mobilenet_v3_large", description="the torchvision segmentation network, built with its backbone")
     classes: PositiveInt = Field(description="the outputs per pixel: the task's classes")
     weights: str = Field("none", description="none, or a weights file of this architecture (weights-only load)")
     backbone_weights: str = Field("none", description="none, or the backbone's classification weights file")
