@@ -48,8 +48,8 @@ def test_pinball_loss_quantiles_coverage_and_msis_match_numpy():
     out_t = torch.tensor(grid.reshape(B, -1), dtype=torch.float32)
     q = np.array(levels)
     diff = z[..., None] - grid
-    pinball = np.maximum(q * diff, (q - 1) * diff)  # the loss: on the scaled values, per window then averaged
-    assert task.criterion(out_t, y).item() == pytest.approx(pinball.mean(), rel=1e-5)
+    pinball = np.maximum(q * diff, (q - 1) * diff)  # the loss: twice this on the scaled values (at 0.5: mae)
+    assert task.criterion(out_t, y).item() == pytest.approx(2 * pinball.mean(), rel=1e-5)
     units = np.sort((grid + p["base"][..., None]) * p["std"][:, None, :, None] + p["mean"][:, None, :, None], -1)
     assert (np.diff(grid, axis=-1) < 0).any()  # some raw outputs cross; sorted, none do
     np.testing.assert_allclose(task.quantile_forecasts(out_t, y).numpy(), units, rtol=1e-5)
@@ -70,6 +70,34 @@ def test_pinball_loss_quantiles_coverage_and_msis_match_numpy():
     score = (hi - lo) + 2 / alpha * (np.maximum(lo - truth, 0) + np.maximum(truth - hi, 0))
     assert report["msis"] == pytest.approx((score / p["scale"][:, None]).mean(axis=(1, 2)).mean(), rel=1e-5)
     assert report["mae"] == pytest.approx(np.abs(units[..., 2] - truth).mean(), rel=1e-5)
+
+
+def test_calibrated_spread_is_the_validation_pinball_optimum_of_a_numpy_grid():
+    rng = np.random.default_rng(8)
+    B, H, K = 50, 4, 1
+    levels = [0.1, 0.5, 0.9]
+    task = parse_task({"type": "forecast", "quantiles": levels}).bind({"horizon": H, "targets": ["a"]}, ["o"] * H * 3)
+    y, p = random_rows(rng, B, H, K)
+    z = (p["truth"] - p["mean"][:, None]) / p["std"][:, None] - p["base"]
+    # a median near the truth and quantiles far too narrow (+-0.1): calibration widens them
+    grid = z[..., None] + rng.normal(0, 1, (B, H, K, 1)) + np.array([-0.1, 0.0, 0.1])
+    out_t = torch.tensor(grid.reshape(B, -1), dtype=torch.float32)
+    units = np.sort((grid + p["base"][..., None]) * p["std"][:, None, :, None] + p["mean"][:, None, :, None], -1)
+    q = np.array(levels)
+    loss = {}
+    for c in np.round(np.arange(0.5, 3.01, 0.1), 1):
+        spread = units[..., 1:2] + c * (units - units[..., 1:2])
+        d = p["truth"][..., None] - spread
+        loss[c] = (np.maximum(q * d, (q - 1) * d) / p["scale"][:, None, :, None]).mean()
+    want = min(loss, key=lambda c: (loss[c], abs(c - 1)))
+    tuned = task.tune(out_t, y)
+    assert tuned["interval_scale"] == pytest.approx(want) and want > 1.5
+    task.bind({"horizon": H, "targets": ["a"], **tuned}, ["o"] * H * 3)
+    np.testing.assert_allclose(task.quantile_forecasts(out_t, y).numpy(),
+                               units[..., 1:2] + want * (units - units[..., 1:2]), rtol=1e-5)
+    assert "naive_weight" not in tuned  # no blend asked for
+    assert parse_task({"type": "forecast", "quantiles": levels, "calibrate": False}).bind(
+        {"horizon": H, "targets": ["a"]}, ["o"] * H * 3).tune(out_t, y) is None
 
 
 @pytest.mark.parametrize("task, message", [

@@ -678,7 +678,7 @@ def window_model(model, task, entry, season: int):
             else:
                 base = torch.zeros_like(out[..., 0])
             naive = window[:, self.before, :K].float() if weight != 1.0 else None
-            q = task.in_units(out, base, series_mean[:, :K], series_std[:, :K], naive, weight, mid)
+            q = task.in_units(out, base, series_mean[:, :K], series_std[:, :K], naive, weight, mid, task._spread)
             return q if Q > 1 else q[..., 0]
 
     return WindowForecast().eval()

@@ -31,6 +31,7 @@ LOSSES = ("mae", "mse", "huber")
 PLOTTED_SERIES = 6  # forecast-vs-actual panels in evaluate's figure
 LISTED_SERIES = 20  # rows of evaluate's per-series table
 BLEND_GRID = 11  # the network's weights blend: seasonal_naive tries: 0, 0.1, ..., 1
+SPREAD_GRID = [round(0.5 + 0.1 * i, 1) for i in range(26)]  # calibrate's interval scales: 0.5, 0.6, ..., 3
 
 
 @dataclass
@@ -73,6 +74,9 @@ class Forecast(Task):
     quantiles: list[float] | None = Field(None, description="forecast these quantiles of each step too (e.g. [0.1, "
                                           "0.5, 0.9]: an 80% interval), trained on the pinball loss; 0.5, the point "
                                           "forecast, is added when missing")
+    calibrate: bool = Field(True, description="quantiles: after training, scale every quantile's distance from the "
+                                              "median by the factor (0.5 to 3) of the lowest pinball loss on the "
+                                              "validation windows")
     blend: Literal["none", "seasonal_naive"] = Field(
         "none", description="seasonal_naive: after training, forecast w x the network's + (1 - w) x the seasonal "
                             "naive forecast, w in 0, 0.1, ..., 1 chosen for the lowest MASE on the validation windows")
@@ -123,6 +127,7 @@ class Forecast(Task):
         width = len(self._levels) or 1
         self._pack = Pack(int(self._info.get("horizon", len(names) // width)), len(self._info.get("targets", [0])))
         self._weight = float(self._info.get("naive_weight", 1.0))  # blend: the network's share, tuned on validation
+        self._spread = float(self._info.get("interval_scale", 1.0))  # calibrate: the quantiles' spread, tuned too
         return self
 
     # ------------------------------------------------------------ training
@@ -145,7 +150,7 @@ class Forecast(Task):
         if self._levels:  # pinball: q x the error above the quantile, (1 - q) x the error below it
             q = torch.tensor(self._levels, device=out.device)
             diff = z[..., None] - o
-            each = torch.maximum(q * diff, (q - 1) * diff)
+            each = 2 * torch.maximum(q * diff, (q - 1) * diff)  # twice: at 0.5, the mae loss
         elif self.loss == "mae":
             o = o[..., 0]
             each = F.l1_loss(o, z, reduction="none")
@@ -163,33 +168,59 @@ class Forecast(Task):
     def quantile_forecasts(self, out, y):
         """(windows, horizon, targets, quantiles) in the targets' own units (quantiles: 1 without `quantiles`)."""
         p = self._parts(y, out.device)
-        return self.in_units(self._grid(out), p["base"], p["mean"], p["std"], p["naive"], self._weight, self._mid)
+        return self.in_units(self._grid(out), p["base"], p["mean"], p["std"], p["naive"], self._weight, self._mid,
+                             self._spread)
 
     def exported(self, out, y):
         """What an exported graph returns for these windows: the forecast, with a last axis of quantiles if any."""
         return self.quantile_forecasts(out, y) if self._levels else self.forecasts(out, y)
 
     @staticmethod
-    def in_units(grid, base, mean, std, naive=None, weight: float = 1.0, mid: int = 0):
+    def in_units(grid, base, mean, std, naive=None, weight: float = 1.0, mid: int = 0, spread: float = 1.0):
         """The network's answers (windows, horizon, targets, quantiles) added to the base they correct, in the
         targets' own units given each window's series mean and std (windows, targets); quantiles sorted so that they
-        never cross; blended with the seasonal naive forecast (windows, horizon, targets) by the network's weight,
-        each quantile moved as its median is. An exported graph ends in it too."""
+        never cross, their distance from the median times `spread`; blended with the seasonal naive forecast
+        (windows, horizon, targets) by the network's weight, each quantile moved as its median is. An exported graph
+        ends in it too."""
         q = (grid + base[..., None]) * std[:, None, :, None] + mean[:, None, :, None]
         if q.shape[-1] > 1:
             q = q.sort(-1).values
+            if spread != 1.0:
+                q = q[..., mid:mid + 1] + spread * (q - q[..., mid:mid + 1])
         if weight != 1.0:
             q = q + ((1 - weight) * (naive - q[..., mid]))[..., None]
         return q
 
     def tunes(self) -> bool:
-        return self.blend == "seasonal_naive"
+        return self.blend == "seasonal_naive" or bool(self._levels and self.calibrate)
 
     def tune(self, out, y) -> dict | None:
-        """blend: seasonal_naive -> the network's weight w of the lowest MASE of w x its forecast + (1 - w) x the
-        seasonal naive forecast over these (validation) windows; of equal MASE the larger w."""
-        if self.blend != "seasonal_naive":
-            return None
+        """On these (validation) windows: blend: seasonal_naive -> the network's weight w of the lowest MASE of w x
+        its forecast + (1 - w) x the seasonal naive forecast (of equal MASE the larger w); calibrate (with
+        quantiles) -> the spread of the lowest mean pinball loss (of equal loss the one nearest 1)."""
+        found = {}
+        if self.blend == "seasonal_naive":
+            found.update(self._tune_blend(out, y))
+        if self._levels and self.calibrate:
+            found.update(self._tune_spread(out, y, found.get("naive_weight", 1.0)))
+        return found or None
+
+    def _tune_spread(self, out, y, weight: float) -> dict:
+        import torch
+
+        p = self._parts(y, out.device)
+        truth = p["y"].double()[..., None]
+        lv = torch.tensor(self._levels, dtype=torch.float64, device=truth.device)
+        found = {}
+        for c in SPREAD_GRID:
+            q = self.in_units(self._grid(out), p["base"], p["mean"], p["std"], p["naive"], weight, self._mid,
+                              c).double()
+            diff = truth - q
+            found[c] = (torch.maximum(lv * diff, (lv - 1) * diff) / p["scale"].double()[:, None, :, None]).mean().item()
+        best = min(found, key=lambda c: (found[c], abs(c - 1)))
+        return {"interval_scale": best, "interval_scale_validation_pinball": [[c, v] for c, v in found.items()]}
+
+    def _tune_blend(self, out, y) -> dict:
         import torch
 
         p = self._parts(y, out.device)
@@ -252,7 +283,8 @@ class Forecast(Task):
         return {"output": f"the forecast {shape} in the targets' own units, the step after the window's last first",
                 "targets": list(self._info.get("targets", [])), "horizon": self._pack.horizon,
                 **({"quantiles": self._levels} if self._levels else {}),
-                **({"naive_weight": self._weight} if self._weight != 1.0 else {})}
+                **({"naive_weight": self._weight} if self._weight != 1.0 else {}),
+                **({"interval_scale": self._spread} if self._spread != 1.0 else {})}
 
     def report(self, out, y):
         import torch
@@ -277,6 +309,7 @@ class Forecast(Task):
                 "season": self._info.get("season"), "targets": list(self._info.get("targets", [])),
                 "windows_beating_seasonal_naive": beaten, "per_window": per,
                 **({"naive_weight": self._weight} if self.blend != "none" else {}),
+                **({"interval_scale": self._spread} if self._levels and self.calibrate else {}),
                 **(self.interval_report(self.quantile_forecasts(out, y), p) if self._levels else {}),
                 "forecast": pred.cpu().tolist() if len(out) <= PLOTTED_SERIES else None,
                 **({} if torch.isfinite(p["y"]).all() else {"note": "some targets are missing"})}
@@ -375,6 +408,8 @@ class Forecast(Task):
                 console.print(f"{float(width):.0%} interval [{found['lower']:g}, {found['upper']:g}]: "
                               f"{found['coverage']:.1%} of true values inside")
             msis = f", MSIS ({float(report['msis_interval']):.0%}) {_fmt(report['msis'])}" if "msis" in report else ""
+            if "interval_scale" in report:
+                msis += f"; quantiles' spread x {report['interval_scale']:g} (chosen on validation)"
             console.print(f"scaled pinball loss {_fmt(report['scaled_pinball'])}{msis}")
         if len(per) > 1:
             rows = Table(title=f"per window (the first {min(len(per), LISTED_SERIES)})")
