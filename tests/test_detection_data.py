@@ -498,3 +498,34 @@ def test_bad_boxes_drop_skips_them_with_a_note_and_init_writes_it(tmp_path, cli)
     assert result.exit_code == 0, result.output
     text = (tmp_path / "c.yaml").read_text()
     assert "bad_boxes: drop" in text and "2 boxes lie outside their pictures or have no area" in text
+
+
+def test_a_parsed_coco_file_is_cached_until_it_changes(tmp_path, monkeypatch):
+    import dlcli.data.detection as detection
+
+    def no_parse(*args):
+        raise AssertionError("parsed again")
+
+    make_scenes.write_scenes(tmp_path, n=12, size=32, seed=4, val=0.25, test=0, layouts=("coco",))
+    entry = _coco(tmp_path, cache=True, test_annotations=None)
+    first = entry.read(0)
+    assert len(list((tmp_path / "annotations" / ".cache").glob("coco-*.pt"))) == 1
+    with monkeypatch.context() as m:
+        m.setattr(detection, "_load_json", no_parse)
+        again = entry.read(0)  # from the cache: no JSON parsed
+    truth = _coco(tmp_path, cache=False, test_annotations=None).read(0)  # parsed, never packed
+    assert again.classes == first.classes == truth.classes and again.notes == truth.notes
+    for split in ("train", "val", "test"):
+        for found in (first, again):
+            assert torch.equal(getattr(truth, split).y, getattr(found, split).y)
+            assert torch.equal(getattr(truth, split).x, getattr(found, split).x)
+    train_json = tmp_path / "annotations" / "instances_train.json"
+    book = json.loads(train_json.read_text())
+    book["annotations"] = book["annotations"][1:]
+    train_json.write_text(json.dumps(book))
+    with monkeypatch.context() as m:
+        m.setattr(detection, "_load_json", no_parse)
+        with pytest.raises(AssertionError, match="parsed again"):  # a changed file is read again, never stale
+            entry.read(0)
+    boxes = lambda data: sum(int((s.y[..., 0] >= 0).sum()) for s in (data.train, data.val, data.test))  # noqa: E731
+    assert boxes(entry.read(0)) == boxes(first) - 1

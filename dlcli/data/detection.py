@@ -210,7 +210,55 @@ def _image_folder(path: Path, split: str, given: str | None, first: str | None) 
                     f"set data.{split}_images to its folder")
 
 
+CACHED_LISTINGS = 4  # parsed COCO files kept per annotations folder
+
+
 def read_coco(entry, problems: Problems) -> Listing:
+    """The COCO files as a Listing; when training, parsed once and kept in .cache/ beside the train JSON (keyed by
+    the JSON files' paths, sizes and times and by what else shapes the listing), since a large JSON takes longer to
+    parse than its pictures take to load from the decoded cache."""
+    files = [Path(f) for f in (entry.train_annotations, entry.val_annotations, entry.test_annotations) if f]
+    if problems.collect or not entry.cache or not all(f.is_file() for f in files):
+        return _read_coco(entry, problems)
+    from dlcli.data.cache import cached_tensors, file_stamp
+
+    folders = [os.path.abspath(f) if f else None for f in (entry.train_images, entry.val_images, entry.test_images)]
+    extra = json.dumps(["coco listing 1", [str(f) for f in files], folders, entry.bad_boxes, BOX_TOLERANCE])
+    path = files[0].parent / ".cache" / f"coco-{file_stamp(files, extra)}.pt"
+    return _unpack(cached_tensors(path, lambda: _pack(_read_coco(entry, problems)), keep=CACHED_LISTINGS))
+
+
+def _pack(listing: Listing) -> dict:
+    """A Listing as tensors, lists and strings (what torch.load reads back with weights_only)."""
+    import torch
+
+    splits = {}
+    for split, pictures in listing.splits.items():
+        splits[split] = {
+            "paths": [str(p.path) for p in pictures], "where": [p.where for p in pictures],
+            "boxes": torch.from_numpy(np.concatenate([p.boxes for p in pictures] + [np.zeros((0, 4))])),
+            "classes": torch.from_numpy(np.concatenate([p.classes for p in pictures] + [np.zeros(0, np.int64)])),
+            "counts": torch.tensor([len(p.classes) for p in pictures], dtype=torch.int64),
+            "frames": torch.tensor([list(p.frame) for p in pictures], dtype=torch.float64).reshape(-1, 2),
+            "sizes": torch.tensor([list(p.size or (-1, -1)) for p in pictures], dtype=torch.int64).reshape(-1, 2)}
+    return {"classes": list(listing.classes), "splits": splits, "notes": list(listing.notes),
+            "home": str(listing.home), "skipped": dict(listing.skipped)}
+
+
+def _unpack(stored: dict) -> Listing:
+    splits = {}
+    for split, found in stored["splits"].items():
+        ends = np.cumsum(found["counts"].numpy())
+        boxes, classes = np.split(found["boxes"].numpy(), ends[:-1]), np.split(found["classes"].numpy(), ends[:-1])
+        splits[split] = [
+            Picture(Path(path), b, c, (float(frame[0]), float(frame[1])), where,
+                    None if size[0] < 0 else (int(size[0]), int(size[1])))
+            for path, where, b, c, frame, size in zip(found["paths"], found["where"], boxes, classes,
+                                                      found["frames"].tolist(), found["sizes"].tolist())]
+    return Listing(stored["classes"], splits, stored["notes"], Path(stored["home"]), stored["skipped"])
+
+
+def _read_coco(entry, problems: Problems) -> Listing:
     files = {s: getattr(entry, f"{s}_annotations") for s in SPLITS}
     train_path = Path(files["train"])
     book = _load_json(train_path, "train_annotations")
@@ -228,7 +276,7 @@ def read_coco(entry, problems: Problems) -> Listing:
     crowd = sum(skipped.values())
     notes = [f"{crowd:,} crowd box{'es' if crowd != 1 else ''} (iscrowd: 1) left out of the targets: each marks a "
              f"group of objects, which COCO's evaluation ignores"] if crowd else []
-    return Listing(classes, splits, notes, train_path.parent, skipped)
+    return Listing(classes, splits, notes + problems.note(), train_path.parent, skipped)
 
 
 def _coco_split(path: Path, book: dict, index: dict[int, int], split: str, given_images, problems: Problems):
@@ -430,7 +478,7 @@ def read_yolo(entry, problems: Problems) -> Listing:
             raise DataError(f"yolo: {', '.join(map(str, listed))}: no pictures for train "
                             f"({', '.join(sorted(IMAGE_EXTENSIONS)[:6])}, ...)")
         splits[split] = [_yolo_picture(p, len(names), problems) for p in sorted(set(files))]
-    return Listing(names, splits, [], home, {}, label_dirs)
+    return Listing(names, splits, problems.note(), home, {}, label_dirs)
 
 
 def _labels_without_pictures(pictures: Path, labels: Path, problems: Problems) -> None:
@@ -560,7 +608,7 @@ def read_voc(entry, problems: Problems) -> Listing:
     hard = sum(skipped.values())
     notes = [f"{hard:,} difficult object{'s' if hard != 1 else ''} left out of the targets (as VOC's evaluation "
              f"ignores them; data.difficult: true keeps them)"] if hard else []
-    return Listing(names, splits, notes, root, skipped)
+    return Listing(names, splits, notes + problems.note(), root, skipped)
 
 
 def _voc_picture(xml: Path, node, pictures: Path, index: dict[str, int], difficult: bool, problems: Problems):
@@ -651,9 +699,7 @@ def read_detection(entry, seed: int, task=None):
     from dlcli.data.folders import STREAM_ABOVE_BYTES
     from dlcli.data.stream import FileList, StreamingSplit
 
-    problems = problems_for(entry)
-    listing = entry.listing(problems)
-    listing.notes += problems.note()
+    listing = entry.listing(problems_for(entry))
     hw = entry.size()
     shape = (entry.channels, *hw)
     everything = [p for pictures in listing.splits.values() for p in pictures]
