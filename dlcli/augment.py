@@ -14,6 +14,9 @@ from dlcli.registry import Entry, Registry
 
 AUGMENTS = Registry("augmentation")
 
+DEGREES_TEXT = "rotation by an angle drawn uniformly from [-degrees, degrees], in degrees"
+SERIES_P_TEXT = "the probability that each series of a batch is changed"
+
 
 class Augment(Entry):
     def __call__(self, x):
@@ -67,7 +70,8 @@ def flip_boxes(y, chosen, size: int, axis: int):
 class RandomCrop(Augment):
     """Pad by `padding` pixels, then cut a random window of the original size."""
 
-    padding: PositiveInt = 4
+    padding: PositiveInt = Field(4, description="pixels added on every side (0: the training mean) before the crop: "
+                                                "each picture moves by up to this many pixels either way")
 
     def __call__(self, x):
         import torch
@@ -120,7 +124,7 @@ def torch_arange(n: int, like):
 
 @AUGMENTS.register("hflip", positional="p")
 class HorizontalFlip(Augment):
-    p: float = Field(0.5, ge=0.0, le=1.0)
+    p: float = Field(0.5, ge=0.0, le=1.0, description="the probability that each picture is mirrored")
     axis: ClassVar[int] = 3  # the picture's axis mirrored: columns
 
     def __call__(self, x):
@@ -150,9 +154,11 @@ class VerticalFlip(HorizontalFlip):
 class Affine(Augment):
     """Random rotation (degrees), translation (fraction of the size) and scale, one draw per image."""
 
-    degrees: NonNegativeFloat = 10.0
-    translate: float = Field(0.0, ge=0.0, lt=1.0)
-    scale: tuple[float, float] = (1.0, 1.0)
+    degrees: NonNegativeFloat = Field(10.0, description=DEGREES_TEXT)
+    translate: float = Field(0.0, ge=0.0, lt=1.0, description="the largest shift, as a fraction of the picture's "
+                                                              "width (across) and height (down), drawn per axis")
+    scale: tuple[float, float] = Field((1.0, 1.0), description="[low, high]: the zoom drawn uniformly between them "
+                                                               "(above 1 enlarges)")
 
     def __call__(self, x):
         return self._warp(x, self._theta(x), "bilinear")
@@ -200,15 +206,15 @@ class Affine(Augment):
 
 @AUGMENTS.register("rotation", positional="degrees")
 class Rotation(Affine):
-    degrees: NonNegativeFloat = 15.0
+    degrees: NonNegativeFloat = Field(15.0, description=DEGREES_TEXT)
 
 
 @AUGMENTS.register("cutout", positional="size")
 class Cutout(Augment):
     """Zero a random size x size square in each image (its centre may lie anywhere, as in DeVries & Taylor)."""
 
-    size: PositiveInt = 8
-    p: float = Field(1.0, ge=0.0, le=1.0)
+    size: PositiveInt = Field(8, description="the square's side in pixels; it is zeroed (the training mean)")
+    p: float = Field(1.0, ge=0.0, le=1.0, description="the probability that each picture gets a square")
 
     def __call__(self, x):
         import torch
@@ -252,8 +258,8 @@ def _chosen(p: float, x):
 class Jitter(Augment):
     """Add Gaussian noise of standard deviation `sigma` (in normalised units) to every step (Um et al. 2017)."""
 
-    sigma: NonNegativeFloat = 0.03
-    p: float = Field(1.0, ge=0.0, le=1.0)
+    sigma: NonNegativeFloat = Field(0.03, description="the noise's standard deviation, in normalised units")
+    p: float = Field(1.0, ge=0.0, le=1.0, description=SERIES_P_TEXT)
 
     def __call__(self, x):
         import torch
@@ -265,8 +271,8 @@ class Jitter(Augment):
 class Scaling(Augment):
     """Multiply each channel of each series by one factor drawn from N(1, sigma) (Um et al. 2017)."""
 
-    sigma: NonNegativeFloat = 0.1
-    p: float = Field(1.0, ge=0.0, le=1.0)
+    sigma: NonNegativeFloat = Field(0.1, description="the standard deviation of the factors, drawn around 1")
+    p: float = Field(1.0, ge=0.0, le=1.0, description=SERIES_P_TEXT)
 
     def __call__(self, x):
         import torch
@@ -280,8 +286,9 @@ class WindowSlice(Augment):
     """Cut a random window of `ratio` of each series' own length and stretch it back over that length by linear
     interpolation (Le Guennec et al. 2016). Padding stays padding: a short series is sliced within its own steps."""
 
-    ratio: float = Field(0.9, gt=0.0, le=1.0)
-    p: float = Field(1.0, ge=0.0, le=1.0)
+    ratio: float = Field(0.9, gt=0.0, le=1.0, description="the window's length, as a fraction of each series' own "
+                                                          "length")
+    p: float = Field(1.0, ge=0.0, le=1.0, description=SERIES_P_TEXT)
 
     def __call__(self, x):
         import torch
