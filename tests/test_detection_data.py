@@ -219,7 +219,9 @@ def _yolo_case(tmp_path, lines: str, extra_label: bool = False) -> str:
 
 @pytest.mark.parametrize("lines, where, words", [
     ("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n", "b.txt: line 2", ["4 fields, expected 5"]),
-    ("0 0.5 0.5 0.2 0.2 0.9\n", "b.txt: line 1", ["6 fields, expected 5"]),
+    ("0 0.5 0.5 0.2 0.2 0.9\n", "b.txt: line 1", ["6 fields, expected 5 (class cx cy w h) or a polygon"]),
+    ("0 0.1 0.1 0.5 0.1 0.5 0.6 0.1\n", "b.txt: line 1", ["8 fields, expected 5"]),
+    ("0 0.1 0.1 0.5 0.1 50 60\n", "b.txt: line 1", ["the points must be shares of the picture in 0..1"]),
     ("\n2 12 7 4 4\n", "b.txt: line 2", ["must be shares of the picture in 0..1", "12 7 4 4"]),
     ("3 0.5 0.5 0.2 0.2\n", "b.txt: line 1", ["class 3 is not one of the 3 classes (0..2)"]),
     ("1 0.95 0.5 0.3 0.2\n", "b.txt: line 1", ["lies outside the picture"]),
@@ -529,3 +531,13 @@ def test_a_parsed_coco_file_is_cached_until_it_changes(tmp_path, monkeypatch):
             entry.read(0)
     boxes = lambda data: sum(int((s.y[..., 0] >= 0).sum()) for s in (data.train, data.val, data.test))  # noqa: E731
     assert boxes(entry.read(0)) == boxes(first) - 1
+
+
+def test_a_yolo_polygon_line_is_read_as_its_box(tmp_path):
+    _write_picture(tmp_path / "images" / "train" / "a.png", 40, 20)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_text("1 0.1 0.2 0.5 0.25 0.3 0.8\n0 0.5 0.5 0.2 0.2\n")
+    data = parse_data({"dataset": "yolo", "root": str(tmp_path), "names": ["a", "b"], "image_size": [20, 40],
+                       "val_split": 0.0, "test_split": 0.0, "cache": False}).read(0)
+    # x 0.1..0.5 of 40 px, y 0.2..0.8 of 20 px
+    assert torch.allclose(data.train.y[0], torch.tensor([[1, 4.0, 4.0, 20.0, 16.0], [0, 16.0, 8.0, 24.0, 12.0]]))

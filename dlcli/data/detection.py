@@ -13,8 +13,9 @@ split where it can).
         targets (COCO's evaluation ignores them; a box around many objects would teach a wrong box).
   YOLO  Ultralytics' data.yaml (`path`, `train`/`val`/`test`: folders of pictures or .txt lists, `names` as a list or
         {index: name}), or a root with images/<split>/ (or <split>/images/); each picture's labels in the same path
-        with `labels` for the last `images` and .txt: one line `class cx cy w h`, normalised to 0..1. A picture
-        without a label file holds no object.
+        with `labels` for the last `images` and .txt: one line `class cx cy w h`, normalised to 0..1 (a segment's
+        line `class x1 y1 x2 y2 x3 y3 ...` is read as its box, as Ultralytics does). A picture without a label file
+        holds no object.
   VOC   root/Annotations/*.xml (one <object> with <name> and <bndbox> per box, pixels from 1), root/JPEGImages/,
         splits from root/ImageSets/Main/{train,val,test}.txt (else every annotation is train); `difficult` objects
         are left out unless data.difficult is true.
@@ -22,8 +23,8 @@ split where it can).
 Refused, each in one line naming the file and the line or annotation id, before anything is decoded or cached: a
 box outside its picture (beyond BOX_TOLERANCE pixels, or NORM_TOLERANCE of a normalised side; within it, the box is
 clipped) or of zero area, an unknown category or class, a label file without its picture, a picture named that does
-not exist, a JSON that is not COCO (what is missing said), a YOLO line of the wrong field count or with values
-outside 0..1. `dlcli data check` reads with the same code, listing every problem instead of stopping at the first
+not exist, a JSON that is not COCO (what is missing said), a YOLO line of the wrong field count (not 5, nor a polygon's odd
+count of at least 7) or with values outside 0..1. `dlcli data check` reads with the same code, listing every problem instead of stopping at the first
 (`survey`).
 """
 
@@ -517,26 +518,33 @@ def _yolo_picture(picture: Path, classes: int, problems: Problems) -> Picture:
             if not fields:
                 continue
             where = f"{label}: line {n}"
-            if len(fields) != 5:
-                problems.bad("bad-line", f"{where}: {len(fields)} fields, expected 5: class cx cy w h (polygon "
-                             f"segments are not read)", label)
+            polygon = len(fields) >= 7 and len(fields) % 2 == 1  # YOLO segments: class x1 y1 x2 y2 x3 y3 ...
+            if len(fields) != 5 and not polygon:
+                problems.bad("bad-line", f"{where}: {len(fields)} fields, expected 5 (class cx cy w h) or a polygon "
+                             f"(class x1 y1 x2 y2 x3 y3 ...)", label)
                 continue
             try:
                 values = [float(v) for v in fields]
             except ValueError:
-                problems.bad("bad-line", f"{where}: '{line.strip()[:60]}' is not five numbers (class cx cy w h)",
-                             label)
+                problems.bad("bad-line", f"{where}: '{line.strip()[:60]}' is not {'five ' if not polygon else ''}"
+                             f"numbers ({'class x1 y1 x2 y2 ...' if polygon else 'class cx cy w h'})", label)
                 continue
             cls = values[0]
             if cls != int(cls) or not 0 <= cls < classes:
                 problems.bad("unknown-class", f"{where}: class {fields[0]} is not one of the {classes} classes "
                              f"(0..{classes - 1})", label)
                 continue
-            cx, cy, w, h = values[1:]
             if not all(-VALUE_SLACK <= v <= 1 + VALUE_SLACK for v in values[1:]):
-                problems.bad("not-normalised", f"{where}: cx cy w h must be shares of the picture in 0..1, found "
-                             f"{' '.join(fields[1:])} (pixels? divide by the picture's width and height)", label)
+                shown = " ".join(fields[1:9]) + (" ..." if len(fields) > 9 else "")
+                problems.bad("not-normalised", f"{where}: {'the points' if polygon else 'cx cy w h'} must be shares "
+                             f"of the picture in 0..1, found {shown} (pixels? divide by the picture's width and "
+                             f"height)", label)
                 continue
+            if polygon:  # read as its box, the way Ultralytics trains detection on segment labels
+                xs, ys = values[1::2], values[2::2]
+                cx, cy, w, h = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
+            else:
+                cx, cy, w, h = values[1:]
             box = check_box((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), (1.0, 1.0), problems, where, label,
                             NORM_TOLERANCE)
             if box is not None:
