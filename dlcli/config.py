@@ -95,10 +95,15 @@ class MLPModel(Strict):
     activation: Activation = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batchnorm: bool = False
+    linear: bool = Field(False, description="a linear map from the inputs to the outputs beside the hidden layers "
+                                            "(their sum is the answer): a linear model plus what the network adds")
     init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
-        return [LAYERS.parse("flatten")] + _head(self.hidden, self.activation, self.dropout, self.batchnorm, num_classes)
+        head = _head(self.hidden, self.activation, self.dropout, self.batchnorm, num_classes)
+        if self.linear:  # a residual block whose shortcut is a dense layer, inputs -> outputs, whatever the widths
+            head = [LAYERS.parse({"residual": {"layers": [layer.to_spec() for layer in head], "projection": True}})]
+        return [LAYERS.parse("flatten")] + head
 
 
 class CNNModel(Strict):

@@ -158,7 +158,7 @@ def _residual(layer, shape, where, label, source, vocab_size, pretrained):
     width_in, width_out = (shape[0], out[0]) if len(shape) == 3 else (shape[-1], out[-1])
     momentum, eps = 1.0 - 0.99, 1e-3  # Keras's batchnorm defaults, in torch's convention (as the layer's)
     parts = []
-    if width_in != width_out:
+    if width_in != width_out or layer.projection:
         parts.append({1: lambda: nn.Linear(width_in, width_out), 2: lambda: Conv1d(width_in, width_out, 1),
                       3: lambda: nn.Conv2d(width_in, width_out, 1)}[len(shape)]())
     if layer.batchnorm_shortcut:

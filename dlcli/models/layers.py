@@ -447,6 +447,8 @@ class Residual(Layer):
 
     layers: list[Any] = Field(min_length=1, description="the layers of the block, as in model.layers")
     batchnorm_shortcut: bool = Field(False, description="batch-normalise the shortcut (Wang et al.'s ResNet)")
+    projection: bool = Field(False, description="a learned shortcut (dense or 1x1 convolution) even where the width "
+                                                "is kept: the block is then a linear map plus its layers")
 
     @field_validator("layers")
     @classmethod
