@@ -6,6 +6,7 @@ build the torch object (importing torch only when called), so schema checks neve
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -75,14 +76,27 @@ class Registry:
         except ValidationError as err:
             # An unknown key explains a missing one (a typo), so report it first.
             first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-            field = ".".join(str(p) for p in first["loc"])
+            field = ".".join(str(p) for p in first["loc"] if not _union_member(p))
             if first["type"] == "extra_forbidden":
                 raise ItemError(f"{prefix}.{field}", f"unknown key{closest(field, cls.model_fields)}") from None
             msg = "required key is missing" if first["type"] == "missing" else first["msg"].removeprefix("Value error, ")
+            words = [e["ctx"]["expected"] for e in err.errors() if e is not first and e["type"] == "literal_error"
+                     and [p for p in e["loc"] if not _union_member(p)] == field.split(".")]
+            if words:  # a number or a word (dense: outputs): say both
+                msg += f" (or {' or '.join(words)})"
             if msg.startswith("@"):  # a nested registry list (an entry's augment) carries the rest of the path
                 below, _, msg = msg[1:].partition(": ")
                 field += below
             raise ItemError(f"{prefix}.{field}", msg) from None
+
+
+# How pydantic names the members of a union in an error's location (`constrained-int`, `literal['outputs']`, `int`):
+# not keys of the YAML, so left out of the path an error names.
+_UNION_MEMBER = re.compile(r"constrained-\w+|\w+(-\w+)?\[.*\]|int|str|float|bool|list|dict|tuple")
+
+
+def _union_member(part) -> bool:
+    return isinstance(part, str) and _UNION_MEMBER.fullmatch(part) is not None
 
 
 class ItemError(ValueError):

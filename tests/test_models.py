@@ -107,6 +107,8 @@ def test_dense_outputs_is_the_tasks_width_in_blocks_too(classes):
         "flatten", {"dense": "outputs"}]}})
     assert cfg.resolved()["model"]["layers"][1] == {"dense": {"units": "outputs", "activation": None,
                                                               "use_bias": True}}  # the run records the spelling
-    with pytest.raises(DlcliError, match="units"):
+    with pytest.raises(DlcliError) as err:
         validate_config({"data": {"dataset": "mnist"}, "model": {"type": "sequential", "layers": [
             "flatten", {"dense": "output"}]}})
+    assert "model.layers[1].dense.units: Input should be a valid integer" in str(err.value)  # no union member named
+    assert str(err.value).endswith("(or 'outputs')")
