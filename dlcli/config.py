@@ -361,7 +361,8 @@ class TrainConfig(Strict):
     l1: NonNegativeFloat = 0.0
     early_stopping: EarlyStopping | None = None
     checkpoint_monitor: str | None = Field(None, description="best.pt's metric; default the task's (val_accuracy "
-                                           "for classification, val_loss for regression and multilabel)")
+                                           "for classification, val_loss for regression and multilabel, "
+                                           "val_f1_micro for multilabel with pos_weight auto or threshold tuned)")
     channels_last: bool | Literal["auto"] = "auto"
     # recompute BatchNorm statistics from the training split after each epoch (dlcli.precise_bn); auto: where they lag
     precise_bn: bool | Literal["auto"] = "auto"
