@@ -182,11 +182,32 @@ def load_data(cfg, preprocessing: dict | None = None) -> DataBundle:
     return cfg.data.read(cfg.seed, preprocessing, task=cfg.task)
 
 
+def image_split(x, y, known: dict, name: str = ""):
+    """A split of image files (dlcli.data.stream.FileList) and their targets: streamed per batch, or decoded into
+    memory with the statistics stored beside its cached pixels put in known[name]; a tensor x is a Split as it is."""
+    from dlcli.data.stream import FileList, StreamingSplit
+
+    if not isinstance(x, FileList):
+        return Split(x, y)
+    if x.stream:
+        return StreamingSplit(x, y)
+    pixels, known[name] = x.decoded()
+    return Split(pixels, y)
+
+
+def train_statistics(train, known: dict, seed: int) -> tuple[list[float], list[float], bool]:
+    """The training split's normalisation statistics: those stored beside its cached pixels (image_split's known),
+    else computed, on a seeded sample of STATS_SAMPLE images when the split is streamed."""
+    from dlcli.data.stream import StreamingSplit
+
+    if known.get("train"):
+        return known["train"]
+    return statistics(train.sample(STATS_SAMPLE, seed) if isinstance(train, StreamingSplit) else train.x)
+
+
 def split_raw(raw, entry, seed: int) -> DataBundle:
     """Cut val (and test, when the dataset has none) from a Raw's train part; image files are decoded only now,
     each split straight into its own tensor."""
-    from dlcli.data.stream import FileList, StreamingSplit
-
     cut = Splitter(raw.train_y, seed, entry.split, raw.classes)
     test_idx = cut.cut(entry.test_split, "test") if raw.test_y is None else None
     if raw.val_y is not None and getattr(entry, "cv_fold", None):
@@ -196,15 +217,7 @@ def split_raw(raw, entry, seed: int) -> DataBundle:
     val_idx = cut.cut_val(entry) if raw.val_y is None else None
 
     known = {}  # a cached split's statistics, stored beside its pixels
-
-    def make(x, y, name=""):
-        if not isinstance(x, FileList):
-            return Split(x, y)
-        if x.stream:
-            return StreamingSplit(x, y)
-        pixels, known[name] = x.decoded()
-        return Split(pixels, y)
-
+    make = lambda x, y, name="": image_split(x, y, known, name)  # noqa: E731
     pick = lambda idx, name="": make(raw.train_x[idx], raw.train_y[idx], name)  # noqa: E731
     train = pick(cut.train(entry.max_train_samples, entry.val_split), "train")
     test = pick(test_idx) if test_idx is not None else make(raw.test_x, raw.test_y)
@@ -212,10 +225,6 @@ def split_raw(raw, entry, seed: int) -> DataBundle:
         val = pick(val_idx) if len(val_idx) else None
     else:
         val = make(raw.val_x, raw.val_y)
-    # Streamed images: the statistics of a seeded sample of STATS_SAMPLE training images.
-    if known.get("train"):
-        mean, std, image = known["train"]
-    else:
-        mean, std, image = statistics(train.sample(STATS_SAMPLE, seed) if isinstance(train, StreamingSplit) else train.x)
+    mean, std, image = train_statistics(train, known, seed)
     shape = tuple(raw.train_x.shape[1:])
     return DataBundle(train, val, test, raw.classes, shape, Normalizer(mean, std, image), notes=cut.notes)

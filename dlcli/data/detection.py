@@ -703,9 +703,9 @@ def read_detection(entry, seed: int, task=None):
     """The DataBundle of a detection entry (coco, yolo, voc)."""
     import torch
 
-    from dlcli.data.bundle import STATS_SAMPLE, DataBundle, Normalizer, Split, Splitter, statistics
+    from dlcli.data.bundle import DataBundle, Normalizer, Splitter, image_split, train_statistics
     from dlcli.data.folders import STREAM_ABOVE_BYTES
-    from dlcli.data.stream import FileList, StreamingSplit
+    from dlcli.data.stream import FileList
 
     listing = entry.listing(problems_for(entry))
     hw = entry.size()
@@ -729,24 +729,11 @@ def read_detection(entry, seed: int, task=None):
     stream = entry.stream if isinstance(entry.stream, bool) else total > STREAM_ABOVE_BYTES
     cache_dir = listing.home / ".cache" if entry.cache and not stream else None
     origin = _Origin(everything)
-    known = {}
-
-    def make(name: str):
-        pictures = chosen[name]
-        x = FileList([p.path for p in pictures], shape, entry.num_workers, stream, cache_dir, origin)
-        y = targets(pictures, rows, hw)
-        if stream:
-            return StreamingSplit(x, y)
-        pixels, known[name] = x.decoded()
-        return Split(pixels, y)
-
-    made = {name: make(name) for name in SPLITS}
+    known = {}  # a cached split's statistics, stored beside its pixels
+    made = {name: image_split(FileList([p.path for p in chosen[name]], shape, entry.num_workers, stream, cache_dir,
+                                       origin), targets(chosen[name], rows, hw), known, name) for name in SPLITS}
     fit_on = made["train"]
-    if known.get("train"):
-        mean, std, image = known["train"]
-    else:
-        mean, std, image = statistics(fit_on.sample(STATS_SAMPLE, seed) if isinstance(fit_on, StreamingSplit)
-                                      else fit_on.x)
+    mean, std, image = train_statistics(fit_on, known, seed)
     fitted = task.fit(fit_on.y, listing.classes) if task is not None else {}
     return DataBundle(fit_on, made["val"] if len(made["val"]) else None, made["test"], list(listing.classes), shape,
                       Normalizer(mean, std, image), notes=[*listing.notes, *cut.notes], target=fitted)

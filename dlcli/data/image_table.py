@@ -114,9 +114,9 @@ def read_image_table(entry, seed: int, task=None):
     """The DataBundle: rows split as a table's, each split's images decoded (or streamed) as an image folder's."""
     import torch
 
-    from dlcli.data.bundle import STATS_SAMPLE, DataBundle, Normalizer, Split, statistics
+    from dlcli.data.bundle import DataBundle, Normalizer, image_split, train_statistics
     from dlcli.data.folders import STREAM_ABOVE_BYTES
-    from dlcli.data.stream import FileList, StreamingSplit
+    from dlcli.data.stream import FileList
     from dlcli.data.tables import _Rows
 
     task, train, test = _read_tables(entry, task)
@@ -146,19 +146,12 @@ def read_image_table(entry, seed: int, task=None):
 
     def make(name: str):
         files, y, origin = lists[name]
-        x, y = FileList(files, shape, entry.num_workers, stream, cache_dir, origin), torch.from_numpy(y)
-        if stream:
-            return StreamingSplit(x, y)
-        pixels, known[name] = x.decoded()
-        return Split(pixels, y)
+        return image_split(FileList(files, shape, entry.num_workers, stream, cache_dir, origin), torch.from_numpy(y),
+                           known, name)
 
     made = {name: make(name) for name in lists}
     fit_on = made["train"]
-    if known.get("train"):
-        mean, std, image = known["train"]
-    else:
-        mean, std, image = statistics(fit_on.sample(STATS_SAMPLE, seed) if isinstance(fit_on, StreamingSplit)
-                                      else fit_on.x)
+    mean, std, image = train_statistics(fit_on, known, seed)
     target = {"type": task.entry_name, **task.fit(lists["train"][1], names)}
     return DataBundle(fit_on, made["val"] if len(made["val"]) else None, made["test"], names, shape,
                       Normalizer(mean, std, image), None, None, [*train.targets.notes, *notes, *rows.notes], target)
