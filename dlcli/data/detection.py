@@ -349,15 +349,13 @@ def _coco_split(path: Path, book: dict, index: dict[int, int], split: str, given
 
 def _header_size(path: Path) -> tuple[float, float] | None:
     """(height, width) of a picture as decoded (EXIF orientation applied), from its header; None if unreadable."""
-    from PIL import Image
+    from dlcli.data.segmentation import picture_size
 
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError, SyntaxError):
+        width, height = picture_size(path)
+    except DataError:
         return None
-    return (float(w), float(h)) if turned else (float(h), float(w))
+    return float(height), float(width)
 
 
 def _ids(index: dict[int, int]) -> str:
