@@ -18,14 +18,20 @@ class ParamGroup(Strict):
 
     layers: list[int | str] = Field(min_length=1, description="layer indices or names (dense_2, or a kind: "
                                     "backbone), or parameter-name patterns (backbone_1.net.layer4.*)")
-    lr: PositiveFloat | None = None
-    weight_decay: NonNegativeFloat | None = None
+    lr: PositiveFloat | None = Field(None, description="this group's learning rate (unset: the optimizer's)")
+    weight_decay: NonNegativeFloat | None = Field(None, description="this group's weight decay (unset: the "
+                                                                    "optimizer's)")
+
+
+LR = "the learning rate (a scheduler scales it)"
+DECAY = "L2 penalty on the weights (decoupled from the gradient for adamw)"
 
 
 class Optimizer(Entry):
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
-    groups: list[ParamGroup] = []  # the first group that selects a parameter takes it
+    lr: PositiveFloat = Field(1e-3, description=LR)
+    weight_decay: NonNegativeFloat = Field(0.0, description=DECAY)
+    groups: list[ParamGroup] = Field([], description="parameters with their own lr or weight decay; the first "
+                                                     "group that selects a parameter takes it")
 
     def build(self, params, device_type: str):
         """params: the model (its parameters split into `groups`) or an iterable of parameters."""
@@ -64,9 +70,9 @@ class Optimizer(Entry):
 
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
-    lr: PositiveFloat = 0.01
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
+    lr: PositiveFloat = Field(0.01, description=LR)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="the share of the last update added to this one")
+    nesterov: bool = Field(False, description="Nesterov momentum: the gradient taken after the momentum step")
 
     def torch_class(self, optim):
         return optim.SGD
@@ -79,9 +85,10 @@ class SGD(Optimizer):
 
 @OPTIMIZERS.register("adam")
 class Adam(Optimizer):
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: PositiveFloat = 1e-8
-    amsgrad: bool = False
+    betas: tuple[float, float] = Field((0.9, 0.999), description="decay rates of the gradient's running mean and "
+                                                                  "of its square's (Keras: beta_1, beta_2)")
+    eps: PositiveFloat = Field(1e-8, description="added to the denominator (Keras' Adam uses 1e-7)")
+    amsgrad: bool = Field(False, description="keep the largest squared-gradient average seen (Reddi et al. 2018)")
 
     def torch_class(self, optim):
         return optim.Adam
@@ -89,7 +96,7 @@ class Adam(Optimizer):
 
 @OPTIMIZERS.register("adamw")
 class AdamW(Adam):
-    weight_decay: NonNegativeFloat = 0.01
+    weight_decay: NonNegativeFloat = Field(0.01, description=DECAY)
 
     def torch_class(self, optim):
         return optim.AdamW
@@ -97,10 +104,11 @@ class AdamW(Adam):
 
 @OPTIMIZERS.register("rmsprop")
 class RMSprop(Optimizer):
-    alpha: float = Field(0.99, gt=0.0, lt=1.0)
-    eps: PositiveFloat = 1e-8
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    centered: bool = False
+    alpha: float = Field(0.99, gt=0.0, lt=1.0, description="decay rate of the squared-gradient average (Keras: rho)")
+    eps: PositiveFloat = Field(1e-8, description="added to the denominator")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="the share of the last update added to this one")
+    centered: bool = Field(False, description="divide by the gradient's estimated variance instead of its second "
+                                              "moment")
 
     def torch_class(self, optim):
         return optim.RMSprop
@@ -108,9 +116,9 @@ class RMSprop(Optimizer):
 
 @OPTIMIZERS.register("adadelta")
 class Adadelta(Optimizer):
-    lr: PositiveFloat = 1.0
-    rho: float = Field(0.9, gt=0.0, lt=1.0)
-    eps: PositiveFloat = 1e-6
+    lr: PositiveFloat = Field(1.0, description=LR + "; Keras 2's Adadelta used 1.0, Keras 3's 0.001")
+    rho: float = Field(0.9, gt=0.0, lt=1.0, description="decay rate of the running averages")
+    eps: PositiveFloat = Field(1e-6, description="added inside the square roots")
 
     def torch_class(self, optim):
         return optim.Adadelta
@@ -118,8 +126,8 @@ class Adadelta(Optimizer):
 
 @OPTIMIZERS.register("adagrad")
 class Adagrad(Optimizer):
-    lr: PositiveFloat = 0.01
-    eps: PositiveFloat = 1e-10
+    lr: PositiveFloat = Field(0.01, description=LR)
+    eps: PositiveFloat = Field(1e-10, description="added to the denominator")
 
     def torch_class(self, optim):
         return optim.Adagrad
@@ -141,8 +149,9 @@ class NoScheduler(Scheduler):
 
 @SCHEDULERS.register("step")
 class StepLR(Scheduler):
-    step_size: PositiveInt = 10
-    gamma: PositiveFloat = 0.1
+    step_size: PositiveInt = Field(10, description="epochs between decays: the lr is multiplied by gamma every "
+                                                   "step_size epochs")
+    gamma: PositiveFloat = Field(0.1, description="the factor the lr is multiplied by at each decay")
 
     def build(self, optimizer, epochs, steps_per_epoch):
         from torch.optim import lr_scheduler
@@ -152,8 +161,9 @@ class StepLR(Scheduler):
 
 @SCHEDULERS.register("multistep")
 class MultiStepLR(Scheduler):
-    milestones: list[PositiveInt] = Field(min_length=1)
-    gamma: PositiveFloat = 0.1
+    milestones: list[PositiveInt] = Field(min_length=1, description="epoch counts, in any order: once each many "
+                                                                    "epochs are done, the lr is multiplied by gamma")
+    gamma: PositiveFloat = Field(0.1, description="the factor the lr is multiplied by at each milestone")
 
     def build(self, optimizer, epochs, steps_per_epoch):
         from torch.optim import lr_scheduler
@@ -163,7 +173,7 @@ class MultiStepLR(Scheduler):
 
 @SCHEDULERS.register("exponential", positional="gamma")
 class ExponentialLR(Scheduler):
-    gamma: PositiveFloat = 0.95
+    gamma: PositiveFloat = Field(0.95, description="the factor the lr is multiplied by after every epoch")
 
     def build(self, optimizer, epochs, steps_per_epoch):
         from torch.optim import lr_scheduler
@@ -187,7 +197,9 @@ class WarmupCosine:
 @SCHEDULERS.register("cosine")
 class Cosine(Scheduler):
     interval: ClassVar[str] = "step"
-    warmup_epochs: NonNegativeFloat = 0.0
+    warmup_epochs: NonNegativeFloat = Field(0.0, description="epochs (fractions too) of linear warm-up from "
+                                                             "lr / warm-up steps up to lr, step by step, before the "
+                                                             "half cosine down to min_lr_ratio x lr")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="final lr as a fraction of the initial lr")
 
     def build(self, optimizer, epochs, steps_per_epoch):
@@ -201,7 +213,9 @@ class Cosine(Scheduler):
 class OneCycle(Scheduler):
     interval: ClassVar[str] = "step"
     max_lr: PositiveFloat | None = Field(None, description="defaults to the optimizer's lr")
-    pct_start: float = Field(0.3, gt=0.0, lt=1.0)
+    pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="the share of all training steps spent rising from "
+                                                              "max_lr / 25 to max_lr; the rest anneals (cosine) to "
+                                                              "max_lr / 25e4 (torch's OneCycleLR)")
 
     def build(self, optimizer, epochs, steps_per_epoch):
         from torch.optim import lr_scheduler
@@ -225,9 +239,10 @@ class OneCycle(Scheduler):
 class Plateau(Scheduler):
     interval: ClassVar[str] = "metric"
     monitor: str = Field("val_loss", description="a metric of the task (checked with the config)")
-    factor: float = Field(0.1, gt=0.0, lt=1.0)
-    patience: PositiveInt = 5
-    min_lr: NonNegativeFloat = 0.0
+    factor: float = Field(0.1, gt=0.0, lt=1.0, description="the factor the lr is multiplied by at each cut")
+    patience: PositiveInt = Field(5, description="the lr is cut when monitor has not improved for more than this "
+                                                 "many epochs in a row")
+    min_lr: NonNegativeFloat = Field(0.0, description="the lr is never cut below this")
 
     def build(self, optimizer, epochs, steps_per_epoch):
         from torch.optim import lr_scheduler

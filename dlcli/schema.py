@@ -57,8 +57,8 @@ def config_schema() -> dict:
     props["data"] = {"title": "Data", "description": "the dataset kind (`dataset`) and that kind's own keys",
                      **_named(DATASETS, defs, refs, "dataset", strings=False)}
     for section, registry in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
-        props[section] = {**{k: v for k, v in props[section].items() if k in ("title", "default")},
-                          **_named(registry, defs, refs, "name", strings=True)}
+        kept = {k: v for k, v in props[section].items() if k in ("title", "default", "description")}
+        props[section] = {**kept, **_named(registry, defs, refs, "name", strings=True)}
     # Registry lists: parsed by dlcli.registry.parse_list, typed `list[Any]` in pydantic.
     defs["SequentialModel"]["properties"]["layers"]["items"] = layer = _items(LAYERS, defs, refs)
     # A residual block's layers are the list's own items: a pointer to them, as the schema is recursive there.

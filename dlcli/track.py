@@ -15,6 +15,8 @@ import importlib.util
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import Field
+
 from dlcli.errors import DlcliError
 from dlcli.registry import Entry, Registry
 
@@ -33,7 +35,7 @@ class TensorBoard(Tracker):
     """Event files in <run>/tensorboard/: `tensorboard --logdir runs` shows every run."""
 
     modules: ClassVar[tuple[str, ...]] = ("tensorboard",)
-    graph: bool = False  # also trace the model's graph once, at the start
+    graph: bool = Field(False, description="also trace the model's graph once, at the start")
 
     def callback(self, run):
         from dlcli.loggers import TensorBoardLogger
@@ -46,9 +48,11 @@ class MLflow(Tracker):
     """A run in an MLflow tracking store: the config as params, per-epoch metrics, test figures, the run's files."""
 
     modules: ClassVar[tuple[str, ...]] = ("mlflow",)
-    experiment: str | None = None  # default: the config's name
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<runs dir>/mlflow.db
-    artifacts: bool = True  # copy the run directory's files (all but checkpoints/last.pt) when it completes
+    experiment: str | None = Field(None, description="the MLflow experiment; default: the config's name")
+    tracking_uri: str | None = Field(None, description="the tracking store; default: $MLFLOW_TRACKING_URI, else "
+                                                       "sqlite:///<runs dir>/mlflow.db")
+    artifacts: bool = Field(True, description="copy the run directory's files (all but checkpoints/last.pt) when "
+                                              "it completes")
 
     def callback(self, run):
         from dlcli.loggers import MLflowLogger

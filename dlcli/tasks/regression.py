@@ -49,7 +49,8 @@ class Regression(Task):
     """Numbers: mse (default), mae, huber or smooth_l1 on standardised targets; mae, rmse and r2 in the targets'
     units, per target and averaged; best.pt and early stopping follow val_loss by default."""
 
-    loss: Literal[LOSSES] = "mse"
+    loss: Literal[LOSSES] = Field("mse", description="mse, mae, huber or smooth_l1 (the last two weigh outliers "
+                                                     "less: see delta), on the targets as standardize leaves them")
     delta: PositiveFloat = Field(1.0, description="huber: where the loss turns linear; smooth_l1: its beta "
                                                   "(in standard deviations of the target)")
     standardize: bool = Field(True, description="train on (y - mean) / std of the training targets")
