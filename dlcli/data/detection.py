@@ -66,7 +66,6 @@ class Listing:
     notes: list[str] = field(default_factory=list)
     home: Path = Path(".")  # where the decoded cache goes (home/.cache)
     skipped: dict[str, int] = field(default_factory=dict)  # boxes left out on purpose per split (crowd, difficult)
-    label_dirs: dict[str, Path] = field(default_factory=dict)  # YOLO: the label folder of each split
 
 
 BOX_CHECKS = ("zero-area", "box-outside")  # what data.bad_boxes: drop skips instead of refusing
@@ -458,16 +457,16 @@ def read_yolo(entry, problems: Problems) -> Listing:
     names, sources, home = _yolo_sources(entry)
     if "train" not in sources:
         raise DataError(f"{entry.data_yaml}: train is empty")
-    splits, label_dirs = {}, {}
+    splits = {}
     for split, listed in sources.items():
         files: list[Path] = []
         for source in listed:
             if source.is_dir():
-                files += _images_under(source)
+                found = _images_under(source)
+                files += found
                 labels = label_path(source / "x").parent
                 if labels != source and labels.is_dir():
-                    _labels_without_pictures(source, labels, problems)
-                    label_dirs[split] = labels
+                    _labels_without_pictures(source, found, labels, problems)
             elif source.suffix == ".txt" and source.is_file():
                 files += _listed_pictures(source, problems)
             else:
@@ -477,11 +476,12 @@ def read_yolo(entry, problems: Problems) -> Listing:
             raise DataError(f"yolo: {', '.join(map(str, listed))}: no pictures for train "
                             f"({', '.join(sorted(IMAGE_EXTENSIONS)[:6])}, ...)")
         splits[split] = [_yolo_picture(p, len(names), problems) for p in sorted(set(files))]
-    return Listing(names, splits, problems.note(), home, {}, label_dirs)
+    return Listing(names, splits, problems.note(), home)
 
 
-def _labels_without_pictures(pictures: Path, labels: Path, problems: Problems) -> None:
-    have = {p.relative_to(pictures).with_suffix("") for p in _images_under(pictures)}
+def _labels_without_pictures(pictures: Path, found: list[Path], labels: Path, problems: Problems) -> None:
+    """Each label file under `labels` whose picture is not among those `found` under `pictures`."""
+    have = {p.relative_to(pictures).with_suffix("") for p in found}
     for label in sorted(labels.rglob("*.txt")):
         if label.name == "classes.txt" or label.relative_to(labels).with_suffix("") in have:
             continue
