@@ -64,7 +64,8 @@ def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
 
 
 class Layer(Entry):
-    activation: Activation | None = None
+    activation: Activation | None = Field(None, description="applied to the layer's output: relu, gelu, "
+                                                            "softmax, ... (none: linear)")
     needs_vocab: ClassVar[bool] = False  # build(shape, vocab_size) for layers that look up token ids
     loads_weights: ClassVar[bool] = False  # build(shape, pretrained) for layers that can start from trained weights
     # A parameter-free step-wise module (dropout): the builder applies it to the values of (values, lengths).
@@ -82,11 +83,17 @@ class Layer(Entry):
 
 @LAYERS.register("conv2d", positional="filters")
 class Conv2D(Layer):
-    filters: PositiveInt
-    kernel_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 3
-    strides: PositiveInt | tuple[PositiveInt, PositiveInt] = 1
-    padding: Literal["valid", "same"] | int = "valid"
-    use_bias: bool = True
+    filters: PositiveInt = Field(description="output channels (Keras's filters)")
+    kernel_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        3, description="the kernel's size in pixels: one integer for a square kernel, or [height, width]")
+    strides: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        1, description="the step between kernel positions in pixels: one integer, or [height, width]")
+    padding: Literal["valid", "same"] | int = Field(
+        "valid", description="valid: none, the output shrinks by kernel_size - 1 (Keras's default); same: the "
+                             "output keeps the input's height and width (strides 1 only); an integer: that many "
+                             "zero pixels on every side")
+    use_bias: bool = Field(True, description="add a learned bias per output channel (a batchnorm right after "
+                                             "has its own shift)")
 
     def build(self, shape):
         from torch import nn
@@ -109,8 +116,12 @@ class Conv2D(Layer):
 
 
 class _Pool(Layer):
-    pool_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 2
-    strides: PositiveInt | tuple[PositiveInt, PositiveInt] | None = None
+    pool_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        2, description="the window's size in pixels: one integer, or [height, width]; the output's size is "
+                       "floored (Keras's 'valid' pooling)")
+    strides: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="the step between windows in pixels; null: pool_size (windows that do not overlap, as "
+                          "in Keras)")
 
     def _out(self, shape, name):
         c, h, w = _image(shape, name)
@@ -162,7 +173,9 @@ class Flatten(Layer):
 
 @LAYERS.register("reshape", positional="target_shape")
 class Reshape(Layer):
-    target_shape: list[PositiveInt]
+    target_shape: list[PositiveInt] = Field(
+        description="the output's shape without the batch axis, channels first for an image ([C, H, W]); it must "
+                    "hold as many values as the input")
 
     def build(self, shape):
         from dlcli.models.modules import Reshape as ReshapeModule
@@ -181,7 +194,7 @@ class Reshape(Layer):
 class Dense(Layer):
     units: PositiveInt | Literal["outputs"] = Field(description="the width; outputs: the task's (classes, labels, "
                                                     "or horizon x targets), the usual last layer")
-    use_bias: bool = True
+    use_bias: bool = Field(True, description="add a learned bias to each output")
 
     def build(self, shape):
         from torch import nn
@@ -195,7 +208,8 @@ class Dense(Layer):
 
 @LAYERS.register("dropout", positional="rate")
 class Dropout(Layer):
-    rate: float = Field(0.5, ge=0.0, lt=1.0)
+    rate: float = Field(0.5, ge=0.0, lt=1.0, description="the fraction of values zeroed at random in training "
+                                                         "(the rest scaled by 1 / (1 - rate)); none at evaluation")
     on_values: ClassVar[bool] = True
 
     def reads_lengths(self):
@@ -210,7 +224,8 @@ class Dropout(Layer):
 @LAYERS.register("batchnorm")
 class BatchNorm(Layer):
     momentum: float = Field(0.99, gt=0.0, lt=1.0, description="Keras convention: weight of the running average")
-    epsilon: float = Field(1e-3, gt=0.0)
+    epsilon: float = Field(1e-3, gt=0.0, description="added to the variance before dividing by its square root "
+                                                     "(Keras's default; torch's is 1e-5)")
 
     def build(self, shape):
         from torch import nn
@@ -233,7 +248,9 @@ class BatchNorm(Layer):
 
 @LAYERS.register("activation", positional="activation")
 class ActivationLayer(Layer):
-    activation: Activation  # required here
+    activation: Activation = Field(description="the activation to apply (required here): relu, gelu, tanh, ...; "
+                                               "softmax and linear leave the values as they are (the loss takes "
+                                               "logits)")
 
     def reads_lengths(self):
         return True
@@ -243,11 +260,15 @@ class ActivationLayer(Layer):
 
 
 class _Recurrent(Layer):
-    units: PositiveInt
-    num_layers: PositiveInt = 1
-    bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    return_sequences: bool = False
+    units: PositiveInt = Field(description="the hidden state's width, per direction")
+    num_layers: PositiveInt = Field(1, description="recurrent layers stacked, each reading the one before's steps")
+    bidirectional: bool = Field(False, description="also read the sequence backwards; the output is both "
+                                                   "directions' states side by side (2 x units wide)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between stacked layers in training (no effect "
+                                                            "with num_layers 1)")
+    return_sequences: bool = Field(False, description="output every step's state (steps, units), for a "
+                                                      "recurrent, conv1d or pooling layer to follow; false: only "
+                                                      "the last real step's (units,) (as in Keras)")
 
     def reads_lengths(self):
         return self.return_sequences
@@ -286,7 +307,8 @@ class GRU(_Recurrent):
 class Embedding(Layer):
     """Token ids (0 = padding) -> vectors; passes the sequence lengths on to a following lstm or pooling layer."""
 
-    dim: PositiveInt = 64
+    dim: PositiveInt = Field(64, description="the width of each token's vector (Keras's output_dim); id 0, the "
+                                             "padding, maps to zeros")
     needs_vocab: ClassVar[bool] = True
 
     def build(self, shape, vocab_size=None):
@@ -335,12 +357,16 @@ class GlobalMaxPool1D(Layer):
 class Conv1D(Layer):
     """A convolution over the steps of (steps, channels); Keras's Conv1D, its parameter count included."""
 
-    filters: PositiveInt
-    kernel_size: PositiveInt = 3
-    strides: PositiveInt = 1
-    padding: Literal["valid", "same"] | NonNegativeInt = "valid"
-    dilation: PositiveInt = 1
-    use_bias: bool = True
+    filters: PositiveInt = Field(description="output channels (Keras's filters)")
+    kernel_size: PositiveInt = Field(3, description="the kernel's length in steps")
+    strides: PositiveInt = Field(1, description="the step between kernel positions, in steps")
+    padding: Literal["valid", "same"] | NonNegativeInt = Field(
+        "valid", description="valid: none, the output is dilation x (kernel_size - 1) steps shorter (Keras's "
+                             "default); same: as many steps out as in (strides 1 only); an integer: that many zero "
+                             "steps at each end")
+    dilation: PositiveInt = Field(1, description="the spacing of the kernel's taps, in steps (Keras's "
+                                                 "dilation_rate)")
+    use_bias: bool = Field(True, description="add a learned bias per output channel")
 
     def reads_lengths(self):
         return True
@@ -366,8 +392,10 @@ class Conv1D(Layer):
 
 
 class _Pool1D(Layer):
-    pool_size: PositiveInt = 2
-    strides: PositiveInt | None = None
+    pool_size: PositiveInt = Field(2, description="the window's length in steps; the output's length is floored "
+                                                  "(Keras's 'valid' pooling)")
+    strides: PositiveInt | None = Field(None, description="the step between windows; null: pool_size (windows "
+                                                          "that do not overlap, as in Keras)")
 
     def reads_lengths(self):
         return True
@@ -399,7 +427,8 @@ class AvgPool1D(_Pool1D):
 class LayerNorm(Layer):
     """Normalises each step's channels (or a flat vector) to zero mean and unit variance, then scales and shifts."""
 
-    epsilon: float = Field(1e-3, gt=0.0)
+    epsilon: float = Field(1e-3, gt=0.0, description="added to the variance before dividing by its square root "
+                                                     "(Keras's default; torch's is 1e-5)")
 
     def reads_lengths(self):
         return True
@@ -417,12 +446,14 @@ class TransformerEncoder(Layer):
     """Multi-head self-attention with sinusoidal positions: (steps, channels) in, (steps, model_dim) out, so a
     global pool follows. The channels are projected to model_dim when they differ."""
 
-    num_heads: PositiveInt = 4
+    num_heads: PositiveInt = Field(4, description="attention heads; each attends over model_dim / num_heads "
+                                                  "channels, so it must divide model_dim")
     model_dim: PositiveInt | None = Field(None, description="the attention's width; default the input's channels "
                                           "when num_heads divides them and they are 16 or more, else 64")
     ff_dim: PositiveInt | None = Field(None, description="the feed-forward width; default 2 x model_dim")
-    num_layers: PositiveInt = 1
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    num_layers: PositiveInt = Field(1, description="encoder layers stacked (attention, then feed-forward, each)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the attention weights and in the "
+                                                            "feed-forward, in training")
 
     def reads_lengths(self):
         return True
@@ -476,8 +507,11 @@ class Backbone(Layer):
 
     arch: str = Field(min_length=1, description="architecture name: `dlcli backbones` lists them")
     weights: str = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a file's path")
-    source: Literal["torchvision", "timm"] = "torchvision"
-    output: Literal["features", "pooled"] = "features"
+    source: Literal["torchvision", "timm"] = Field("torchvision", description="the library arch comes from "
+                                                                         "(timm: the dlcli[timm] extra)")
+    output: Literal["features", "pooled"] = Field(
+        "features", description="features: the last feature map (C, H, W) before the network's own pooling (a "
+                                "ViT's tokens (T, D)); pooled: the vector the network's classifier took")
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="the size the network sees; default: the weights' own (224 for most), or the data's")
     loads_weights: ClassVar[bool] = True  # build(shape, pretrained): evaluate, predict and resume skip the weights
