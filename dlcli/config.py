@@ -52,7 +52,9 @@ InitFrom = Annotated[str | None, Field(None, min_length=1, description="a run id
 
 class SequentialModel(Strict):
     type: Literal["sequential"]
-    layers: list[Any] = Field(min_length=1)
+    layers: list[Any] = Field(min_length=1, description="the network, first layer first: each a layer's name "
+                                                        "(flatten), {name: its first key} (dense: 128) or {name: "
+                                                        "{key: value, ...}}; every shape follows from the data's")
     init: InitFrom = None
 
     @field_validator("layers")
@@ -77,6 +79,11 @@ def _with_outputs(layers: list, width: int) -> list:
     return resolved
 
 
+HIDDEN_ACTIVATION = "the hidden layers' activation"
+HIDDEN_DROPOUT = "dropout after each hidden layer, in training (0: none)"
+CLASSIFIER_DROPOUT = "dropout before the last dense layer, in training (0: none)"
+
+
 def _head(hidden, activation, dropout, batchnorm, num_classes):
     layers = []
     for units in hidden:
@@ -91,10 +98,11 @@ def _head(hidden, activation, dropout, batchnorm, num_classes):
 
 class MLPModel(Strict):
     type: Literal["mlp"]
-    hidden: list[PositiveInt] = [128]
-    activation: Activation = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batchnorm: bool = False
+    hidden: list[PositiveInt] = Field([128], description="the widths of the hidden dense layers after flatten, in "
+                                                         "order ([]: a linear model)")
+    activation: Activation = Field("relu", description=HIDDEN_ACTIVATION)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description=HIDDEN_DROPOUT)
+    batchnorm: bool = Field(False, description="a batchnorm after each hidden layer's activation")
     linear: bool = Field(False, description="a linear map from the inputs to the outputs beside the hidden layers "
                                             "(their sum is the answer): a linear model plus what the network adds")
     init: InitFrom = None
@@ -108,14 +116,17 @@ class MLPModel(Strict):
 
 class CNNModel(Strict):
     type: Literal["cnn"]
-    channels: list[PositiveInt] = Field([32, 64], min_length=1)
-    kernel_size: PositiveInt = 3
-    padding: Literal["valid", "same"] = "valid"
-    pool: PositiveInt | None = 2
-    activation: Activation = "relu"
-    batchnorm: bool = False
-    hidden: list[PositiveInt] = [128]
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    channels: list[PositiveInt] = Field([32, 64], min_length=1, description="one conv2d per entry, with this many "
+                                                                            "filters, in order")
+    kernel_size: PositiveInt = Field(3, description="every convolution's kernel side, in pixels")
+    padding: Literal["valid", "same"] = Field("valid", description="every convolution's: valid (none, the picture "
+                                                                   "shrinks) or same (kept), as conv2d's")
+    pool: PositiveInt | None = Field(2, description="a maxpool2d of this size after each convolution; null: none")
+    activation: Activation = Field("relu", description="the convolutions' and the hidden dense layers' activation")
+    batchnorm: bool = Field(False, description="a batchnorm between each convolution and its activation")
+    hidden: list[PositiveInt] = Field([128], description="the widths of the dense layers between flatten and the "
+                                                         "classifier, in order")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description=HIDDEN_DROPOUT)
     init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
@@ -136,11 +147,14 @@ class LSTMModel(Strict):
     """Reads an image row by row (or a sequence step by step) and classifies the last state."""
 
     type: Literal["lstm"]
-    embedding_dim: PositiveInt = 64  # text data only: the token vectors the LSTM reads
-    hidden_size: PositiveInt = 128
-    num_layers: PositiveInt = 1
-    bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    embedding_dim: PositiveInt = Field(64, description="text data only: the width of the token vectors (an "
+                                                       "embedding layer) the recurrent layer reads")
+    hidden_size: PositiveInt = Field(128, description="the recurrent layer's units, per direction")
+    num_layers: PositiveInt = Field(1, description="recurrent layers stacked")
+    bidirectional: bool = Field(False, description="also read backwards; the classifier sees both directions' "
+                                                   "last states")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between stacked recurrent layers and before "
+                                                            "the classifier, in training (0: none)")
     init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
@@ -170,9 +184,12 @@ class FCNModel(Strict):
     blocks (128, 256, 128 filters; kernels 8, 5, 3; 'same' padding), a global average pool, the classifier."""
 
     type: Literal["fcn"]
-    filters: list[PositiveInt] = Field([128, 256, 128], min_length=1)
-    kernel_sizes: list[PositiveInt] = Field([8, 5, 3], min_length=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # before the classifier
+    filters: list[PositiveInt] = Field([128, 256, 128], min_length=1, description="one conv1d + batchnorm + relu "
+                                                                                  "block per entry, with this many "
+                                                                                  "filters, in order")
+    kernel_sizes: list[PositiveInt] = Field([8, 5, 3], min_length=1, description="each block's kernel length in "
+                                                                                 "steps, one per filters entry")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description=CLASSIFIER_DROPOUT)
     init: InitFrom = None
 
     @model_validator(mode="after")
@@ -197,9 +214,13 @@ class ResNet1DModel(Strict):
     classifier."""
 
     type: Literal["resnet1d"]
-    filters: list[PositiveInt] = Field([64, 128, 128], min_length=1)  # one residual block each
-    kernel_sizes: list[PositiveInt] = Field([8, 5, 3], min_length=1)  # the convolutions of every block
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # before the classifier
+    filters: list[PositiveInt] = Field([64, 128, 128], min_length=1, description="one residual block per entry, "
+                                                                                 "its convolutions this many filters "
+                                                                                 "wide")
+    kernel_sizes: list[PositiveInt] = Field([8, 5, 3], min_length=1, description="the kernel lengths of every "
+                                                                                 "block's convolutions, in order: "
+                                                                                 "one conv1d each")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description=CLASSIFIER_DROPOUT)
     init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
@@ -224,12 +245,15 @@ class BackboneModel(Strict):
     type: Literal["backbone"]
     arch: str = Field(min_length=1, description="architecture name: `dlcli backbones` lists them")
     weights: str = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a file's path")
-    source: Literal["torchvision", "timm"] = "torchvision"
+    source: Literal["torchvision", "timm"] = Field("torchvision", description="the library arch comes from "
+                                                                         "(timm: the dlcli[timm] extra)")
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="the size the network sees; default: the weights' own (224 for most), or the data's")
-    hidden: list[PositiveInt] = []
-    activation: Activation = "relu"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden: list[PositiveInt] = Field([], description="the widths of dense layers between the backbone's pooled "
+                                                      "vector and the classifier, in order")
+    activation: Activation = Field("relu", description=HIDDEN_ACTIVATION)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the backbone's vector and after each hidden "
+                                                            "layer, in training (0: none)")
     init: InitFrom = None
 
     @field_validator("weights", mode="before")
@@ -256,9 +280,10 @@ class DetectorModel(Strict):
                          "a file's path")
     channels: list[PositiveInt] = Field([16, 32, 64, 96, 128], min_length=1,
                                         description="tiny: each stage's width; each stage halves the picture")
-    levels: Annotated[int, Field(ge=1, le=5)] = 3  # the pyramid's levels: strides 8, 16, 32 by default
-    width: PositiveInt = 64  # the pyramid's and the head's channels
-    head_convs: Annotated[int, Field(ge=0, le=8)] = 2  # 3x3 convolutions in each tower of the head
+    levels: Annotated[int, Field(ge=1, le=5)] = Field(3, description="the pyramid's levels: the body's last (coarsest) "
+                                                                     "map sizes, strides 8, 16, 32 by default")
+    width: PositiveInt = Field(64, description="the pyramid's and the head's channels")
+    head_convs: Annotated[int, Field(ge=0, le=8)] = Field(2, description="3x3 convolutions in each tower of the head")
     init: InitFrom = None
 
     @field_validator("weights", mode="before")
@@ -282,7 +307,8 @@ class UNetModel(Strict):
     type: Literal["unet"]
     width: PositiveInt = Field(16, description="channels at full resolution, doubling per level down")
     depth: int = Field(4, ge=1, le=7, description="halvings of the resolution")
-    batchnorm: bool = True
+    batchnorm: bool = Field(True, description="a batchnorm after each 3x3 convolution (then without a bias), "
+                                              "before its ReLU")
     init: InitFrom = None
 
     def layer_list(self, num_classes: int, tokens: bool = False):
@@ -325,9 +351,10 @@ MODEL_TYPES = {"sequential": SequentialModel, "mlp": MLPModel, "cnn": CNNModel, 
 
 class EarlyStopping(Strict):
     monitor: str = Field("val_loss", description=MONITOR_HELP)
-    mode: Literal["auto", "min", "max"] = "auto"
-    patience: PositiveInt = 3
-    min_delta: NonNegativeFloat = 0.0
+    mode: Literal["auto", "min", "max"] = Field("auto", description="whether lower (min) or higher (max) is better; "
+                                                "auto: from the metric's name (losses and errors min, scores max)")
+    patience: PositiveInt = Field(3, description="epochs without an improvement before training stops")
+    min_delta: NonNegativeFloat = Field(0.0, description="the least change that counts as an improvement")
 
 
 Selector = int | str  # a layer's index or name (dense_2), a layer kind (backbone), or a parameter-name pattern
@@ -350,31 +377,45 @@ def _freeze_forms(schema: dict) -> None:
 
 
 class TrainConfig(Strict):
-    epochs: PositiveInt | Literal["auto"] = "auto"  # auto: about 3,000 steps in 10 to 300 epochs (dlcli.train)
-    batch_size: PositiveInt = 32  # per device: a step trains devices x batch_size samples
-    devices: PositiveInt = 1  # processes, one per GPU (or sharing the CPU), trained with DDP: see dlcli.distributed
-    eval_batch_size: PositiveInt = 1024
-    device: str = "auto"
-    precision: Literal["auto", "32", "bf16", "16-mixed"] = "auto"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    grad_clip: PositiveFloat | None = None
-    l1: NonNegativeFloat = 0.0
-    early_stopping: EarlyStopping | None = None
+    epochs: PositiveInt | Literal["auto"] = Field(
+        "auto", description="passes over the training split; auto: about 3,000 steps in 10 to 300 epochs, stopping "
+                            "early when the task's validation figure stops improving")
+    batch_size: PositiveInt = Field(32, description="samples per step and device: a step trains devices x batch_size")
+    devices: PositiveInt = Field(1, description="processes trained with DDP, one per GPU (or sharing the CPU)")
+    eval_batch_size: PositiveInt = Field(1024, description="samples per batch when scoring (validation, test, "
+                                                           "evaluate, predict); memory, not results")
+    device: str = Field("auto", description="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "32", "bf16", "16-mixed"] = Field(
+        "auto", description="auto: bf16 on CUDA (16-mixed where bf16 is missing); on a CPU, bf16 for convolutional "
+                            "and recurrent networks where the CPU has native bf16, else 32")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="classification: the share of each target "
+                                                                     "spread evenly over the classes")
+    grad_clip: PositiveFloat | None = Field(None, description="clip the gradients' global norm to this")
+    l1: NonNegativeFloat = Field(0.0, description="add l1 x the sum of |weights| of the weight matrices to the loss")
+    early_stopping: EarlyStopping | None = Field(None, description="stop when a monitored metric stops improving")
     checkpoint_monitor: str | None = Field(None, description="best.pt's metric; default the task's (val_accuracy "
                                            "for classification, val_loss for regression and multilabel, "
                                            "val_f1_micro for multilabel with pos_weight auto or threshold tuned)")
-    channels_last: bool | Literal["auto"] = "auto"
-    # recompute BatchNorm statistics from the training split after each epoch (dlcli.precise_bn); auto: where they lag
-    precise_bn: bool | Literal["auto"] = "auto"
-    compile: bool = False
-    threads: PositiveInt | None = None
-    on_nan: Literal["stop", "skip_batch"] = "stop"  # a non-finite loss: fail the run, or skip that batch's update
-    class_weights: Literal["none", "auto"] | dict[str, PositiveFloat] = "none"  # auto: inverse class frequency
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="NHWC memory layout for convolutional networks; auto: decided by a measured rule")
+    precise_bn: bool | Literal["auto"] = Field(
+        "auto", description="recompute the BatchNorm statistics from the training split after each epoch, before "
+                            "validation (dlcli.precise_bn); auto: where they lag (a momentum below torch's 0.1, or "
+                            "too few steps to forget their initial values)")
+    compile: bool = Field(False, description="torch.compile the model (slower start, faster steps on large models)")
+    threads: PositiveInt | None = Field(None, description="torch's CPU threads; unset: one per idle core")
+    on_nan: Literal["stop", "skip_batch"] = Field("stop", description="a non-finite loss: fail the run (stop) or "
+                                                                      "skip that batch's update (skip_batch)")
+    class_weights: Literal["none", "auto"] | dict[str, PositiveFloat] = Field(
+        "none", description="classification: weight each class's loss; auto: inverse class frequency; or "
+                            "{class: weight}")
     cv: Annotated[int, Field(ge=2, le=50)] | None = Field(
         None, description="k-fold cross-validation (dlcli.cv): K runs, each validating on one fold, then a refit on "
                           "all training rows for the epoch count the folds chose; null: one run")
     # `backbone`, [0, 1], {layers: [backbone], epochs: 3} or a list of such mappings
-    freeze: list[Freeze] = Field([], json_schema_extra=_freeze_forms)
+    freeze: list[Freeze] = Field([], json_schema_extra=_freeze_forms,
+                                 description="layers kept fixed: `backbone`, [0, 1], {layers: [backbone], epochs: 3} "
+                                             "(unfrozen after 3 epochs) or a list of such")
 
     @field_validator("freeze", mode="before")
     @classmethod
@@ -405,19 +446,25 @@ class Pruner(Strict):
     """Optuna's median pruner: a trial stops when its metric at an epoch is worse than the median of finished trials'
     at that epoch."""
 
-    startup_trials: NonNegativeInt = 3  # trials that must finish before any is pruned
-    min_epochs: PositiveInt = 1  # the first epoch at which a trial may be pruned
+    startup_trials: NonNegativeInt = Field(3, description="trials that must finish before any is pruned")
+    min_epochs: PositiveInt = Field(1, description="the first epoch at which a trial may be pruned")
 
 
 class SweepConfig(Strict):
     """What `dlcli sweep` searches (dlcli.sweep); `dlcli train` ignores this section."""
 
-    space: dict[str, Any] = Field(json_schema_extra=lambda s: s.update(additionalProperties=space_schema()))
-    trials: PositiveInt = 20
+    space: dict[str, Any] = Field(json_schema_extra=lambda s: s.update(additionalProperties=space_schema()),
+                                  description="a dotted config key (as --set spells it) -> its distribution: "
+                                              "{loguniform: [1e-4, 1e-2]}, {uniform: [...]}, {int: [low, high, step]}"
+                                              " or {choice: [...]}")
+    trials: PositiveInt = Field(20, description="runs trained, each with values drawn from space")
     metric: str | None = Field(None, description="ranks and prunes trials; default train.checkpoint_monitor")
-    sampler: Literal["tpe", "random"] = "tpe"
-    startup_trials: NonNegativeInt = 5  # tpe: trials drawn at random before it models the space
-    pruner: Pruner | None = Pruner()  # null: every trial trains to the end
+    sampler: Literal["tpe", "random"] = Field("tpe", description="how trials draw: tpe, Optuna's tree-structured "
+                                                                 "Parzen estimator, learns from earlier trials; "
+                                                                 "random draws each independently")
+    startup_trials: NonNegativeInt = Field(5, description="tpe: trials drawn at random before it models the space")
+    pruner: Pruner | None = Field(Pruner(), description="stops trials that fall behind; null: every trial trains to "
+                                                        "the end")
 
     @field_validator("space", mode="before")
     @classmethod
@@ -426,16 +473,24 @@ class SweepConfig(Strict):
 
 
 class Config(Strict):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
-    seed: int = 42
-    task: Any = Field(None, validate_default=True, json_schema_extra=lambda s: s.update(anyOf=task_schema()))
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80,
+                      description="the run's name: its folder is runs/<time>-<name>")
+    seed: int = Field(42, description="seeds weights, splits, batch order and augmentation: the same seed, the "
+                                      "same run")
+    task: Any = Field(None, validate_default=True, json_schema_extra=lambda s: s.update(anyOf=task_schema()),
+                      description="what the model answers: classification (the default), regression, multilabel, "
+                                  "forecast, ...")
     data: Any  # a dlcli.data.catalog entry: the dataset kind and its own keys
-    model: ModelConfig
-    optimizer: Any = Field({"name": "adam"}, validate_default=True)
-    scheduler: Any = Field({"name": "none"}, validate_default=True)
-    train: TrainConfig = TrainConfig()
-    track: list[Any] = Field([], json_schema_extra=lambda s: s.update(items=items_schema()))  # dlcli.track
-    sweep: SweepConfig | None = None  # dlcli.sweep; not part of a run's resolved config
+    model: ModelConfig = Field(description="a preset (`type:`) or a list of layers (`type: sequential`)")
+    optimizer: Any = Field({"name": "adam"}, validate_default=True, description="the optimizer by name, or a "
+                                                                                 "mapping with `name` and its keys")
+    scheduler: Any = Field({"name": "none"}, validate_default=True, description="the learning-rate schedule by "
+                                                                                 "name, or a mapping with `name`")
+    train: TrainConfig = Field(TrainConfig(), description="how training runs")
+    track: list[Any] = Field([], json_schema_extra=lambda s: s.update(items=items_schema()),
+                             description="loggers: csv, tensorboard, mlflow (dlcli.track)")
+    sweep: SweepConfig | None = Field(None, description="`dlcli sweep`'s search space and trials; not part of a "
+                                                         "run's resolved config")
     _notices: list[str] = PrivateAttr(default_factory=list)  # old spellings met, for the CLI to point out
 
     @field_validator("data", mode="before")
