@@ -161,8 +161,9 @@ class StepLR(Scheduler):
 
 @SCHEDULERS.register("multistep")
 class MultiStepLR(Scheduler):
-    milestones: list[PositiveInt] = Field(min_length=1, description="epoch counts, in any order: once each many "
-                                                                    "epochs are done, the lr is multiplied by gamma")
+    milestones: list[PositiveInt] = Field(min_length=1, description="epoch counts, in any order: when training "
+                                                                    "has done that many epochs, the lr is multiplied "
+                                                                    "by gamma")
     gamma: PositiveFloat = Field(0.1, description="the factor the lr is multiplied by at each milestone")
 
     def build(self, optimizer, epochs, steps_per_epoch):

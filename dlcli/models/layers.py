@@ -89,9 +89,9 @@ class Conv2D(Layer):
     strides: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
         1, description="the step between kernel positions in pixels: one integer, or [height, width]")
     padding: Literal["valid", "same"] | int = Field(
-        "valid", description="valid: none, the output shrinks by kernel_size - 1 (Keras's default); same: the "
-                             "output keeps the input's height and width (strides 1 only); an integer: that many "
-                             "zero pixels on every side")
+        "valid", description="valid: none (Keras's default), so each side gives (size - kernel_size) // strides + "
+                             "1; same: the output keeps the input's height and width (strides 1 only); an integer: "
+                             "that many zero pixels on every side")
     use_bias: bool = Field(True, description="add a learned bias per output channel (a batchnorm right after "
                                              "has its own shift)")
 
@@ -266,9 +266,10 @@ class _Recurrent(Layer):
                                                    "directions' states side by side (2 x units wide)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout between stacked layers in training (no effect "
                                                             "with num_layers 1)")
-    return_sequences: bool = Field(False, description="output every step's state (steps, units), for a "
+    return_sequences: bool = Field(False, description="output every step's state (steps, width), for a "
                                                       "recurrent, conv1d or pooling layer to follow; false: only "
-                                                      "the last real step's (units,) (as in Keras)")
+                                                      "the final state (width,), as in Keras (width: units, twice "
+                                                      "that when bidirectional)")
 
     def reads_lengths(self):
         return self.return_sequences
@@ -361,9 +362,9 @@ class Conv1D(Layer):
     kernel_size: PositiveInt = Field(3, description="the kernel's length in steps")
     strides: PositiveInt = Field(1, description="the step between kernel positions, in steps")
     padding: Literal["valid", "same"] | NonNegativeInt = Field(
-        "valid", description="valid: none, the output is dilation x (kernel_size - 1) steps shorter (Keras's "
-                             "default); same: as many steps out as in (strides 1 only); an integer: that many zero "
-                             "steps at each end")
+        "valid", description="valid: none (Keras's default), so (steps - dilation x (kernel_size - 1) - 1) // "
+                             "strides + 1 steps come out; same: as many steps out as in (strides 1 only); an "
+                             "integer: that many zero steps at each end")
     dilation: PositiveInt = Field(1, description="the spacing of the kernel's taps, in steps (Keras's "
                                                  "dilation_rate)")
     use_bias: bool = Field(True, description="add a learned bias per output channel")
