@@ -211,14 +211,16 @@ class Run:
             return evaluate_run(self.dir, split, checkpoint, device)
 
     def predict(self, inputs, top_k: int = 5, checkpoint: str = "best", device: str = "cpu",
-                invert: bool = False) -> list[dict]:
+                invert: bool = False, conf: float | None = None, iou: float | None = None) -> list[dict]:
         """The task's answer per input, as `dlcli predict --json` gives it: top-k classes, a number per target, a
         set of labels, or (segmentation) per-class pixel shares and the mask as a NumPy uint8 array (height, width)
-        of class indices in the picture's own size. Inputs: file paths, PIL images, NumPy arrays (an HxW[xC] uint8 image or a batch), torch
-        tensors, a pandas DataFrame, a pyarrow Table or a list of dicts (tables), strings (texts)."""
+        of class indices in the picture's own size, or (detection) boxes {label, index, score, box: [x1, y1, x2, y2]}
+        in the picture's own pixels, `conf` and `iou` their score and NMS thresholds. Inputs: file paths, PIL images,
+        NumPy arrays (an HxW[xC] uint8 image or a batch), torch tensors, a pandas DataFrame, a pyarrow Table or a
+        list of dicts (tables), strings (texts)."""
         from dlcli.predict import predict_objects
 
-        return predict_objects(self.loaded(checkpoint, device), inputs, top_k, invert)
+        return predict_objects(self.loaded(checkpoint, device), inputs, top_k, invert, conf, iou)
 
     def resume(self, epochs: int | None = None, quiet: bool = False, callbacks=None, data=None,
                test_data=None) -> "Run":

@@ -348,7 +348,12 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
             text_file: Annotated[Optional[str], typer.Option("--text-file", help="Text runs: one text per line")] = None,
             save: Annotated[Optional[str], typer.Option("--save", help="Image runs that answer per pixel or box: "
                             "write each answer into this folder (segmentation: a mask PNG of class indices in the "
-                            "picture's own size, named as the picture)")] = None):
+                            "picture's own size, named as the picture)")] = None,
+            conf: Annotated[Optional[float], typer.Option("--conf", help="Detection runs: show boxes scoring at "
+                            "least this (default: the run's task.conf, 0.25)")] = None,
+            iou: Annotated[Optional[float], typer.Option("--iou", help="Detection runs: drop a box overlapping a "
+                           "better one of its class by more than this IoU (default: the run's task.nms_iou, 0.6)")]
+            = None):
     """Answer with a trained run: top-k classes, numbers or labels per image, row, text or series; or a forecast.
 
     Each image becomes what training saw: the run's channels, size, 0-255 scale and normalisation.
@@ -407,7 +412,8 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
             if show is not None:
                 show(pred)
 
-        results, failed = predict_files(run, inputs, top_k, invert, checkpoint, device, each, problem)
+        results, failed = predict_files(run, inputs, top_k, invert, checkpoint, device, each, problem,
+                                        conf=conf, iou=iou)
         if save is not None:
             from dlcli.predict import save_answers
 

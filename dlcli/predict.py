@@ -115,7 +115,8 @@ def check_inputs(run: Path, kind: str, inputs, choose: str = "pass --run with") 
 
 
 def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = False, checkpoint: str = "best",
-                  device: str = "cpu", on_result=None, on_problem=None, batch_size: int = BATCH) -> tuple[list, int]:
+                  device: str = "cpu", on_result=None, on_problem=None, batch_size: int = BATCH,
+                  conf: float | None = None, iou: float | None = None) -> tuple[list, int]:
     """Predict every readable image; returns (predictions in input order, number of inputs that failed).
 
     on_result(Prediction) is called as each batch finishes; on_problem(path, reason) for each failure and
@@ -133,7 +134,7 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
     files, problems = expand_inputs(inputs)
     if not files and not problems:
         raise DlcliError("no images given", BAD_INPUT)
-    loaded = load_run(run, checkpoint, device, info=info)
+    loaded = with_thresholds(load_run(run, checkpoint, device, info=info), conf, iou)
     report = on_problem or (lambda path, reason: None)
     for path, reason in problems:
         report(path, reason)
@@ -255,10 +256,20 @@ def predict_history(run: Path, inputs: list[str], checkpoint: str = "best", devi
             for path in inputs for found in forecast_history(loaded, path, info["preprocessing"])]
 
 
-def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False) -> list[dict]:
+def with_thresholds(loaded, conf: float | None, iou: float | None):
+    """The loaded run answering with --conf and --iou (detection), as a copy sharing its model."""
+    from dataclasses import replace
+
+    task = loaded.task.thresholded(conf, iou)
+    return loaded if task is loaded.task else replace(loaded, task=task)
+
+
+def predict_objects(loaded, inputs, top_k: int = 5, invert: bool = False, conf: float | None = None,
+                    iou: float | None = None) -> list[dict]:
     """The Python API's predict: what a Python user holds (paths, PIL images, arrays, tensors, DataFrames, Arrow
     tables, lists of dicts, strings; dlcli.inputs) through the run's preprocessing -> one answer per input, as
     `dlcli predict --json` gives it. An unreadable input is an error naming it (the API has no partial results)."""
+    loaded = with_thresholds(loaded, conf, iou)
     import torch
 
     from dlcli.inputs import image_inputs, table_inputs, text_inputs

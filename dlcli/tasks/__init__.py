@@ -234,6 +234,16 @@ class Task(Entry):
         """One short line of an answer, for the compact view of many inputs."""
         raise NotImplementedError
 
+    def thresholded(self, conf: float | None = None, iou: float | None = None) -> "Task":
+        """This task answering with predict's --conf and --iou (detection: the score a box needs, the NMS overlap),
+        as a copy; a task without boxes takes neither."""
+        if conf is None and iou is None:
+            return self
+        from dlcli.errors import BAD_INPUT, DlcliError
+
+        raise DlcliError(f"--{'conf' if conf is not None else 'iou'} applies to detection runs; this one is "
+                         f"{self.entry_name}", BAD_INPUT)
+
     def for_python(self, answer: dict) -> dict:
         """An answer as the Python API returns it (Run.predict): the JSON answer, with what NumPy holds better (a
         segmentation mask as an array) in that form."""

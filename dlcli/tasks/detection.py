@@ -89,7 +89,9 @@ class Detection(Task):
     export_output_name: ClassVar[str] = "detections"
     spatial: ClassVar[str | None] = "boxes"
 
-    loss: Literal["focal", "bce"] = "focal"  # the classes' loss over every location
+    loss: Literal["focal", "bce"] = Field("focal", description="the classes' loss over every location: focal "
+                                                               "(sigmoid, alpha 0.25, gamma 2; Lin et al. 2017) or "
+                                                               "plain binary cross-entropy, per positive")
     center_radius: float = Field(1.5, gt=0, description="a positive lies within this many strides of its box's centre")
     score_threshold: float = Field(0.05, ge=0, lt=1, description="boxes scoring less are dropped before scoring")
     nms_iou: float = Field(0.6, gt=0, le=1, description="a box overlapping a better one of its class more is dropped")
@@ -225,16 +227,16 @@ class Detection(Task):
 
     # ------------------------------------------------------------ using a trained model
 
-    def set_thresholds(self, conf: float | None = None, iou: float | None = None) -> None:
-        """predict's and serve's --conf and --iou: the score an answer's box needs, the NMS overlap."""
-        for name, value, low in (("conf", conf, 0.0), ("iou", iou, 0.0)):
-            if value is not None and not (low <= value <= 1.0) or (name == "iou" and value == 0.0):
+    def thresholded(self, conf=None, iou=None):
+        for name, value in (("conf", conf), ("iou", iou)):
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise DlcliError(f"--{name} must be between 0 and 1, not {value}", BAD_INPUT)
-        if conf is not None:
-            self.conf = conf
-            self.score_threshold = min(self.score_threshold, conf)
+        update = {}
+        if conf is not None:  # boxes under the scoring threshold never reach the answer: lower it too
+            update.update(conf=conf, score_threshold=min(self.score_threshold, conf))
         if iou is not None:
-            self.nms_iou = iou
+            update["nms_iou"] = iou
+        return self.model_copy(update=update) if update else self
 
     def answers(self, out, top_k=5, sizes=None):
         from dlcli.data.spatial import clip_to, scale_boxes
