@@ -360,11 +360,11 @@ def _init_and_train(cli, target, tmp_path):
     return yaml.safe_load(text), json.loads((run / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("layout", ["yolo", "coco"])
+@pytest.mark.parametrize("layout", ["yolo", "coco", "voc"])
 def test_init_on_a_detection_layout_writes_a_config_that_trains(cli, tmp_path, layout):
     out = tmp_path / "scenes"
     make_scenes.write_scenes(out, n=16, size=40, seed=2, val=0.25, test=0.25, layouts=(layout,))
-    target = out / "data.yaml" if layout == "yolo" else out / "annotations" / "instances_train.json"
+    target = {"yolo": out / "data.yaml", "coco": out / "annotations" / "instances_train.json", "voc": out / "voc"}[layout]
     cfg, summary = _init_and_train(cli, target, tmp_path)
     assert cfg["task"] == "detection" and cfg["model"]["type"] == "detector"
     data = cfg["data"]
@@ -372,7 +372,7 @@ def test_init_on_a_detection_layout_writes_a_config_that_trains(cli, tmp_path, l
     if layout == "coco":
         assert data["val_annotations"].endswith("instances_val.json")
         assert data["test_annotations"].endswith("instances_test.json")
-    assert cfg["name"] == "scenes"
+    assert cfg["name"] == ("voc" if layout == "voc" else "scenes")
     assert "map" in summary["test"]
 
 
