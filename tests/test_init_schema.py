@@ -207,6 +207,10 @@ def test_init_reads_whole_number_years_as_a_yearly_series(cli, tmp_path):
     (tmp_path / "cars.csv").write_text("year,km,price\n" + "\n".join(f"{r},{i}" for i, r in enumerate(shuffled)))
     _, cfg = init(cli, tmp_path / "cars.csv", "-o", tmp_path / "cars.yaml")
     assert cfg["data"]["dataset"] == "csv"
+    kinds = "".join(f"{1900 + i},{i * 0.5},{'ab'[i % 2]}\n" for i in range(40))  # years and classes: a table
+    (tmp_path / "kinds.csv").write_text("year,x,kind\n" + kinds)
+    _, cfg = init(cli, tmp_path / "kinds.csv", "-o", tmp_path / "kinds.yaml")
+    assert cfg["data"]["dataset"] == "csv" and cfg["data"]["label_column"] == "kind"
 
 
 def test_init_text_csv_trains_above_chance(cli, tmp_path):
