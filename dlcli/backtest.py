@@ -72,7 +72,7 @@ def _cut(table, steps: int):
 
     keep = [max(len(t) - steps, 0) for t in table.times]
     return SeriesTable(table.ids, [t[:n] for t, n in zip(table.times, keep)],
-                       [v[:n] for v, n in zip(table.values, keep)], [r[:n] for r, n in zip(table.rows, keep)],
+                       [v[:n].copy() for v, n in zip(table.values, keep)], [r[:n] for r, n in zip(table.rows, keep)],
                        table.channels, table.targets, table.numeric_time, table.where, table.source)
 
 
@@ -87,10 +87,12 @@ def _refit(loaded, table, freq, cut: int, folder: Path, say):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"train-less-{cut}.csv"
     part = _cut(table, cut)
-    columns = [entry.time_column] + ([entry.id_column] if entry.id_column else []) + list(table.channels)
+    read = len(table.channels) - 2 * len(entry.calendar)  # the file's own columns; calendar ones come from dates
+    columns = [entry.time_column] + ([entry.id_column] if entry.id_column else []) + list(table.channels[:read])
     lines = [",".join(columns)]
     for sid, times, values in zip(part.ids, part.times, part.values):
-        for t, row in zip(freq.text(times) if not table.numeric_time else [repr(float(x)) for x in times], values):
+        for t, row in zip(freq.text(times) if not table.numeric_time else [repr(float(x)) for x in times],
+                          values[:, :read]):
             lines.append(",".join([t] + ([sid] if entry.id_column else []) + [repr(float(x)) for x in row]))
     path.write_text("\n".join(lines) + "\n")
     cfg = yaml.safe_load((loaded.path / "config.yaml").read_text())  # the run's resolved config
@@ -111,13 +113,20 @@ def _score_window(loaded, table, freq, back: int, k: int) -> dict:
     entry = loaded.cfg.data
     H, K = entry.horizon, table.targets
     state = read_data_info(loaded.path)["preprocessing"]
-    history = _cut(table, back + H)
+    from dlcli.data.series import known_count
+
+    if known_count(entry):  # the horizon's rows give the inputs known ahead; their targets are hidden
+        history = _cut(table, back)
+        for v in history.values:
+            v[-H:, :K] = np.nan
+    else:
+        history = _cut(table, back + H)
     x, y = history_windows(entry, history, freq, state, table.source)
     truth = np.stack([v[len(v) - back - H:len(v) - back, :K] for v in table.values])  # (series, H, K)
     y = y.clone()
     y[:, :H * K] = torch.tensor(truth.reshape(len(truth), -1), dtype=y.dtype)
     report = loaded.task.report(loaded.logits(x), y)
-    first = [freq.text(freq.after(t[-1], 1))[0] for t in history.times]
+    first = [freq.text(t[len(t) - back - H:len(t) - back - H + 1])[0] for t in table.times]
     return {"window": k, "first_step": first[0] if len(set(first)) == 1 else first,
             "model": {m: report[m] for m in METRICS},
             "seasonal_naive": {m: report["seasonal_naive"][m] for m in METRICS},

@@ -754,6 +754,10 @@ def render(report: dict, console) -> None:
                       f"{found['steps']['min']:,} to {found['steps']['max']:,} steps from {found['first']} to "
                       f"{found['last']}; windows: {found['windows']['train']:,} train, {found['windows']['val']:,} "
                       f"val, {found['windows']['test']:,} test", soft_wrap=True)
+        if found.get("inputs"):
+            inputs = found["inputs"]
+            console.print(f"inputs: past only {', '.join(inputs['past_only'])}; known ahead "
+                          f"{', '.join(inputs['known_ahead']) or 'none'}", soft_wrap=True)
     if report.get("labels"):
         console.print(_labels_table(report["labels"]))
     images = report.get("images")

@@ -441,7 +441,7 @@ def _forecast_graph(loaded, info: dict, limit: int, say):
     makes of the same windows, what they are) for a forecast run (dlcli.data.series.window_model)."""
     import torch
 
-    from dlcli.data.series import Frequency, window_inputs, window_model
+    from dlcli.data.series import Frequency, window_inputs, window_length, window_model
     from dlcli.evaluate import rebuild_split
 
     entry = loaded.cfg.data
@@ -461,7 +461,7 @@ def _forecast_graph(loaded, info: dict, limit: int, say):
     say(f"note: the run's data cannot be read here ({reason}); checking on {limit} random windows instead")
     g = torch.Generator().manual_seed(0)
     channels = len(info["preprocessing"]["channels"])
-    inputs = (torch.randn((limit, entry.lookback, channels), generator=g) * 3 + 10,
+    inputs = (torch.randn((limit, window_length(entry), channels), generator=g) * 3 + 10,
               torch.full((limit, channels), 10.0), torch.full((limit, channels), 3.0))
     with torch.no_grad():
         reference = module(*inputs)

@@ -433,6 +433,12 @@ class Series(DataEntry):
     id_column: str | None = Field(None, description="the column naming each row's series, for many series in one "
                                                     "table (one global model)")
     covariates: list[str] = Field([], description="other numeric columns read as inputs (their past only)")
+    known_ahead: list[str] = Field([], description="numeric columns known for the forecast horizon too (a planned "
+                                   "price, a holiday flag): read over the lookback and the horizon; predict's history "
+                                   "file ends with the horizon's rows, targets empty")
+    calendar: list[Literal["month", "day_of_week", "day_of_month", "hour"]] = Field(
+        [], description="features of each step's date, known ahead: each the sine and cosine of its place in its "
+                        "cycle")
     lookback: PositiveInt = Field(24, description="steps of history each forecast reads")
     horizon: PositiveInt = Field(12, description="steps forecast at once; the test split is each series' last "
                                                  "horizon steps")
@@ -471,11 +477,12 @@ class Series(DataEntry):
 
     def describe(self, seed: int = 0, task=None):
         """From the keys alone: windows of (lookback, targets + covariates), horizon x targets outputs."""
-        from dlcli.data.series import output_names
+        from dlcli.data.series import known_count, output_names, window_length
 
         targets = self.target_list()
         levels = task.levels() if hasattr(task, "levels") else []
-        return (self.lookback, len(targets) + len(self.covariates)), output_names(targets, self.horizon, levels), None
+        channels = len(targets) + len(self.covariates) + known_count(self)
+        return (window_length(self), channels), output_names(targets, self.horizon, levels), None
 
     def read(self, seed: int, preprocessing: dict | None = None, task=None):
         from dlcli.data.series import read_series

@@ -31,6 +31,14 @@ from dlcli.errors import DataError
 from dlcli.tasks.forecast import Pack
 
 DAY = 86400
+# data.calendar: each feature's position in its cycle (0 to 1) from a datetime64[s] array, and the cycle's length
+CALENDAR = {
+    "month": lambda t: (t.astype("datetime64[M]").astype(np.int64) % 12) / 12,
+    "day_of_week": lambda t: ((t.astype("datetime64[D]").astype(np.int64) + 3) % 7) / 7,  # Monday 0
+    "day_of_month": lambda t: (t.astype("datetime64[D]") - t.astype("datetime64[M]").astype("datetime64[D]")).astype(
+        np.int64) / 31,
+    "hour": lambda t: ((t - t.astype("datetime64[D]").astype("datetime64[s]")).astype(np.int64) / 3600) / 24,
+}
 # name: (calendar months per step, seconds per step, season)
 KNOWN = {
     "yearly": (12, 0, 1), "quarterly": (3, 0, 4), "monthly": (1, 0, 12), "weekly": (0, 7 * DAY, 52),
@@ -196,7 +204,7 @@ def read_series_table(entry, path: str, role: str = "data.train_file") -> Series
     from dlcli.data.columns import as_numbers, as_strings
     from dlcli.data.tables import TableSource
 
-    targets, covariates = entry.target_list(), list(entry.covariates)
+    targets, covariates = entry.target_list(), [*entry.covariates, *entry.known_ahead]
     strings = tuple(c for c in (entry.time_column, entry.id_column) if c)
     source = TableSource(path, "csv", role)
     source.require([entry.time_column, *targets, *covariates] + ([entry.id_column] if entry.id_column else []))
@@ -212,6 +220,9 @@ def read_series_table(entry, path: str, role: str = "data.train_file") -> Series
         return chunks[k].where(row - chunks[k].start)
 
     times, numeric = parse_times(table.column(entry.time_column), where)
+    if entry.calendar and numeric:
+        raise DataError(f"data.calendar: {', '.join(entry.calendar)} come from dates, and {path}'s time column "
+                        f"'{entry.time_column}' holds step numbers; remove data.calendar or give dates")
     channels = [*targets, *covariates]
     values = np.empty((table.num_rows, len(channels)))
     for j, name in enumerate(channels):
@@ -227,14 +238,38 @@ def read_series_table(entry, path: str, role: str = "data.train_file") -> Series
         names, inverse = np.array([entry.target_list()[0]]), np.zeros(table.num_rows, dtype=np.int64)
     order = np.lexsort((times, inverse))  # by series, then time; stable for equal times
     bounds = np.searchsorted(inverse[order], np.arange(len(names) + 1))
-    out = SeriesTable([], [], [], [], channels, len(targets), numeric, where, path)
+    out = SeriesTable([], [], [], [], channels + calendar_names(entry), len(targets), numeric, where, path)
     for i, name in enumerate(names):
         rows = order[bounds[i]:bounds[i + 1]]
         out.ids.append(str(name))
         out.times.append(times[rows])
-        out.values.append(values[rows])
+        out.values.append(np.hstack([values[rows], calendar_features(times[rows], entry.calendar)]))
         out.rows.append(rows)
     return out
+
+
+def calendar_names(entry) -> list[str]:
+    """The channels data.calendar adds: each feature's sine and cosine."""
+    return [f"{name}_{f}" for name in entry.calendar for f in ("sin", "cos")]
+
+
+def calendar_features(times, names) -> np.ndarray:
+    """(steps, 2 x features): each calendar feature of each time as the sine and cosine of its place in its cycle
+    (month of the year, day of the week, day of the month, hour of the day), so that December sits beside January."""
+    if not len(names):
+        return np.zeros((len(times), 0))
+    t = np.asarray(times, "datetime64[s]")
+    return np.column_stack([f(2 * np.pi * CALENDAR[name](t)) for name in names for f in (np.sin, np.cos)])
+
+
+def known_count(entry) -> int:
+    """How many input channels are known ahead (data.known_ahead, then data.calendar's): the last ones."""
+    return len(entry.known_ahead) + 2 * len(entry.calendar)
+
+
+def window_length(entry) -> int:
+    """The steps an input window spans: lookback, plus the horizon when some inputs are known ahead."""
+    return entry.lookback + (entry.horizon if known_count(entry) else 0)
 
 
 def check_table(table: SeriesTable, freq: Frequency, entry) -> list[tuple[str, str, str]]:
@@ -283,7 +318,7 @@ class SeriesStore:
     """Every series' steps, scaled, in one tensor, with what a window needs to be cut and scored."""
 
     def __init__(self, scaled, raw, starts, lengths, mean, std, scale, lookback: int, horizon: int, season: int,
-                 targets: int, normalize: str):
+                 targets: int, normalize: str, known: int = 0):
         import torch
 
         self.scaled = scaled  # float32 (steps, channels): (value - series mean) / series std
@@ -297,8 +332,13 @@ class SeriesStore:
         # prefix sums (float64, a zero row first) give any window's mean in one subtraction
         self.sums = torch.cat([torch.zeros(1, scaled.shape[1], dtype=torch.float64),
                                scaled.double().cumsum(0)]) if self.window_norm else None
-        self._back = torch.arange(-lookback, 0)
+        # with inputs known ahead (the last `known` channels), a window spans lookback + horizon steps: the known
+        # channels over all of them, the others over the lookback only (zeros after the origin)
+        self.known = known
+        self._back = torch.arange(-lookback, horizon if known else 0)
         self._ahead = torch.arange(horizon)
+        channels = scaled.shape[1]
+        self._unknown = (self._back >= 0)[:, None] & (torch.arange(channels) < channels - known)[None, :]
 
     def to(self, device) -> "SeriesStore":
         import torch
@@ -313,9 +353,14 @@ class SeriesStore:
 
     def x(self, origin, series):
         """The windows' inputs (B, lookback, channels): the scaled steps before each origin, less the window's
-        mean under window normalisation."""
+        mean under window normalisation; with inputs known ahead (B, lookback + horizon, channels)."""
+        import torch
+
         x = self.scaled[origin[:, None] + self._back.to(origin.device)]
-        return x - self.level(origin)[:, None, :] if self.window_norm else x
+        x = x - self.level(origin)[:, None, :] if self.window_norm else x
+        if self.known:
+            x = torch.where(self._unknown.to(x.device), torch.zeros_like(x), x)
+        return x
 
     def level(self, origin):
         """Each window's mean of its inputs per channel (from prefix sums: no second gather); zeros without
@@ -367,7 +412,7 @@ class WindowView:
         import torch
 
         if self.part == "x":
-            return torch.Size((len(self), self.store.lookback, self.store.scaled.shape[1]))
+            return torch.Size((len(self), len(self.store._back), self.store.scaled.shape[1]))
         return torch.Size((len(self), self.store.pack.width))
 
     @property
@@ -519,7 +564,7 @@ def read_series(entry, seed: int, preprocessing: dict | None = None, task=None):
                         torch.tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]), dtype=torch.long),
                         torch.tensor(lengths), torch.tensor(mean, dtype=torch.float32),
                         torch.tensor(std, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
-                        L, H, freq.season, K, entry.normalize)
+                        L, H, freq.season, K, entry.normalize, known_count(entry))
     if entry.max_train_samples and len(windows.train[0]) > entry.max_train_samples:  # the latest windows
         keep = np.argsort(windows.train[0], kind="stable")[-entry.max_train_samples:]
         windows.train = (windows.train[0][np.sort(keep)], windows.train[1][np.sort(keep)])
@@ -532,7 +577,8 @@ def read_series(entry, seed: int, preprocessing: dict | None = None, task=None):
               "series": {sid: {"mean": mean[i].tolist(), "std": std[i].tolist(), "scale": scale[i].tolist(),
                                "last": freq.text(table.times[i][-1:])[0]} for i, sid in enumerate(table.ids)}}
     return DataBundle(split(windows.train), split(windows.val) if windows.val is not None else None,
-                      split(windows.test), names, (L, channels), Normalizer([0.0] * channels, [1.0] * channels, False),
+                      split(windows.test), names, (window_length(entry), channels),
+                      Normalizer([0.0] * channels, [1.0] * channels, False),
                       preprocessing=stored, notes=notes,
                       target={"horizon": H, "targets": table.channels[:K], "season": freq.season,
                               "series": list(table.ids)})
@@ -564,6 +610,7 @@ def history_windows(entry, table: SeriesTable, freq: Frequency, state: dict, sou
 
     from dlcli.tasks import ERROR
 
+    table, ahead = split_ahead(entry, table, freq, source)
     errors = [p for p in check_table(table, freq, entry) if p[0] == ERROR]
     if errors:
         raise DataError(errors[0][2])
@@ -578,17 +625,61 @@ def history_windows(entry, table: SeriesTable, freq: Frequency, state: dict, sou
     scaled, raw, starts, at = [], [], [], 0
     for i, v in enumerate(table.values):
         starts.append(at)
-        scaled.append(np.vstack([(v - mean[i]) / std[i], np.zeros((H, v.shape[1]))]))
+        after = np.zeros((H, v.shape[1]))
+        if ahead is not None:  # the horizon's inputs known ahead, scaled as the history's
+            after[:, -ahead[i].shape[1]:] = (ahead[i] - mean[i][-ahead[i].shape[1]:]) / std[i][-ahead[i].shape[1]:]
+        scaled.append(np.vstack([(v - mean[i]) / std[i], after]))
         raw.append(np.vstack([v[:, :K], np.full((H, K), np.nan)]))
         at += len(v) + H
     store = SeriesStore(torch.tensor(np.concatenate(scaled), dtype=torch.float32),
                         torch.tensor(np.concatenate(raw), dtype=torch.float32), torch.tensor(starts),
                         torch.tensor(lengths), torch.tensor(mean, dtype=torch.float32),
                         torch.tensor(std, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32),
-                        L, H, freq.season, K, entry.normalize)
+                        L, H, freq.season, K, entry.normalize, known_count(entry))
     origin = torch.tensor([s + n for s, n in zip(starts, lengths)])
     series = torch.arange(len(lengths))
     return store.x(origin, series), store.y(origin, series)
+
+
+def split_ahead(entry, table: SeriesTable, freq: Frequency, source: str):
+    """(the history, each series' inputs known ahead over the horizon (horizon, known channels) or None): with inputs
+    known ahead, each series of a history file ends with the horizon's rows, their targets empty and their known
+    columns given; those rows are taken off the history."""
+    known = known_count(entry)
+    if not known:
+        return table, None
+    from dlcli.errors import DataError as Missing
+
+    H, K = entry.horizon, table.targets
+    names = [*entry.known_ahead, *entry.calendar]
+    ahead, cut = [], []
+    for sid, t, v, rows in zip(table.ids, table.times, table.values, table.rows):
+        given = ~np.isnan(v[:, :K]).all(axis=1)
+        name = f"series '{sid}'" if entry.id_column else "the series"
+        if not given.any():
+            raise Missing(f"{source}: {name} has no value of {', '.join(table.channels[:K])}")
+        last = int(np.flatnonzero(given)[-1]) + 1
+        future = v[last:last + H]
+        want = freq.text(freq.after(t[last - 1], H))
+        if len(future) < H:
+            raise Missing(f"{source}: {name} needs the {H} rows after its last value ({want[0]} to {want[-1]}) "
+                          f"with {', '.join(names)} known ahead and {', '.join(table.channels[:K])} empty; "
+                          f"{len(future)} given")
+        if freq.text(t[last:last + H]) != want:
+            raise Missing(f"{source}: {name}'s rows after its last value should be {want[0]} to {want[-1]}, one "
+                          f"step apart; found {freq.text(t[last:last + 1])[0]} to "
+                          f"{freq.text(t[last + H - 1:last + H])[0]}")
+        gap = np.flatnonzero(np.isnan(future[:, -known:]).any(axis=1))
+        if len(gap):
+            column = table.channels[len(table.channels) - known + int(np.flatnonzero(np.isnan(
+                future[gap[0], -known:]))[0])]
+            raise Missing(f"{table.where(int(rows[last + gap[0]]))}, column '{column}': {name} needs '{column}' "
+                          "known ahead for every step of the horizon")
+        ahead.append(future[:, -known:])
+        cut.append(last)
+    return SeriesTable(table.ids, [t[:c] for t, c in zip(table.times, cut)], [v[:c] for v, c in zip(table.values, cut)],
+                       [r[:c] for r, c in zip(table.rows, cut)], table.channels, table.targets, table.numeric_time,
+                       table.where, table.source), ahead
 
 
 def series_scaling(table: SeriesTable, state: dict, freq: Frequency):
@@ -623,7 +714,9 @@ def forecast_answers(task, out, y, table: SeriesTable, freq: Frequency | None) -
 
     results = []
     for i, sid in enumerate(table.ids):
-        when = ([{"time": t} for t in freq.text(freq.after(table.times[i][-1], H))] if freq is not None
+        given = np.flatnonzero(~np.isnan(table.values[i][:, :K]).all(axis=1))  # rows after it: inputs known ahead
+        last = table.times[i][given[-1] if len(given) else -1]
+        when = ([{"time": t} for t in freq.text(freq.after(last, H))] if freq is not None
                 else [{"step": h + 1} for h in range(H)])
         steps = [{**w, "value": (float(pred[i, h, 0]) if K == 1 else
                                  {name: float(pred[i, h, k]) for k, name in enumerate(targets)}),
@@ -659,17 +752,24 @@ def window_model(model, task, entry, season: int):
                         f"with lookback >= {season} to export; predict and serve read whole histories)")
     h = torch.arange(H)
     before = L + h - season * (h // season + 1)  # each step's value one season earlier, inside the window
+    known = known_count(entry)
+    span = torch.arange(window_length(entry))
+    channels = len(entry.target_list()) + len(entry.covariates) + known
+    unknown = (span >= L)[:, None] & (torch.arange(channels) < channels - known)[None, :]  # after the origin
 
     class WindowForecast(nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
             self.register_buffer("before", before)
+            self.register_buffer("unknown", unknown)
 
         def forward(self, window, series_mean, series_std):
             z = (window.float() - series_mean[:, None]) / series_std[:, None]
-            level = z.mean(1)
+            level = z[:, :L].mean(1)
             x = z - level[:, None] if entry.normalize in ("window", "season") else z
+            if known:  # only the channels known ahead are read after the window's last step
+                x = torch.where(self.unknown, torch.zeros_like(x), x)
             out = self.model(x).float().reshape(-1, H, K, Q)
             if entry.normalize == "season":
                 base = z[:, self.before, :K]
@@ -698,8 +798,11 @@ def export_description(entry, state: dict) -> tuple[dict, dict]:
     """(what an exported model's metadata says of its inputs, the sidecar file: each trained series' scaling and
     how to fill the inputs)."""
     freq = Frequency.from_dict(state["frequency"])
+    known = known_count(entry)
     meta = {"lookback": entry.lookback, "horizon": entry.horizon, "frequency": freq.name, "season": freq.season,
             "normalize": entry.normalize, "input_channels": list(state["channels"]),
+            **({"known_ahead": list(state["channels"][-known:]), "input_steps": window_length(entry)} if known
+               else {}),
             "scaling_inputs": list(SCALING_INPUTS)}
     sidecar = {**meta, "series": {sid: {"mean": s["mean"], "std": s["std"], "last": s["last"]}
                                   for sid, s in state["series"].items()},
@@ -707,7 +810,11 @@ def export_description(entry, state: dict) -> tuple[dict, dict]:
                       "in their own units; series_mean and series_std (N, channels): the series' entry under "
                       "`series` (the scaling it trained with), or for a series the run has not seen each channel's "
                       "mean and standard deviation (population; 1 where it is 0) over all of its history; forecast: "
-                      "the `horizon` steps after the window's last, one `frequency` apart"}
+                      "the `horizon` steps after the window's last, one `frequency` apart" + (
+                          "; with `known_ahead` channels the input spans lookback + horizon steps (`input_steps`): "
+                          "the horizon's rows give those channels (calendar ones: sin and cos of 2 pi x the step's "
+                          "place in its cycle: (month - 1) / 12, weekday (Monday 0) / 7, (day - 1) / 31, hour / "
+                          "24), their other channels are not read" if known else "")}
     return meta, sidecar
 
 
@@ -737,4 +844,6 @@ def survey_series(entry, report) -> None:
         "first": freq.text([min(t[0] for t in table.times)])[0],
         "last": freq.text([max(t[-1] for t in table.times)])[0],
         "windows": {"train": len(windows.train[0]), "val": len(windows.val[0]) if windows.val else 0,
-                    "test": len(windows.test[0])}}
+                    "test": len(windows.test[0])},
+        "inputs": {"past_only": table.channels[:len(table.channels) - known_count(entry)],
+                   "known_ahead": table.channels[len(table.channels) - known_count(entry):]}}

@@ -54,6 +54,9 @@ def forecast_inputs(model, data, max_items: int):
         raise ApiError(413, f"{len(items)} series in one request, over this server's limit of {max_items} "
                             "(--max-items)")
     entry, state = model.loaded.cfg.data, model.state
+    if entry.known_ahead or entry.calendar:
+        raise ApiError(422, "this run reads inputs known ahead (" + ", ".join([*entry.known_ahead, *entry.calendar])
+                       + "): forecast it with dlcli predict HISTORY.csv, whose file gives the horizon's rows")
     channels, K = list(state["channels"]), int(state["targets"])
     run_freq = Frequency.from_dict(state["frequency"])
     limit = max_steps(entry.lookback)
