@@ -43,13 +43,25 @@ LabelSeparator = Annotated[str | None, Field(min_length=1, description="multilab
                                                                        "this (cat|dog)")]
 EVERY_TASK = ("classification", "regression", "multilabel")
 
+# Descriptions of the keys the picture kinds share (image folders, image tables, masks, detection layouts).
+IMAGE_SIZE_TEXT = "every picture is stretched to this (no crop or padding): one side for a square, or [height, width]"
+CHANNELS_TEXT = "1: grayscale, 3: RGB; every picture is converted to it"
+STREAM_TEXT = ("decode the pictures per batch in num_workers processes instead of once into memory; auto: stream "
+               "when the decoded pixels would take more than 2 GiB")
+NUM_WORKERS_TEXT = "processes decoding each batch's pictures when streaming (unused otherwise)"
+TRAIN_FILE_TEXT = "a .csv or .parquet file, or a directory whose .csv/.parquet part files are read as one table"
+TEST_FILE_TEXT = "the test rows, in the train file's columns; default: test_split of the train file's rows held out"
+
 
 class DataEntry(Entry):
     """Keys every dataset kind has."""
 
     val_split: float = Field(0.1, ge=0.0, lt=1.0, description="seeded slice of train held out for validation")
-    max_train_samples: PositiveInt | None = None
-    split: Literal["stratified", "random"] = "stratified"  # how val/test are cut from train (random: dlcli 0.1)
+    max_train_samples: PositiveInt | None = Field(None, description="train on a seeded subset of this many "
+                                                                    "samples (a quick look at a large dataset)")
+    split: Literal["stratified", "random"] = Field(
+        "stratified", description="how val/test are cut from train: stratified keeps each class's share in every "
+                                  "split; random is how dlcli 0.1 cut them")
     cv_fold: tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="[k, K]: the validation split is fold k of K of the rows left after the test cut "
                           "(val_split unused); written into each fold's config by train.cv (dlcli.cv)")
@@ -88,7 +100,8 @@ class DataEntry(Entry):
 
 
 class ImageEntry(DataEntry):
-    augment: list[Any] = []
+    augment: list[Any] = Field([], description="augmentations applied to each training batch on the device, in "
+                                               "order: hflip, random_crop, affine, ... (see Image augmentations)")
 
     @field_validator("augment")
     @classmethod
@@ -103,8 +116,8 @@ class ImageEntry(DataEntry):
 
 
 class BuiltinImages(ImageEntry):
-    root: str = "data"  # where files are looked for, downloaded and cached
-    download: bool = True
+    root: str = Field("data", description="where files are looked for, downloaded and cached")
+    download: bool = Field(True, description="download through torchvision when the files are not found")
 
     shape: ClassVar[tuple[int, ...]] = ()
     classes: ClassVar[tuple[str, ...] | None] = None
@@ -163,11 +176,14 @@ SYNTHETIC_KEYS = ("shape", "num_classes", "train_samples", "test_samples", "nois
 class Synthetic(ImageEntry):
     """Seeded random data with real signal: each class is a noisy copy of its own random prototype."""
 
-    shape: list[PositiveInt] = Field([1, 28, 28], min_length=1)
-    num_classes: int = Field(10, ge=2)
-    train_samples: PositiveInt = 1000
-    test_samples: PositiveInt = 200
-    noise: NonNegativeFloat = 1.0
+    shape: list[PositiveInt] = Field([1, 28, 28], min_length=1, description="each sample's shape without the batch "
+                                     "axis: [channels, height, width] for pictures, [features] for vectors")
+    num_classes: int = Field(10, ge=2, description="classes, each a random prototype of standard normal values")
+    train_samples: PositiveInt = Field(1000, description="samples drawn for training (validation is cut from them)")
+    test_samples: PositiveInt = Field(200, description="samples drawn for the test split")
+    noise: NonNegativeFloat = Field(1.0, description="standard deviation of the Gaussian noise added to a sample's "
+                                                     "prototype (whose values have standard deviation 1): larger is "
+                                                     "harder")
 
     @model_validator(mode="before")
     @classmethod
@@ -198,13 +214,14 @@ class Synthetic(ImageEntry):
 class ImageFolder(ImageEntry):
     """root/train/<class>/*.png|jpg|..., optional root/val/ and root/test/ with the same class folders."""
 
-    root: str = "data"
+    root: str = Field("data", description="the folder holding train/<class>/ (and optional val/ and test/)")
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when there is no test/ folder")
-    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
-    channels: Literal[1, 3] = 3
-    stream: bool | Literal["auto"] = "auto"  # decode per batch in workers instead of into memory
-    num_workers: int = Field(2, ge=0, le=64)
-    cache: bool = True  # keep the decoded pixels in root/.cache/ so the next run over the same files starts at once
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(32, description=IMAGE_SIZE_TEXT)
+    channels: Literal[1, 3] = Field(3, description=CHANNELS_TEXT)
+    stream: bool | Literal["auto"] = Field("auto", description=STREAM_TEXT)
+    num_workers: int = Field(2, ge=0, le=64, description=NUM_WORKERS_TEXT)
+    cache: bool = Field(True, description="keep the decoded pixels in root/.cache/ so the next run over the same "
+                                          "files starts at once (not when streaming)")
 
     def size(self) -> tuple[int, int]:
         return (self.image_size, self.image_size) if isinstance(self.image_size, int) else tuple(self.image_size)
@@ -227,19 +244,22 @@ class ImageTable(ImageEntry):
     """A CSV or Parquet table: a column of image paths (relative to the table's directory, or absolute) and the
     target columns of any task; the images are decoded, cached or streamed as an image folder's."""
 
-    table_file: str  # a .csv or .parquet file, or a directory whose part files are read as one table
-    test_file: str | None = None  # else test_split of the rows is held out
+    table_file: str = Field(description=TRAIN_FILE_TEXT)
+    test_file: str | None = Field(None, description="the test rows, in table_file's columns; default: test_split "
+                                                    "of table_file's rows held out")
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of table_file when there is no test_file")
-    image_column: str = "image"
+    image_column: str = Field("image", description="the column of image paths (relative to the table's directory, "
+                                                   "or absolute)")
     label_column: LabelColumn = "label"
     label_separator: LabelSeparator = None
     missing: Literal["error", "drop"] = Field("error", description="a row without an image path or a target: "
                                               "an error naming it, or drop the row")
-    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 32
-    channels: Literal[1, 3] = 3
-    stream: bool | Literal["auto"] = "auto"  # decode per batch in workers instead of into memory
-    num_workers: int = Field(2, ge=0, le=64)
-    cache: bool = True  # keep the decoded pixels in .cache/ beside the table for the next run over the same files
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(32, description=IMAGE_SIZE_TEXT)
+    channels: Literal[1, 3] = Field(3, description=CHANNELS_TEXT)
+    stream: bool | Literal["auto"] = Field("auto", description=STREAM_TEXT)
+    num_workers: int = Field(2, ge=0, le=64, description=NUM_WORKERS_TEXT)
+    cache: bool = Field(True, description="keep the decoded pixels in .cache/ beside the table for the next run "
+                                          "over the same files (not when streaming)")
 
     tasks: ClassVar[tuple[str, ...]] = EVERY_TASK
 
@@ -262,16 +282,19 @@ class Masks(ImageEntry):
     root/masks/<split>/NAME.png, single-channel index masks (0 = background); val/ and test/ optional
     (dlcli.data.segmentation)."""
 
-    root: str = "data"
+    root: str = Field("data", description="the folder holding images/<split>/ and masks/<split>/")
     classes: list[str] | None = Field(None, min_length=2, description="class names by mask value, background "
                                       "(0) first; default: classes_file")
     classes_file: str | None = Field(None, description="one class name a line, by mask value (relative to root; "
                                      "default root/classes.txt)")
     ignore_index: int = Field(255, ge=0, le=255, description="mask value of pixels scored nowhere (loss, metrics)")
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when there is no test/ folder")
-    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = 64
-    channels: Literal[1, 3] = 3
-    cache: bool = True  # keep decoded pictures and masks in root/.cache/
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
+        64, description="pictures are stretched to this (bilinear), their masks too (nearest, so every pixel keeps "
+                        "a class): one side for a square, or [height, width]")
+    channels: Literal[1, 3] = Field(3, description=CHANNELS_TEXT)
+    cache: bool = Field(True, description="keep the decoded pictures and masks in root/.cache/ for the next run "
+                                          "over the same files")
 
     tasks: ClassVar[tuple[str, ...]] = ("segmentation",)
     folds: ClassVar[bool] = False  # its reader cuts val_split itself
@@ -308,8 +331,8 @@ class Masks(ImageEntry):
 class FileEntry(DataEntry):
     """Your own files: a CSV or Parquet file, or a directory of part files, with a label column."""
 
-    train_file: str  # a file, or a directory whose .csv/.parquet files are read as one table
-    test_file: str | None = None  # else test_split of the rows is held out
+    train_file: str = Field(description=TRAIN_FILE_TEXT)
+    test_file: str | None = Field(None, description=TEST_FILE_TEXT)
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of train_file when there is no test_file")
     label_column: LabelColumn = "label"
     label_separator: LabelSeparator = None
@@ -331,11 +354,17 @@ class FileEntry(DataEntry):
 
 
 class TableEntry(FileEntry):
-    categorical: Literal["auto"] | list[str] = "auto"  # auto: the columns that are not numbers
+    categorical: Literal["auto"] | list[str] = Field(
+        "auto", description="the columns one-hot encoded (with a slot for a missing or unseen value), every other "
+                            "feature read as numbers; auto: those whose training values are not 90% numbers")
     drop_columns: list[str] = Field([], description="columns left out of the features: ids, row numbers, names, "
                                                     "anything known only after the label")
-    missing: Literal["fill", "drop", "error"] = "fill"
-    stream: bool | Literal["auto"] = "auto"  # encode in record batches into a disk cache instead of memory
+    missing: Literal["fill", "drop", "error"] = Field(
+        "fill", description="a row with a gap in a feature: fill (a number column's training mean, a categorical "
+                            "column's missing slot), drop the row, or an error naming it")
+    stream: bool | Literal["auto"] = Field(
+        "auto", description="read and encode in record batches into a memory-mapped cache beside the data instead "
+                            "of in memory; auto: stream a table larger than half the free memory")
 
 
 @DATASETS.register("csv")
@@ -349,8 +378,9 @@ class ParquetTable(TableEntry):
 
 
 class Tokenizer(Strict):
-    lowercase: bool = True
-    pattern: str = r"[\w']+"
+    lowercase: bool = Field(True, description="lowercase the text before splitting it")
+    pattern: str = Field(r"[\w']+", description="a regular expression: every match is a token (the default: runs "
+                                                "of letters, digits, _ and ')")
 
     @field_validator("pattern")
     @classmethod
@@ -363,18 +393,20 @@ class Tokenizer(Strict):
 
 
 class Vocabulary(Strict):
-    min_freq: PositiveInt = 1
-    max_size: PositiveInt = 20000
+    min_freq: PositiveInt = Field(1, description="tokens seen fewer times than this in the training texts are "
+                                                 "unknown")
+    max_size: PositiveInt = Field(20000, description="the most frequent tokens kept, besides padding and unknown")
 
 
 @DATASETS.register("text_csv")
 class TextCSV(FileEntry):
     """Texts in a CSV (or Parquet) file: a text column and a label column."""
 
-    text_column: str = "text"
-    tokenizer: Tokenizer = Tokenizer()
-    vocab: Vocabulary = Vocabulary()
-    max_length: PositiveInt = 200
+    text_column: str = Field("text", description="the column holding the texts")
+    tokenizer: Tokenizer = Field(Tokenizer(), description="how a text is split into tokens")
+    vocab: Vocabulary = Field(Vocabulary(), description="which training tokens get an id (the rest share unknown's)")
+    max_length: PositiveInt = Field(200, description="tokens kept from the start of each text; shorter texts are "
+                                                     "padded with id 0")
 
 
 # ---------------------------------------------------------------- numeric sequences
@@ -386,8 +418,10 @@ class Sequences(DataEntry):
     (one row a series, one column per step) or a long table (one row a time step, id_column naming its series).
     Unequal lengths are padded with NaN after each series' end (dlcli.data.sequences)."""
 
-    train_file: str  # .npz, or a .csv/.parquet table (or a directory of part files)
-    test_file: str | None = None  # else test_split of the series is held out
+    train_file: str = Field(description="a .npz (x, y, optional lengths), or a .csv/.parquet table (or a directory "
+                                        "of part files)")
+    test_file: str | None = Field(None, description="the test series (a file as train_file takes, with its "
+                                                    "channels); default: test_split of the series held out")
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="held out of train_file when there is no test_file")
     label_column: LabelColumn = Field("label", description="the target column(s) of a table; a .npz names its y "
                                                            "(N, targets) with these")
@@ -400,7 +434,8 @@ class Sequences(DataEntry):
     normalize: Literal["channel", "series", "none"] = Field(
         "channel", description="channel: per-channel mean/std of the training split; series: each series "
                                "z-normalised on its own (UCR); none")
-    augment: list[Any] = []
+    augment: list[Any] = Field([], description="augmentations applied to each training batch, in order: jitter, "
+                                               "scaling, window_slice (see Sequence augmentations)")
 
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     folds: ClassVar[bool] = False  # its reader cuts val_split itself: no cross-validation folds yet
@@ -427,7 +462,8 @@ class Series(DataEntry):
     """One or many time-ordered series in a CSV/Parquet table, cut into (lookback -> horizon) windows on the fly;
     the test window is each series' last `horizon` steps, validation the horizon(s) before (dlcli.data.series)."""
 
-    train_file: str  # a .csv or .parquet file (or a directory of part files): one row per time step
+    train_file: str = Field(description="a .csv or .parquet file (or a directory of part files): one row per "
+                                        "time step")
     time_column: str = Field("date", description="dates or timestamps (ISO 8601), or numbers counting steps")
     label_column: LabelColumn = Field("value", description="the series' value to forecast, or a list of columns")
     id_column: str | None = Field(None, description="the column naming each row's series, for many series in one "
@@ -501,10 +537,11 @@ class DetectionEntry(ImageEntry):
     test_split: float = Field(0.1, ge=0.0, lt=1.0, description="cut from train when the layout has no test split")
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] = Field(
         128, description="every picture is stretched to this (one side, or [height, width]); boxes move with it")
-    channels: Literal[1, 3] = 3
-    stream: bool | Literal["auto"] = "auto"  # decode per batch in workers instead of into memory
-    num_workers: int = Field(2, ge=0, le=64)
-    cache: bool = True  # keep the decoded pixels in .cache/ beside the annotations for the next run
+    channels: Literal[1, 3] = Field(3, description=CHANNELS_TEXT)
+    stream: bool | Literal["auto"] = Field("auto", description=STREAM_TEXT)
+    num_workers: int = Field(2, ge=0, le=64, description=NUM_WORKERS_TEXT)
+    cache: bool = Field(True, description="keep the decoded pixels (and a COCO JSON's parsed listing) in .cache/ "
+                                          "beside the annotations for the next run (not when streaming)")
     bad_boxes: Literal["error", "drop"] = Field("error", description="a box outside its picture or of zero area: "
                                                 "an error naming it, or drop the box (counted in a note)")
 
@@ -544,10 +581,12 @@ class COCO(DetectionEntry):
     train_annotations: str = Field(description="the training split's instances JSON")
     train_images: str | None = Field(None, description="its pictures' folder (default: found beside the JSON: its "
                                      "folder, its parent, images/, train*/)")
-    val_annotations: str | None = None
-    val_images: str | None = None
-    test_annotations: str | None = None
-    test_images: str | None = None
+    val_annotations: str | None = Field(None, description="the validation split's instances JSON; default: "
+                                                          "val_split of train held out")
+    val_images: str | None = Field(None, description="its pictures' folder (default: found beside the JSON)")
+    test_annotations: str | None = Field(None, description="the test split's instances JSON; default: test_split "
+                                                           "of train held out")
+    test_images: str | None = Field(None, description="its pictures' folder (default: found beside the JSON)")
 
     def listing(self, problems):
         from dlcli.data.detection import read_coco
@@ -600,7 +639,7 @@ class VOC(DetectionEntry):
     """Pascal VOC: root/Annotations/*.xml, root/JPEGImages/, splits from root/ImageSets/Main/<split>.txt (else every
     annotation is train)."""
 
-    root: str = "data"
+    root: str = Field("data", description="the folder holding Annotations/, JPEGImages/ and ImageSets/Main/")
     classes: list[str] | None = Field(None, min_length=1, description="class names by index (default: the names "
                                       "in the training annotations, sorted)")
     difficult: bool = Field(False, description="keep objects marked difficult (VOC's evaluation ignores them)")
