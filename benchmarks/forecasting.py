@@ -3,6 +3,10 @@
     python benchmarks/forecasting.py                      # every series, the shipped recipe, 3 seeds averaged
     python benchmarks/forecasting.py --validation         # every candidate recipe, scored on validation horizons
     python benchmarks/forecasting.py --series airline --seeds 0   # a quick look
+    python benchmarks/forecasting.py --candidates "linear+mlp, quantiles"   # candidates on test too (reported)
+
+A recipe with task.quantiles also gets the share of the test horizon inside its 0.1-0.9 interval (the seeds'
+quantiles averaged).
 
 The series are read from files inside installed wheels (no downloads), in the benchmark-only environment
 --bench-python (default /work/bench-venv/bin/python: statsmodels and aeon, which pin versions dlcli does not need);
@@ -64,6 +68,17 @@ CANDIDATES = {
         {"dense": {"units": 128, "activation": "relu"}}, {"dropout": 0.2}, {"dense": "H"}]}]}},
     "linear+mlp, lr 0.001": {"model": LINEAR_MLP, "optimizer.lr": 0.001},
     "linear+mlp, mse": {"model": LINEAR_MLP, "task.loss": "mse"},
+    "linear+mlp, blend": {"model": LINEAR_MLP, "task.blend": "seasonal_naive"},
+    "linear+mlp, quantiles": {"model": LINEAR_MLP, "task.quantiles": [0.1, 0.5, 0.9]},
+    "linear+mlp, quantiles, blend": {"model": LINEAR_MLP, "task.quantiles": [0.1, 0.5, 0.9],
+                                     "task.blend": "seasonal_naive"},
+    # 8 rolling validation windows over 2 held-out horizons (a steadier val_loss and blend weight)
+    "linear+mlp, 8 val windows": {"model": LINEAR_MLP, "data.val_split": 2, "data.val_windows": 8},
+    "linear+mlp, blend, 8 val windows": {"model": LINEAR_MLP, "task.blend": "seasonal_naive", "data.val_split": 2,
+                                         "data.val_windows": 8},
+    "linear+mlp, quantiles, blend, 8 val windows": {"model": LINEAR_MLP, "task.quantiles": [0.1, 0.5, 0.9],
+                                                    "task.blend": "seasonal_naive", "data.val_split": 2,
+                                                    "data.val_windows": 8},
 }
 
 
@@ -141,9 +156,14 @@ def mase(forecast, truth, history, season: int) -> float:
     return float(np.abs(np.asarray(forecast) - truth).mean() / scale)
 
 
-def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: Path) -> np.ndarray:
-    """The mean over seeds of dlcli's forecasts of the test horizon: each run trains on the whole file, then
-    predicts from the file without its last horizon."""
+def coverage(low, high, truth) -> float:
+    """The share of the test horizon's true values inside [low, high]."""
+    return float(((np.asarray(low) <= truth) & (truth <= np.asarray(high))).mean())
+
+
+def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: Path) -> tuple[np.ndarray, dict]:
+    """The mean over seeds of dlcli's forecasts of the test horizon, and of each quantile's (empty without
+    task.quantiles): each run trains on the whole file, then predicts from the file without its last horizon."""
     import yaml
 
     import dlcli
@@ -155,7 +175,7 @@ def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: 
     history = work / f"{name}-history.csv"
     history.write_text("\n".join(lines[:len(lines) - horizon]) + "\n")
     base = yaml.safe_load((ROOT / "configs" / "series_forecast.yaml").read_text())
-    forecasts = []
+    forecasts, quantiles = [], []
     for seed in seeds:
         cfg = json.loads(json.dumps(base))
         cfg["data"].update(train_file=str(path), time_column="date", label_column="value", id_column=None,
@@ -166,7 +186,9 @@ def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: 
         cfg["name"] = f"{name}-{seed}"
         for key, value in recipe.items():
             if key == "model":
-                cfg["model"] = json.loads(json.dumps(value).replace('"H"', str(horizon)))
+                levels = set(recipe.get("task.quantiles") or []) | ({0.5} if recipe.get("task.quantiles") else set())
+                width = horizon * max(len(levels), 1)  # the head: horizon x quantiles
+                cfg["model"] = json.loads(json.dumps(value).replace('"H"', str(width)))
             else:  # data.normalize, task.loss
                 section, field = key.split(".")
                 if not isinstance(cfg.get(section), dict):  # task: forecast -> {type: forecast}
@@ -175,7 +197,10 @@ def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: 
         run = dlcli.train(cfg, runs_dir=runs, quiet=True)
         found = predict_history(run.dir, [str(history)])
         forecasts.append([step["value"] for step in found[0].answer["forecast"]])
-    return np.mean(forecasts, axis=0)
+        quantiles.append([step.get("quantiles", {}) for step in found[0].answer["forecast"]])
+    levels = list(quantiles[0][0])
+    return np.mean(forecasts, axis=0), {q: np.mean([[step[q] for step in run] for run in quantiles], axis=0)
+                                        for q in levels}
 
 
 def write_example(path: Path, months: int = 120, seed: int = 7) -> Path:
@@ -201,7 +226,8 @@ def main(argv=None) -> int:
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--validation", action="store_true", help="score every candidate recipe on validation")
-    parser.add_argument("--candidates", nargs="+", default=None, help="--validation: which (default all)")
+    parser.add_argument("--candidates", nargs="+", default=None, help="--validation: which (default all); "
+                        "without it, candidates scored on the test horizons beside the shipped config")
     parser.add_argument("--bench-python", default="/work/bench-venv/bin/python")
     parser.add_argument("--work", default=None, help="where the series and runs go (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")
@@ -221,7 +247,7 @@ def main(argv=None) -> int:
                                                                                 else []), check=True)
     classic = json.loads((work / "classical.json").read_text())
     recipes = ({k: CANDIDATES[k] for k in (args.candidates or CANDIDATES)} if args.validation
-               else {"configs/series_forecast.yaml": {}})
+               else {"configs/series_forecast.yaml": {}, **{k: CANDIDATES[k] for k in args.candidates or []}})
     rows = []
     for name in args.series:
         _, season, horizon, _ = SERIES[name]
@@ -232,11 +258,14 @@ def main(argv=None) -> int:
         for method, forecast in classic[name].items():
             row[method] = mase(forecast, truth, history, season)
         for label, recipe in recipes.items():
-            row[label] = mase(dlcli_forecast(name, work, recipe, args.seeds, work / "runs"), truth, history, season)
+            point, bands = dlcli_forecast(name, work, recipe, args.seeds, work / "runs")
+            row[label] = mase(point, truth, history, season)
+            if "0.1" in bands and "0.9" in bands:  # the 80% interval's share of the test horizon
+                row.setdefault("coverage", {})[label] = coverage(bands["0.1"], bands["0.9"], truth)
         rows.append(row)
         print(json.dumps(row) if args.json else "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                          for k, v in row.items()), flush=True)
-    methods = [k for k in rows[0] if k not in ("series", "steps", "horizon")]
+                                                          for k, v in row.items() if k != "coverage"), flush=True)
+    methods = [k for k in rows[0] if k not in ("series", "steps", "horizon", "coverage")]
     means = {m: float(np.mean([r[m] for r in rows])) for m in methods}
     best_classical = min(means["Holt-Winters"], means["Theta"])
     print(f"\nMASE on the {'validation' if args.validation else 'test'} horizon, dlcli averaged over seeds "
@@ -245,6 +274,10 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['series']:<12}" + "".join(f"{r[m]:>28.3f}" for m in methods))
     print(f"{'mean':<12}" + "".join(f"{means[m]:>28.3f}" for m in methods))
+    for label in rows[0].get("coverage", {}):
+        shares = [r["coverage"][label] for r in rows]
+        print(f"{label}: 80% interval (0.1 to 0.9) holds {np.mean(shares):.3f} of the test horizons' values "
+              f"(per series {' '.join(f'{c:.2f}' for c in shares)})")
     for label in recipes:
         beaten = sum(r[label] < r["seasonal naive"] for r in rows)
         print(f"{label}: below seasonal naive on {beaten} of {len(rows)} series; mean MASE "
