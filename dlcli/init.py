@@ -926,7 +926,7 @@ def _spatial_side(files: list[Path]) -> tuple[int, int, bool, list[Path]]:
 def _spatial_schedule(n: int) -> list[Key]:
     epochs = _by_size(n, [(500, 60), (2_000, 30), (10_000, 15)], 8)
     return [Key("epochs", epochs, f"passes over the {n:,} training pictures; best.pt keeps the best val_map epoch"),
-            Key("batch_size", 16 if n < 2_000 else 32, "pictures per step")]
+            Key("batch_size", 16 if n < 500 else 32, "pictures per step")]
 
 
 def propose_detection(data: dict, given: Path) -> Proposal:
@@ -976,7 +976,7 @@ def propose_detection(data: dict, given: Path) -> Proposal:
     model = [Key("type", "detector", "an FCOS-style detector: a body, a feature pyramid, one head for every level"),
              Key("backbone", "tiny", "a small body trained from scratch; resnet18, mobilenet_v3_large, ... with "
                                      "weights (`dlcli backbones`)")]
-    optimizer = [Key("name", "adamw", "AdamW"), Key("lr", 0.002, "learning rate"),
+    optimizer = [Key("name", "adamw", "AdamW"), Key("lr", 0.003, "learning rate (configs/detection.yaml's)"),
                  Key("weight_decay", 0.0005, "pulls weights towards 0")]
     names = listing.classes
     header = [f"Starter config written by `dlcli init {given.as_posix()}`: {LAYOUT_NAMES[kind]} with "
@@ -1039,15 +1039,17 @@ def propose_masks(root: Path, given: Path) -> Proposal:
     ]
     model = [Key("type", "unet", "a U-Net: halvings down, skip connections up, a class per pixel"),
              Key("width", 16, "channels at full resolution, doubling per level down"),
-             Key("depth", 4, "halvings of the resolution")]
-    optimizer = [Key("name", "adamw", "AdamW"), Key("lr", 0.002, "learning rate"),
-                 Key("weight_decay", 0.0005, "pulls weights towards 0")]
+             Key("depth", 3 if side <= 96 else 4, f"halvings of the resolution ({side} -> "
+                                                  f"{side >> (3 if side <= 96 else 4)} at the bottom)")]
+    optimizer = [Key("name", "adam", "Adam"), Key("lr", 0.003, "learning rate (configs/segmentation.yaml's)")]
     header = [f"Starter config written by `dlcli init {given.as_posix()}`: pictures with index masks, "
               f"{_plural(len(names), 'class')} ({_shown(names)}), {_plural(len(pictures), 'training picture')}."]
     what = f"masks, segmentation, {_plural(len(names), 'class')}, {_plural(len(pictures), 'picture')}"
     task = Key("task", "segmentation", "a class for every pixel; judged on mIoU")
-    schedule = _spatial_schedule(len(pictures))
-    schedule[0].comment = f"passes over the {len(pictures):,} training pictures; best.pt keeps the best val_miou epoch"
+    n = len(pictures)
+    schedule = [Key("epochs", _by_size(n, [(500, 30), (2_000, 10), (10_000, 6)], 3),
+                    f"passes over the {n:,} training pictures; best.pt keeps the best val_miou epoch"),
+                Key("batch_size", 16, "pictures per step")]
     return Proposal(_name_of(root), what, header, keys, model, optimizer, schedule, warnings, task,
                     Key("name", "cosine", "decays the lr to 0 over the run"))
 
