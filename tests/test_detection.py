@@ -164,7 +164,12 @@ def test_map_matches_pycocotools_called_directly():
     assert ours["map_75"] == pytest.approx(evaluation.stats[2], abs=1e-6)
     assert ours["mar_100"] == pytest.approx(evaluation.stats[8], abs=1e-6)
     task = parse_task("detection").bind({}, ["a", "b", "c"])
+    validation = task.scores(task.stats(out, y))  # what val_* and test_* record
     report = task.report(out, y)
+    expected = {"map": evaluation.stats[0], "map50": evaluation.stats[1], "map75": evaluation.stats[2],
+                "recall": evaluation.stats[8]}
+    assert validation == pytest.approx(expected, abs=1e-6)
+    assert {k: report[k] for k in expected} == pytest.approx(expected, abs=1e-6)
     per = {c: float(evaluation.eval["precision"][0, :, k, 0, -1].clip(0).mean()) for k, c in
            enumerate(evaluation.params.catIds)}
     assert [r["map50"] for r in report["per_class"]] == pytest.approx([per[c] for c in range(3)], abs=1e-6)
@@ -224,7 +229,6 @@ def test_trained_detector_finds_the_objects_in_their_own_pixels(trained, scenes)
             total += 1
             hits += any(b["index"] == c and iou(b["box"], box) > 0.5 for b in answer["boxes"])
     assert total >= 10
-    print("hits", hits, total)
     assert hits / total >= 0.5, (hits, total)
     summary = json.loads((trained.dir / "summary.json").read_text())
     assert summary["test"]["map50"] > 0.3 and summary["headline"] == "map"
