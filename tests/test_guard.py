@@ -128,6 +128,30 @@ def test_refusals_say_the_first_at_once_then_count_a_burst_in_one_line():
     asyncio.run(scenario())
 
 
+def test_refusals_by_the_clock(monkeypatch):
+    """A fake clock: a quiet spell of exactly `every` seconds makes the next refusal a line of its own; two counted
+    refusals are "2 more requests"."""
+    now = [100.0]
+    monkeypatch.setattr(guard.time, "monotonic", lambda: now[0])
+    said = []
+
+    async def scenario():
+        refusals = Refusals(said.append, every=10)
+        refusals.note("a")
+        now[0] = 110.0
+        refusals.note("b")
+        assert len(said) == 2 and said[1].startswith("refused a request: b (") and refusals.timer is None
+        now[0] = 112.5
+        refusals.note("c")
+        refusals.note("c")
+        assert len(said) == 2 and refusals.timer is not None
+        now[0] = 119.0
+        refusals.flush()
+        assert said[2] == "refused 2 more requests in 9.0 s: 2 c" and refusals.last == 119.0
+
+    asyncio.run(scenario())
+
+
 def test_a_note_with_no_detail_and_no_event_loop_for_the_first():
     said = []
     Refusals(said.append).note("over --max-bytes")  # the first note needs no running loop
@@ -265,6 +289,8 @@ def test_requests_refused_before_the_app_sees_them():
     assert said[-1].startswith("refused a request: 403 Host 'evil.example:80'")
     sent = call(middleware, request(headers=[("Host", "models.example"), ("Origin", "https://evil.example"), AUTH]))
     assert sent.status == 403 and sent.json["error"].startswith("cross-origin request from 'https://evil.example'")
+    # no Host header (HTTP/1.0): an Origin can match no Host then
+    assert call(middleware, request(headers=[("Origin", "http://x"), AUTH])).status == 403
     sent = call(middleware, request(headers=[("Host", "127.0.0.1:8000")]))
     assert sent.status == 401 and sent.json["error"].startswith("this server needs its token: send 'Authorization:")
     assert (b"www-authenticate", b"Bearer") in sent.headers
@@ -273,11 +299,11 @@ def test_requests_refused_before_the_app_sees_them():
     sent = call(middleware, request(headers=[AUTH, ("Content-Length", "12x")]))
     assert sent.status == 400 and sent.json["error"] == "Content-Length is not a number"
     # the first refusal was said; the others, within 10 s of it, are counted for the burst's line
-    assert dict(middleware.refusals.counts) == {"cross-origin": 1, "without the right token": 2, "malformed": 1}
+    assert dict(middleware.refusals.counts) == {"cross-origin": 2, "without the right token": 2, "malformed": 1}
     sent = call(middleware, request(headers=[AUTH, ("Content-Length", "101")]))
     assert sent.status == 413 and sent.json["error"] == ("the request body (101 bytes) is over this server's limit "
                                                          "of 100 bytes (--max-bytes)")
-    assert sum(middleware.refusals.counts.values()) == 4 and len(said) == 1  # a big upload is not a refusal to log
+    assert sum(middleware.refusals.counts.values()) == 5 and len(said) == 1  # a big upload is not a refusal to log
     assert app.calls == [] and middleware.in_flight == 0
 
 
@@ -292,6 +318,9 @@ def test_requests_let_through():
     assert sent.status == 200 and app.bodies[-1] == b"x" * 100  # exactly --max-bytes
     sent = call(middleware, request(headers=[AUTH, ("Origin", "http://127.0.0.1:8000"), ("Host", "127.0.0.1:8000")]))
     assert sent.status == 200 and said == [] and middleware.in_flight == 0
+    # the page itself, reached by an address that is no allowed name: its Origin is its Host
+    assert call(middleware, request(headers=[AUTH, ("Origin", "http://10.1.2.3:8000"), ("Host", "10.1.2.3:8000")]),
+                ).status == 200
     # every answer carries the security headers; the body was read, so the connection may stay open
     assert sent.headers == [(b"content-type", b"text/plain"), *SECURITY_HEADERS]
     assert sent.messages[1] == {"type": "http.response.body", "body": b"ok"}
@@ -348,7 +377,7 @@ def test_requests_in_flight_are_capped_but_health_checks_are_not():
         await asyncio.sleep(0.05)
         assert middleware.in_flight == 2
         third = Sent()
-        await middleware(request(), receiver(), third)
+        await asyncio.wait_for(middleware(request(), receiver(), third), 5)  # refused at once, not queued
         assert third.status == 503 and (b"retry-after", b"1") in third.headers
         assert third.json["error"] == ("2 requests in flight, the most this server takes (--max-in-flight): retry "
                                        "in a moment")

@@ -147,3 +147,11 @@ def test_r2_is_none_for_a_constant_target_and_errors_by_hand():
     m = regression_metrics(pred, y)
     assert m["mae"] == pytest.approx([2 / 3, 4 / 3]) and m["rmse"] == pytest.approx([math.sqrt(2 / 3), math.sqrt(10 / 3)])
     assert m["r2"][0] is None and m["r2"][1] == pytest.approx(1 - 10 / 8)
+
+
+def test_a_class_seen_once_and_found_once_scores_one():
+    y = torch.tensor([0, 0, 1, 2, 2])
+    logits = F.one_hot(torch.tensor([0, 0, 1, 2, 0]), 3).float()
+    report = check_classification(logits, y, ["a", "b", "c"])
+    b = report["per_class"][1]
+    assert (b["precision"], b["recall"], b["f1"], b["support"]) == (1.0, 1.0, 1.0, 1)

@@ -5,10 +5,11 @@ for that module, and count the bugs they catch.
     python tools/mutation.py                      # every module below, with its tests
     python tools/mutation.py dlcli/serve/guard.py # one module
     python tools/mutation.py --list               # the mutants, without running them
+    python tools/mutation.py dlcli/tasks/metrics.py --lines 50,51   # only the mutants on these lines
 
 The working tree is never touched: its files (tracked, and untracked ones git does not ignore) are copied to a
-temporary directory, each mutant is written there and the tests run with PYTHONPATH pointing at
-it. A mutant is killed when its tests fail, error or run past their time (three times the clean run, plus 30 s);
+temporary directory, each mutant is written there and the tests run there, in a child forked from a process that
+has already imported torch, scikit-learn and uvicorn (but no dlcli), so a mutant costs its tests' time alone. A mutant is killed when its tests fail, error or run past their time (three times the clean run, plus 30 s);
 one that passes survives and is printed with its line, to be killed by a new test or judged equivalent in the
 README's Development section. Our own runner rather than mutmut: mutmut 3 runs every test against a trampolined copy
 of the whole package and wants its settings in pyproject.toml; this is one file that runs each module's own tests.
@@ -31,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # module -> the tests that cover it and run in seconds (a mutant runs them all, stopping at the first failure)
 MODULES = {
-    # guard's tests need no torch: without the conftest (which imports it) a mutant takes a second, not five
+    # neither file needs the conftest (which imports the whole CLI)
     "dlcli/serve/guard.py": ["--noconftest", "tests/test_guard.py"],
-    "dlcli/tasks/metrics.py": ["tests/test_metrics.py"],
+    "dlcli/tasks/metrics.py": ["--noconftest", "tests/test_metrics.py"],
 }
 
 BINOPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
@@ -187,7 +188,8 @@ def mutated(source: str, index: int) -> str:
 
 
 def copy_project(to: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.split(b"\0")
     for name in filter(None, files):
         src = ROOT / name.decode()
         if src.is_file():
@@ -196,17 +198,52 @@ def copy_project(to: Path) -> None:
             shutil.copy2(src, dst)
 
 
+PRELOADED = ("torch", "numpy", "sklearn.metrics", "uvicorn", "h11", "pytest")
+
+
+def preload() -> None:
+    """Import the heavy libraries once, before the first fork: each mutant's test run then starts in a moment. dlcli
+    itself is never imported here, so every child imports the module as it is on disk, mutated."""
+    import importlib
+
+    sys.dont_write_bytecode = True  # a mutant may have the size and mtime second of the clean file: no stale .pyc
+    for name in PRELOADED:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
 def run_tests(where: Path, tests: list[str], timeout: float) -> tuple[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(where), "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("DLCLI_CI", None)
+    """Run pytest on `tests` in a forked child, in `where`; its outcome and seconds."""
     start = time.monotonic()
-    try:
-        done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                              cwd=where, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "timeout", time.monotonic() - start
+    pid = os.fork()
+    if pid == 0:  # the child: pytest in the copy, its output discarded
+        code = 3
+        try:
+            os.chdir(where)
+            sys.path.insert(0, str(where))
+            os.environ.pop("DLCLI_CI", None)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            import pytest
+
+            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests]))
+        finally:
+            os._exit(code)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() - start > timeout:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - start
+        time.sleep(0.02)
+    code = os.waitstatus_to_exitcode(status)
     # 1: a test failed; 2: collection failed (a mutant that breaks the import); 3: pytest's internal error
-    outcome = {0: "survived", 1: "killed", 2: "killed", 3: "killed"}.get(done.returncode, f"error {done.returncode}")
+    outcome = {0: "survived", 1: "killed", 2: "killed", 3: "killed"}.get(code, f"error {code}")
     return outcome, time.monotonic() - start
 
 
@@ -214,19 +251,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"paths of modules (default: {', '.join(MODULES)})")
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--lines", type=lambda v: {int(n) for n in v.split(",")},
+                        help="only the mutants on these lines (comma-separated): to check a new test on survivors")
     args = parser.parse_args()
     modules = args.modules or list(MODULES)
     for module in modules:
         if module not in MODULES:
             parser.error(f"no tests are set for {module} (MODULES in {Path(__file__).name}: {', '.join(MODULES)})")
     scores = {}
+    if not args.list:
+        preload()
     with tempfile.TemporaryDirectory(prefix="dlcli-mutation-") as tmp:
         work = Path(tmp)
         copy_project(work)
         for module in modules:
             source = (work / module).read_text()
             lines = source.splitlines()
-            found = sites(source)
+            found = [m for m in sites(source) if args.lines is None or m.line in args.lines]
             print(f"{module}: {len(found)} mutants, tests {' '.join(MODULES[module])}", flush=True)
             if args.list:
                 for m in found:
@@ -239,9 +280,9 @@ def main() -> int:
             print(f"  clean run {clean:.1f} s", flush=True)
             killed, survivors = 0, []
             try:
-                for m in found:
-                    if m.index and m.index % 25 == 0:
-                        print(f"  {m.index}/{len(found)} run, {killed} killed", flush=True)
+                for done, m in enumerate(found):
+                    if done and done % 25 == 0:
+                        print(f"  {done}/{len(found)} run, {killed} killed", flush=True)
                     (work / module).write_text(mutated(source, m.index))
                     outcome, took = run_tests(work, MODULES[module], timeout=3 * clean + 30)
                     if outcome in ("killed", "timeout"):
