@@ -541,3 +541,24 @@ def test_a_yolo_polygon_line_is_read_as_its_box(tmp_path):
                        "val_split": 0.0, "test_split": 0.0, "cache": False}).read(0)
     # x 0.1..0.5 of 40 px, y 0.2..0.8 of 20 px
     assert torch.allclose(data.train.y[0], torch.tensor([[1, 4.0, 4.0, 20.0, 16.0], [0, 16.0, 8.0, 24.0, 12.0]]))
+
+
+@pytest.mark.parametrize("xml, words", [
+    ("<annotation><size><width>40</width><height>20</height></size><object><name>dog</name><bndbox><xmin>1</xmin>"
+     "<ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>",
+     ["a.xml: object 1 (dog): unknown class 'dog' (data.classes: cat)"]),
+    ("<annotation><size><width>40</width><height>20</height></size><object><name>cat</name><bndbox><xmin>30</xmin>"
+     "<ymin>1</ymin><xmax>45</xmax><ymax>9</ymax></bndbox></object></annotation>",
+     ["a.xml: object 1 (cat): box x 29..45", "lies outside the picture"]),
+    ("<annotation><size><width>40</width></size></annotation>", ["a.xml: no <size> with <width> and <height>"]),
+    ("<annotation><size>", ["a.xml: line 1, column", "not XML"]),
+])
+def test_bad_voc_data_is_refused_naming_the_file_and_object(tmp_path, xml, words):
+    (tmp_path / "Annotations").mkdir()
+    _write_picture(tmp_path / "JPEGImages" / "a.jpg", 40, 20)
+    (tmp_path / "Annotations" / "a.xml").write_text(xml)
+    with pytest.raises(DataError) as err:
+        parse_data({"dataset": "voc", "root": str(tmp_path), "classes": ["cat"], "image_size": 16}).read(0)
+    for word in words:
+        assert word in str(err.value), str(err.value)
+    assert not (tmp_path / ".cache").exists()
