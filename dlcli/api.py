@@ -16,6 +16,7 @@ training with a resumable checkpoint, as in the terminal, and raises `dlcli.Trai
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -104,9 +105,17 @@ def train(config: Config, overrides: dict | None = None, runs_dir: str | os.Path
     if cfg.train.devices > 1:
         raise DlcliError(f"train.devices {cfg.train.devices}: training in several processes runs from the command "
                          f"line (dlcli train CONFIG --devices {cfg.train.devices})")
-    try:
+    with _interrupts_raised():
         return _train(cfg, runs_dir, quiet, callbacks, data, test_data)
-    except KeyboardInterrupt:  # outside the epochs (they raise TrainingInterrupted themselves): one exception type
+
+
+@contextmanager
+def _interrupts_raised():
+    """A KeyboardInterrupt outside the epochs (they raise TrainingInterrupted themselves) reaches the user as
+    TrainingInterrupted too: one exception type for an interrupted train or resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
         from dlcli.errors import TrainingInterrupted
 
         raise TrainingInterrupted("interrupted (KeyboardInterrupt) outside the training epochs, while reading the "
@@ -227,7 +236,7 @@ class Run:
         """Continue the run exactly where it stopped; `epochs` sets a new total."""
         from dlcli.train import resume
 
-        with _in_memory(self._config(), data, test_data):
+        with _interrupts_raised(), _in_memory(self._config(), data, test_data):
             resume(self.dir.parent, self.id, _console(quiet), epochs, not quiet, callbacks=_callbacks(callbacks))
         self.__dict__.pop("model", None)
         return self

@@ -113,7 +113,8 @@ def test_an_interrupt_outside_dlclis_handler_reaches_the_user_as_training_interr
     """Python's own handler raises KeyboardInterrupt where dlcli's is not installed (reading the data, scoring the
     test split): train raises TrainingInterrupted all the same, and the run says it was interrupted."""
     def interrupt(metrics):
-        raise KeyboardInterrupt
+        if metrics["epoch"] == 2:  # after epoch 1's checkpoint, so that there is a run to resume
+            raise KeyboardInterrupt
 
     try:
         dlcli.train(tiny_config(train={"epochs": 3}), runs_dir=tmp_path, quiet=True, callbacks=interrupt)
@@ -123,7 +124,16 @@ def test_an_interrupt_outside_dlclis_handler_reaches_the_user_as_training_interr
         assert err.exit_code == 130 and "KeyboardInterrupt" in str(err)
     else:
         pytest.fail("train returned")
-    assert dlcli.runs(tmp_path)[0].status == "interrupted"
+    run = dlcli.runs(tmp_path)[0]
+    assert run.status == "interrupted"
+    try:
+        run.resume(quiet=True, callbacks=interrupt)  # resume is training too
+    except KeyboardInterrupt:
+        pytest.fail("a bare KeyboardInterrupt reached the user from resume")
+    except dlcli.TrainingInterrupted:
+        pass
+    else:
+        pytest.fail("resume returned")
 
 
 def test_in_memory_tables_train_record_a_fingerprint_and_evaluate_only_with_the_frame(cli, tmp_path):
