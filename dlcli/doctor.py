@@ -91,6 +91,7 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
     from dlcli.config import apply_override
     from dlcli.data.catalog import parse_data
     from dlcli.data.detection import recognise
+    from dlcli.init import masks_root
     from dlcli.data.tables import FORMATS
     from dlcli.tasks import TaskError, parse_task
 
@@ -99,6 +100,8 @@ def entry_for_path(target: str, overrides: list[str] | None = None):
         raise DlcliError(f"{target}: no such file or directory")
     if (found := recognise(path)) is not None:  # a detection layout: COCO, YOLO, VOC
         data = found
+    elif (root := masks_root(path)) is not None:  # pictures beside index masks, as init reads them
+        data = {"dataset": "masks", "root": str(root)}
     elif path.is_dir():
         parts = [f for f in path.iterdir() if f.is_file() and f.suffix.lower() in FORMATS]
         if (path / "train").is_dir():

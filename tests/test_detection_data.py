@@ -562,3 +562,11 @@ def test_bad_voc_data_is_refused_naming_the_file_and_object(tmp_path, xml, words
     for word in words:
         assert word in str(err.value), str(err.value)
     assert not (tmp_path / ".cache").exists()
+
+
+def test_data_check_reads_an_images_and_masks_folder_as_masks(tmp_path, cli):
+    make_scenes.write_scenes(tmp_path / "s", n=6, size=32, seed=0, val=0, test=0, layouts=("masks",))
+    for target in (tmp_path / "s", tmp_path / "s" / "masks"):
+        result = cli("data", "check", target, "--json")
+        report = json.loads(result.stdout)
+        assert report["dataset"] == "masks", result.stdout
