@@ -5,6 +5,10 @@ command on that run: evaluate, predict (--json, --save, --conf, --iou), the Pyth
 import importlib.util
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -371,3 +375,48 @@ def test_detection_refuses_what_it_cannot_honour(scenes):
     with pytest.raises(ConfigError, match="'val_loss' is not a metric of the detection task"):
         validate_config(config(str(scenes / "data.yaml"), checkpoint_monitor="val_loss"))
     assert validate_config(config(str(scenes / "data.yaml"))).train.checkpoint_monitor == "val_map"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.must_run_in_ci
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary: apt-get install chromium (.ci/run does)")
+def test_the_page_draws_the_boxes_on_the_picture(trained, scenes):
+    playwright = pytest.importorskip("playwright.sync_api")
+    picture = sorted((scenes / "images" / "test").glob("*.png"))[0]
+    expected = trained.predict(str(picture))[0]["boxes"]
+    server = subprocess.Popen([sys.executable, "-m", "dlcli", "serve", trained.dir.name, "--runs-dir",
+                               trained.dir.parent, "--port", "0"], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = server.stderr.readline()
+        assert "serving run" in line, line + server.stderr.read()
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+            page = browser.new_page()
+            page.goto(line.split(" at ")[1].split()[0])
+            page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+            page.set_input_files("#file", str(picture))
+            page.wait_for_selector(".result .label", timeout=10_000)
+            labels = page.locator(".result .label").all_inner_texts()
+            page.wait_for_function("document.querySelector('.result canvas').width > 0", timeout=10_000)
+            width = page.evaluate("document.querySelector('.result canvas').width")
+            # a pixel on the first box's left edge is the box's colour, not the picture's
+            drawn = page.evaluate("""([x, y]) => Array.from(document.querySelector('.result canvas')
+                .getContext('2d').getImageData(x, y, 1, 1).data)""",
+                                  [int(expected[0]["box"][0]), int((expected[0]["box"][1] + expected[0]["box"][3]) / 2)])
+            browser.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    with Image.open(picture) as img:
+        assert width == img.width
+        own = img.convert("RGB").getpixel((int(expected[0]["box"][0]), int((expected[0]["box"][1]
+                                                                              + expected[0]["box"][3]) / 2)))
+    js_round = lambda v: str(math.floor(v + 0.5))  # noqa: E731 (JavaScript's Math.round, halves up)
+    assert labels == [f"{b['label']} [{', '.join(js_round(v) for v in b['box'])}]" for b in expected]
+    assert tuple(drawn[:3]) != own
