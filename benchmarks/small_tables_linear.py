@@ -2,7 +2,7 @@
 and gradient boosting on the same splits.
 
     python benchmarks/small_tables_linear.py                          # 12 tables x splits 0 1 2, test scores
-    python benchmarks/small_tables_linear.py --validation --variants init linear   # choosing a default
+    python benchmarks/small_tables_linear.py --validation --variants init linear   # candidates for a default
     python benchmarks/small_tables_linear.py --tables iris diabetes --seeds 0     # a quick look
 
 Needs scikit-learn (tables and baselines) and, for six of the tables, the CSV files that statsmodels and aeon ship
@@ -29,10 +29,8 @@ seed) and scores that holdout: no test row is then written or read.
 
 dlcli: `dlcli init DIR --label LABEL` on the folder holding train.csv and test.csv (the config a user gets), then
 dlcli.train.train on it in a worker process with the variant's overrides and `seed: SEED`. Variants:
-  init        the config as init writes it: for a table under 2,000 rows (classes or a number), val_split 0.2 and
-              Adam's weight_decay 0.01 (an L2 penalty), chosen as `val20_l2` below
-  previous    what init wrote before: val_split 0.1, Adam without weight decay (lr 0.003, as now); every variant
-              below starts from it
+  init        the config as init writes it (val_split 0.1, Adam lr 0.003, an MLP sized by the encoded width, epochs
+              auto); every variant below is init's config with its split and optimizer spelled out, plus:
   linear      a linear path beside the MLP (`model.linear: true`: the hidden layers inside a residual block whose
               shortcut is a dense map from the inputs to the outputs, the forecasting recipe's shape)
   wd          AdamW, weight decay 0.1 (lr unchanged)
@@ -69,21 +67,21 @@ from pathlib import Path  # noqa: E402
 CLASSIFICATION = ["iris", "wine", "breast_cancer", "digits", "anes96", "affairs"]
 REGRESSION = ["diabetes", "star98", "grunfeld", "engel", "uschange", "longley_like"]
 TABLES = CLASSIFICATION + REGRESSION
-PREVIOUS = ["data.val_split=0.1", "optimizer={name: adam, lr: 0.003}"]  # what init wrote before #31 item 1
+# init's split and optimizer for a table, spelled out: each candidate is them plus its change
+BASE = ["data.val_split=0.1", "optimizer={name: adam, lr: 0.003}"]
 L2 = "optimizer={name: adam, lr: 0.003, weight_decay: 0.01}"
 ADAMW = "optimizer={name: adamw, lr: 0.003, weight_decay: 0.1}"
-VARIANTS = {  # overrides on init's config; every one but `init` spells out its split and optimizer
+VARIANTS = {  # overrides on init's config
     "init": [],
-    "previous": PREVIOUS,
-    "linear": [*PREVIOUS, "model.linear=true"],
-    "wd": [*PREVIOUS, ADAMW],
-    "linear_wd": [*PREVIOUS, "model.linear=true", ADAMW],
-    "val20": [*PREVIOUS, "data.val_split=0.2"],
-    "linear_val20": [*PREVIOUS, "model.linear=true", "data.val_split=0.2"],
-    "l2": [*PREVIOUS, L2],
-    "val20_l2": [*PREVIOUS, "data.val_split=0.2", L2],
-    "gelu": [*PREVIOUS, "model={type: mlp, hidden: [256], activation: gelu, dropout: 0.3}", "train.batch_size=64"],
-    "cv5": [*PREVIOUS, "train.cv=5"],
+    "linear": [*BASE, "model.linear=true"],
+    "wd": [*BASE, ADAMW],
+    "linear_wd": [*BASE, "model.linear=true", ADAMW],
+    "val20": [*BASE, "data.val_split=0.2"],
+    "linear_val20": [*BASE, "model.linear=true", "data.val_split=0.2"],
+    "l2": [*BASE, L2],
+    "val20_l2": [*BASE, "data.val_split=0.2", L2],
+    "gelu": [*BASE, "model={type: mlp, hidden: [256], activation: gelu, dropout: 0.3}", "train.batch_size=64"],
+    "cv5": [*BASE, "train.cv=5"],
 }
 PACKAGED = r'''
 import os, statsmodels, aeon

@@ -656,13 +656,6 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
     categorical = [c for c in features if not c.numeric]
     width = sum(1 if c.numeric else c.distinct + 1 for c in features)
     hidden = [64, 32] if width <= 64 else [128, 64] if width <= 512 else [256, 128]
-    # a small table of classes or numbers: a larger validation cut (best.pt and the stop chosen on more rows) and an
-    # L2 penalty; on validation holdouts of 12 small real tables these alone kept every table within 2 points of a
-    # cross-validated linear model (benchmarks/small_tables_linear.py)
-    small = rows < SMALL_TABLE and not several
-    if small:
-        splits[0] = Key("val_split", 0.2, f"seeded share of the rows held out for validation (0.2 under "
-                                          f"{SMALL_TABLE:,} rows: best.pt and the stop chosen on more of them)")
     data = [
         Key("dataset", fmt, "the dataset kind: a " + ("Parquet table" if fmt == "parquet"
                                                       else "CSV table with a header row")),
@@ -684,9 +677,7 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
         Key("dropout", 0.1, "share of the hidden units dropped while training"),
     ]
     optimizer = [Key("name", "adam", "Adam: a robust default"),
-                 Key("lr", 0.003, "learning rate (small networks on tables take a larger one)"),
-                 *([Key("weight_decay", 0.01, "an L2 penalty on the weights: steadier on a few hundred rows")]
-                   if small else [])]
+                 Key("lr", 0.003, "learning rate (small networks on tables take a larger one)")]
     train_keys = [
         Key("epochs", "auto", "about 3,000 steps in 10 to 300 epochs, stopping early when val_loss stops falling "
             "(on small tables it beats a fixed count: benchmarks/small_tables.py)"),
@@ -805,7 +796,6 @@ def sequence_layout(look: TableLook) -> tuple[str, str | None, str | None] | Non
     return None
 
 
-SMALL_TABLE = 2000  # fewer rows than this: init's table config takes the small-table defaults
 SMALL_SERIES = 1000  # fewer series than this: init's sequences config keeps no validation cut
 # early stopping on train_loss, chosen by replaying rules on traces of full runs (benchmarks/sequence_stopping.py)
 SEQUENCE_PATIENCE, SEQUENCE_MIN_DELTA = 15, 0.01

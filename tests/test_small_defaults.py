@@ -1,6 +1,5 @@
-"""The defaults at the edges of what users bring (#31): small tables (a larger validation cut and an L2 penalty from
-init; a linear path beside the MLP as an option), and sequence runs that stop once the training loss stops
-falling."""
+"""The defaults at the edges of what users bring (#31): a linear path beside the MLP (an option tried on small
+tables), and sequence runs that stop once the training loss stops falling."""
 
 import torch
 
@@ -32,24 +31,6 @@ def test_mlp_linear_adds_a_learned_map_from_inputs_to_outputs_even_at_equal_widt
     assert not hasattr(plain, "residual_1")
     same = sum(p.numel() for p in build_model(mlp(linear=True), (3,), 3)[0].parameters())
     assert same == sum(p.numel() for p in plain.parameters()) + 3 * 3 + 3
-
-
-def test_init_small_tables_get_a_larger_validation_cut_and_an_l2_penalty(tmp_path, cli):
-    import yaml
-
-    from dlcli.init import SMALL_TABLE
-    from tests.test_init_schema import prices
-
-    def written(rows, name, *label):
-        result = cli("init", prices(tmp_path / f"{name}.csv", n=rows), *label, "-o", tmp_path / f"{name}.yaml")
-        assert result.exit_code == 0, result.output
-        cfg = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
-        return cfg.get("task"), cfg["data"]["val_split"], cfg["optimizer"]
-
-    small = {"name": "adam", "lr": 0.003, "weight_decay": 0.01}
-    assert written(300, "small") == ("regression", 0.2, small)
-    assert written(300, "classes", "--label", "kind") == (None, 0.2, small)  # classes: the same defaults
-    assert written(SMALL_TABLE, "large") == ("regression", 0.1, {"name": "adam", "lr": 0.003})
 
 
 def test_init_sequences_stop_when_the_training_loss_stops_falling(tmp_path, cli):
