@@ -150,9 +150,8 @@ class ProgressDisplay(Callback):
 
         step = self.learner.step_metric
         parts = [f"epoch {m['epoch']}/{self.epochs}", f"loss {m['train_loss']:.4f}", f"{self.stat} {m[f'train_{step}']:.4f}"]
-        if "val_loss" in m:
-            parts += [f"val_loss {m['val_loss']:.4f}"] + [f"{short_name('val_' + k)} {m['val_' + k]:.4f}"
-                                                           for k in self.learner.metrics]
+        shown = [k for k in ("val_loss", *(f"val_{k}" for k in self.learner.metrics)) if k in m]
+        parts += [f"{short_name(k)} {m[k]:.4f}" for k in shown]  # detection has no val_loss, only its scores
         n = len(trainer.train_split) - self.resumed_at
         parts += [f"lr {m['lr']:.3g}", f"{m['seconds']:.1f}s", f"{n / max(m['seconds'], 1e-9):,.0f} samples/s"]
         if m.get("skipped_batches"):
