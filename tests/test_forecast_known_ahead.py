@@ -135,3 +135,14 @@ def test_data_check_names_past_only_and_known_ahead_inputs(known_run, tmp_path):
     assert "inputs: past only sales; known ahead promo, month_sin, month_cos" in shown
     assert report["series"]["inputs"] == {"past_only": ["sales"],
                                                       "known_ahead": ["promo", "month_sin", "month_cos"]}
+
+
+def test_serve_refuses_a_known_ahead_run_in_one_line(known_run):
+    pytest.importorskip("fastapi")
+    from tests.test_serve import http, serving
+
+    run, _ = known_run
+    with serving(run) as (url, _):
+        status, err = http(url + "predict", json.dumps([[1.0, 0.0]] * 20).encode())
+    assert status == 422 and "this run reads inputs known ahead (promo, month): forecast it with dlcli predict" \
+        in err["error"]

@@ -648,8 +648,6 @@ def split_ahead(entry, table: SeriesTable, freq: Frequency, source: str):
     known = known_count(entry)
     if not known:
         return table, None
-    from dlcli.errors import DataError as Missing
-
     H, K = entry.horizon, table.targets
     names = [*entry.known_ahead, *entry.calendar]
     ahead, cut = [], []
@@ -657,23 +655,23 @@ def split_ahead(entry, table: SeriesTable, freq: Frequency, source: str):
         given = ~np.isnan(v[:, :K]).all(axis=1)
         name = f"series '{sid}'" if entry.id_column else "the series"
         if not given.any():
-            raise Missing(f"{source}: {name} has no value of {', '.join(table.channels[:K])}")
+            raise DataError(f"{source}: {name} has no value of {', '.join(table.channels[:K])}")
         last = int(np.flatnonzero(given)[-1]) + 1
         future = v[last:last + H]
         want = freq.text(freq.after(t[last - 1], H))
         if len(future) < H:
-            raise Missing(f"{source}: {name} needs the {H} rows after its last value ({want[0]} to {want[-1]}) "
+            raise DataError(f"{source}: {name} needs the {H} rows after its last value ({want[0]} to {want[-1]}) "
                           f"with {', '.join(names)} known ahead and {', '.join(table.channels[:K])} empty; "
                           f"{len(future)} given")
         if freq.text(t[last:last + H]) != want:
-            raise Missing(f"{source}: {name}'s rows after its last value should be {want[0]} to {want[-1]}, one "
+            raise DataError(f"{source}: {name}'s rows after its last value should be {want[0]} to {want[-1]}, one "
                           f"step apart; found {freq.text(t[last:last + 1])[0]} to "
                           f"{freq.text(t[last + H - 1:last + H])[0]}")
         gap = np.flatnonzero(np.isnan(future[:, -known:]).any(axis=1))
         if len(gap):
             column = table.channels[len(table.channels) - known + int(np.flatnonzero(np.isnan(
                 future[gap[0], -known:]))[0])]
-            raise Missing(f"{table.where(int(rows[last + gap[0]]))}, column '{column}': {name} needs '{column}' "
+            raise DataError(f"{table.where(int(rows[last + gap[0]]))}, column '{column}': {name} needs '{column}' "
                           "known ahead for every step of the horizon")
         ahead.append(future[:, -known:])
         cut.append(last)
