@@ -6,7 +6,7 @@ import os
 import re
 import reprlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr
@@ -274,6 +274,7 @@ class DetectorModel(Strict):
     `task: detection` trains it."""
 
     type: Literal["detector"]
+    for_task: ClassVar[str] = "detection"  # the only task that reads its dense outputs
     backbone: str = Field("tiny", min_length=1, description="tiny (from scratch) or a torchvision network: "
                           "resnet18, resnet50, mobilenet_v3_large, ... (`dlcli backbones` lists them)")
     weights: str = Field("DEFAULT", description="a torchvision backbone's weights: DEFAULT, a weights name, none, or "
@@ -550,6 +551,9 @@ class Config(Strict):
         problem = task.check_train(self.train)
         if problem:
             raise ValueError(f"@train.{problem}")
+        problem = task.check_model(self.model)
+        if problem:
+            raise ValueError(f"@model.{problem}")
         if self.train.checkpoint_monitor is None:
             self.train.checkpoint_monitor = task.best_monitor()
         valid = task.monitors()

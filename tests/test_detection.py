@@ -355,7 +355,8 @@ def test_torchvision_backbone_takes_a_classification_runs_weights(tmp_path):
                                                                    "weights": "none"}}).model, (3, 64, 64), 2)
     torch.save({"model": classifier.state_dict()}, tmp_path / "cls.pt")
     cfg = {"type": "detector", "backbone": "resnet18", "weights": "none"}
-    detector, rows = build_model(validate_config({**base, "model": cfg}).model, (3, 64, 64), 3)
+    boxes = {"task": "detection", "data": {"dataset": "yolo", "data_yaml": "data.yaml"}}  # not read to build a model
+    detector, rows = build_model(validate_config({**boxes, "model": cfg}).model, (3, 64, 64), 3)
     assert [r.name for r in rows] == ["backbone_1", "fpn", "head"]
     report = init_from(str(tmp_path / "cls.pt"), detector, tmp_path)
     loaded = dict((layer, counts[0]) for layer, *counts in report.rows)
@@ -364,6 +365,14 @@ def test_torchvision_backbone_takes_a_classification_runs_weights(tmp_path):
     assert torch.equal(detector.state_dict()[key], classifier.state_dict()[key])
     out = detector.eval()(torch.zeros(2, 3, 64, 64))
     assert out.shape == (2, 64 + 16 + 4, ROW + 3)  # resnet18's strides 8, 16, 32 on 64 px
+    # weights by file, as backbone layers take them: torchvision's resnet18 state dict (its fc left out)
+    import torchvision
+
+    net = torchvision.models.resnet18()
+    torch.save(net.state_dict(), tmp_path / "resnet18.pth")
+    from_file, _ = build_model(validate_config({**boxes, "model": {**cfg, "weights": str(tmp_path / "resnet18.pth")}})
+                               .model, (3, 64, 64), 3)
+    assert torch.equal(from_file.state_dict()["backbone_1.net.layer3.0.conv1.weight"], net.layer3[0].conv1.weight)
 
 
 def test_detection_refuses_what_it_cannot_honour(scenes):
@@ -375,6 +384,10 @@ def test_detection_refuses_what_it_cannot_honour(scenes):
     with pytest.raises(ConfigError, match="'val_loss' is not a metric of the detection task"):
         validate_config(config(str(scenes / "data.yaml"), checkpoint_monitor="val_loss"))
     assert validate_config(config(str(scenes / "data.yaml"))).train.checkpoint_monitor == "val_map"
+    with pytest.raises(ConfigError, match=r"model.type: detection needs a detector model .*, not cnn$"):
+        validate_config({**config(str(scenes / "data.yaml")), "model": {"type": "cnn"}})
+    with pytest.raises(ConfigError, match="model.type: a detector model answers detection, not classification"):
+        validate_config({"data": {"dataset": "synthetic", "shape": [3, 32, 32]}, "model": {"type": "detector"}})
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -120,6 +120,14 @@ class Task(Entry):
         """What `epochs: auto`'s early stopping follows: val_loss, the smoothest figure, where it is faithful."""
         return "val_loss" if self.faithful_loss() else f"val_{self.headline}"
 
+    def check_model(self, model_cfg) -> str | None:
+        """What in `model:` cannot answer this task, as `key: why`: a preset made for one task (`for_task`, the
+        detector's dense rows) is refused by the others."""
+        made_for = getattr(model_cfg, "for_task", None)
+        if made_for is not None and made_for != self.entry_name:
+            return f"type: a {model_cfg.type} model answers {made_for}, not {self.entry_name}; set task: {made_for}"
+        return None
+
     def check_train(self, train_cfg) -> str | None:
         """What in `train:` this task cannot honour, as `key: why` (the config turns it into an error)."""
         return None

@@ -118,6 +118,11 @@ class Detection(Task):
             return "class_weights: detection's focal loss balances the classes itself; leave class_weights unset"
         return None
 
+    def check_model(self, model_cfg):
+        if getattr(model_cfg, "for_task", None) != "detection":
+            return f"type: detection needs a detector model (model: {{type: detector}}), not {model_cfg.type}"
+        return None
+
     def bind(self, info, names, train_cfg=None, device=None, y_train=None):
         super().bind(info, names)
         self._cached = None  # (the outputs, their positives' IoU per picture) of the last training batch
