@@ -416,9 +416,9 @@ def test_the_page_draws_the_boxes_on_the_picture(trained, scenes):
             page.wait_for_function("document.querySelector('.result canvas').width > 0", timeout=10_000)
             width = page.evaluate("document.querySelector('.result canvas').width")
             # a pixel on the first box's left edge is the box's colour, not the picture's
+            edge = [int(expected[0]["box"][0]), int((expected[0]["box"][1] + expected[0]["box"][3]) / 2)]
             drawn = page.evaluate("""([x, y]) => Array.from(document.querySelector('.result canvas')
-                .getContext('2d').getImageData(x, y, 1, 1).data)""",
-                                  [int(expected[0]["box"][0]), int((expected[0]["box"][1] + expected[0]["box"][3]) / 2)])
+                .getContext('2d').getImageData(x, y, 1, 1).data)""", edge)
             browser.close()
     finally:
         server.send_signal(signal.SIGINT)
@@ -428,8 +428,7 @@ def test_the_page_draws_the_boxes_on_the_picture(trained, scenes):
             server.kill()
     with Image.open(picture) as img:
         assert width == img.width
-        own = img.convert("RGB").getpixel((int(expected[0]["box"][0]), int((expected[0]["box"][1]
-                                                                              + expected[0]["box"][3]) / 2)))
+        own = img.convert("RGB").getpixel(tuple(edge))
     js_round = lambda v: str(math.floor(v + 0.5))  # noqa: E731 (JavaScript's Math.round, halves up)
     assert labels == [f"{b['label']} [{', '.join(js_round(v) for v in b['box'])}]" for b in expected]
     assert tuple(drawn[:3]) != own

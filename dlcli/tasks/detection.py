@@ -270,8 +270,8 @@ class Detection(Task):
                           "input's pixels (the picture stretched to input_shape), best first, padded with score -1 and "
                           "class -1; inside: the normalisation, the network, the decoding (score = sqrt(sigmoid(class) "
                           f"* sigmoid(centerness)), the best {self.candidates} per picture, class-wise NMS at IoU "
-                          f"{self.nms_iou}, scores over {self.score_threshold}); outside: keeping boxes scoring at least "
-                          f"a threshold (predict's conf, {self.conf}) and scaling x by width / input width, y by "
+                          f"{self.nms_iou}, scores over {self.score_threshold}); outside: keeping boxes scoring at "
+                          f"least a threshold (predict's conf, {self.conf}) and scaling x by width / input width, y by "
                           "height / input height for a picture's own pixels; a TorchScript file needs `import "
                           "torchvision` before torch.jit.load (its nms op)",
                 "output_shape": [-1, self.max_detections, 6], "classes": list(self._names), "nms_iou": self.nms_iou,
