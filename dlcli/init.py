@@ -797,8 +797,6 @@ def sequence_layout(look: TableLook) -> tuple[str, str | None, str | None] | Non
 
 
 SMALL_SERIES = 1000  # fewer series than this: init's sequences config keeps no validation cut
-# early stopping on train_loss, chosen by replaying rules on traces of full runs (benchmarks/sequence_stopping.py)
-SEQUENCE_PATIENCE, SEQUENCE_MIN_DELTA = 15, 0.01
 
 
 def propose_sequences(given: Path, train_file: Path, test_file: Path | None, layout: str, n: int, lengths: tuple,
@@ -830,15 +828,9 @@ def propose_sequences(given: Path, train_file: Path, test_file: Path | None, lay
     model = [Key("type", "resnet1d", "the residual network of Wang et al. (2017) over the steps (or fcn: about half "
                                      "the time a run)")]
     optimizer = [Key("name", "adam", "Adam: a robust default"), Key("lr", 0.001, "learning rate")]
-    train_keys = [Key("epochs", 200, "at most this many passes over the training series (chosen on UCR holdouts: "
-                                     "benchmarks/README.md)"),
-                  Key("batch_size", 16, "series per step"),
-                  Key("early_stopping", [
-                      Key("monitor", "train_loss", "stop once the training loss stops falling (a rule that needs "
-                                                   "no validation cut)"),
-                      Key("patience", SEQUENCE_PATIENCE, "epochs without a fall of min_delta"),
-                      Key("min_delta", SEQUENCE_MIN_DELTA, "the least fall that counts")],
-                      "chosen on UCR holdouts: about a third of the time of all 200 epochs, the same accuracy")]
+    train_keys = [Key("epochs", 200, "passes over the training series (chosen on UCR holdouts: "
+                                     "benchmarks/README.md; stopping at a plateau of the training loss lost accuracy)"),
+                  Key("batch_size", 16, "series per step")]
     answer = "a number" if task else _plural(classes, "class")
     steps = str(shortest) if same else f"{shortest}-{longest}"
     header = [f"Starter config written by `dlcli init {given.as_posix()}`: {n:,} series of {steps} "
