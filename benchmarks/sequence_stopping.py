@@ -1,15 +1,16 @@
 """When can a sequence run stop? Traces of configs/sequences_fcn.yaml's fixed-length runs, and stop rules replayed on them.
 
-    python benchmarks/sequence_stopping.py --seeds 0 1 2            # validation holdouts: choose a rule
-    python benchmarks/sequence_stopping.py --test --seeds 0         # the official test splits: check the choice
+    python benchmarks/sequence_stopping.py --seeds 0 --json val0.json     # holdout 0 (run once a seed: each seed
+    python benchmarks/sequence_stopping.py --seeds 1 --json val1.json     #   cuts its own holdout), then replay
+    python benchmarks/sequence_stopping.py --traces val0.json val1.json   #   every rule on all the traces
+    python benchmarks/sequence_stopping.py --test --seeds 0 --json test0.json   # the check on the test splits
 
 Each problem of benchmarks/sequence_classification.py (the same files, written by the same aeon environment) is
-trained once per seed for the recipe's full epoch count with `val_split: 0` and its early stopping switched off,
-in this process, and after every epoch
-the model of that epoch is scored on the held-out series (with --test: the official test split; without it: a
-stratified 30% holdout of the official train split, seeded by the first seed, as sequence_classification.py
---validation cuts it; no test series is then written or read). Scoring reads the model only (no random draw), so
-the run trains exactly as it would without the trace.
+trained once per seed for the recipe's full epoch count with `val_split: 0` and any early stopping switched off,
+in this process, and after every epoch the model of that epoch is scored on the held-out series (with --test: the
+official test split; without it: a stratified 30% holdout of the official train split, seeded by the first of
+--seeds, as sequence_classification.py --validation cuts it; no test series is then written or read). Scoring
+reads the model only (no random draw), so the run trains exactly as it would without the trace.
 
 A stop rule (early stopping on `train_loss`: `patience` epochs without a fall of at least `min_delta`) depends on
 the training curve alone, and the cosine schedule spans the recipe's epoch count whether or not the run stops, so
@@ -17,6 +18,8 @@ the run that rule would have made is this run cut at the epoch the rule fires: i
 highest train_accuracy up to there (a tie to the lower train_loss, as dlcli's RunRecorder keeps it), whose
 held-out accuracy the trace holds, and its training time the sum of the epoch times up to there. Every rule of the
 grid is replayed on every trace: held-out accuracy against the full run's, and the share of its training time.
+benchmarks/README.md ("Stopping early") has the figures: the rule validation chose lost accuracy on the test check,
+so the recipe keeps its 200 epochs.
 """
 
 from __future__ import annotations
