@@ -1,4 +1,4 @@
-"""When can a sequence run stop? Traces of configs/sequences_fcn.yaml's fixed-length runs, and stop rules replayed on them.
+"""When can a sequence run stop? Traces of configs/sequences_fcn.yaml's full runs, and stop rules replayed on them.
 
     python benchmarks/sequence_stopping.py --seeds 0 --json val0.json     # holdout 0 (run once a seed: each seed
     python benchmarks/sequence_stopping.py --seeds 1 --json val1.json     #   cuts its own holdout), then replay
