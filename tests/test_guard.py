@@ -250,14 +250,18 @@ def request(path="/predict", headers=(), method="POST"):
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers]}
 
 
-def receiver(*chunks, then=None, complete=True):
-    """An ASGI receive giving `chunks` (more_body on all but the last, or on all if not `complete`), then waiting
-    `then` seconds for a disconnect."""
+def receiver(*chunks, then=None, complete=True, delay=0.0):
+    """An ASGI receive giving `chunks` (more_body on all but the last, or on all if not `complete`; each after
+    `delay` seconds), then waiting `then` seconds for a disconnect. A chunk that is a dict is the message itself."""
     queue = list(chunks)
 
     async def receive():
         if queue:
+            if delay:
+                await asyncio.sleep(delay)
             body = queue.pop(0)
+            if isinstance(body, dict):
+                return body
             return {"type": "http.request", "body": body, "more_body": bool(queue) or not complete}
         await asyncio.sleep(then if then is not None else 3600)
         return {"type": "http.disconnect"}
@@ -346,9 +350,14 @@ def test_a_body_over_the_limit_as_it_arrives_is_413():
     sent = call(middleware, request(headers=[("Transfer-Encoding", "chunked")]), receiver(b"x" * 60, b"y" * 41))
     assert sent.status == 413 and app.errors[-1].message == ("the request body is over this server's limit of 100 "
                                                              "bytes (--max-bytes)")
-    sent = call(middleware, request(headers=[("Transfer-Encoding", "chunked")]), receiver(b"x" * 60, b"y" * 40))
+    sent = call(middleware, request(headers=[("Transfer-Encoding", "chunked")]),
+                receiver(b"x" * 60, b"y" * 40, delay=0.02))  # a body that takes a moment is within its deadline
     assert sent.status == 200 and app.bodies[-1] == b"x" * 60 + b"y" * 40
     assert CLOSE not in sent.headers  # read to its end
+    # ASGI lets a message leave out body (b"") and more_body (False)
+    sent = call(middleware, request(headers=[("Transfer-Encoding", "chunked")]),
+                receiver({"type": "http.request", "body": b"z" * 100, "more_body": True}, {"type": "http.request"}))
+    assert sent.status == 200 and app.bodies[-1] == b"z" * 100 and CLOSE not in sent.headers
 
 
 def test_a_slow_body_is_408_and_a_read_after_the_body_has_no_deadline():
@@ -490,6 +499,20 @@ def test_headers_that_stop_coming_get_408(served):
     assert json.loads(body) == {"error": "the request's headers did not arrive within 0.5 s (--header-timeout)"}
     assert f"content-length: {len(body)}".encode() in head
     assert served.said[0].startswith("refused a request: 408 the request's headers did not arrive")
+
+
+def test_headers_that_trickle_in_get_408_at_the_deadline_all_the_same(served):
+    """Slowloris: a byte of header every 0.1 s does not restart the clock of the headers' deadline."""
+    sock = served.connect()
+    started = time.monotonic()
+    for byte in b"GET / HTTP/1.1\r\nHost: example.test\r\nX-Slow: 1":
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:  # closed: the deadline passed
+            break
+        time.sleep(0.1)
+    data = closed_within(sock, 5)
+    assert data is not None and data.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3.5
 
 
 def test_keep_alive_connections_answer_then_idle_out(served):
