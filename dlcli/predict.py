@@ -161,12 +161,16 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
 
 
 def save_answers(results: list, folder: str) -> list[str]:
-    """`dlcli predict --save FOLDER`: each answer written by its task (a mask PNG per picture); the paths written.
-    A task whose answers hold nothing to write is a one-line error, before the folder is made."""
-    written = []
+    """`dlcli predict --save FOLDER`: each answer written by its task (a mask PNG per picture, named as the picture;
+    a second picture of the same name gets -2, and so on); the paths written. A task whose answers hold nothing to
+    write is a one-line error, before the folder is made."""
+    written, seen = [], {}
     for pred in results:
+        stem = Path(str(pred.image)).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        name = pred.image if seen[stem] == 1 else f"{stem}-{seen[stem]}"  # a.png from two folders: a, a-2
         try:
-            found = pred.task.save_answer(pred.image, pred.answer, folder)
+            found = pred.task.save_answer(name, pred.answer, folder)
         except OSError as err:
             raise DlcliError(f"--save {folder}: cannot write there ({err.strerror or err})") from None
         if not found:

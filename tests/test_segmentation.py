@@ -468,3 +468,15 @@ def test_data_check_lists_every_bad_file_and_the_pixels_per_class(tmp_path):
             if f.name not in ("s0_003.png", "s0_004.png")]
     by_hand = np.bincount(np.concatenate([np.array(Image.open(f)).ravel() for f in good]), minlength=3)
     assert report["classes"]["counts"]["train"] == dict(zip(CLASSES, by_hand.tolist()))
+
+
+def test_save_names_two_pictures_of_one_name_apart(tmp_path):
+    from dlcli.predict import Prediction, save_answers
+    from dlcli.tasks.segmentation import run_length
+
+    a, b = np.zeros((3, 4), np.uint8), np.ones((3, 4), np.uint8)
+    task = bound()
+    found = save_answers([Prediction("x/p.png", {"mask": run_length(a)}, task),
+                          Prediction("y/p.png", {"mask": run_length(b)}, task)], str(tmp_path))
+    assert [Path(f).name for f in found] == ["p.png", "p-2.png"]
+    assert np.array_equal(np.array(Image.open(tmp_path / "p-2.png")), b)
