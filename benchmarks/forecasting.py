@@ -129,8 +129,25 @@ def classical(history: np.ndarray, season: int, horizon: int) -> dict:
         hw = ExponentialSmoothing(history, trend="add", damped_trend=True, seasonal="mul" if positive else "add",
                                   seasonal_periods=season, initialization_method="estimated").fit()
         theta = ThetaModel(history, period=season, method="additive" if not positive else "auto").fit()
-    return {"seasonal naive": naive.tolist(), "Holt-Winters": np.asarray(hw.forecast(horizon)).tolist(),
-            "Theta": np.asarray(theta.forecast(horizon)).tolist()}
+    found = {"seasonal naive": naive.tolist(), "Holt-Winters": np.asarray(hw.forecast(horizon)).tolist(),
+             "Theta": np.asarray(theta.forecast(horizon)).tolist()}
+    return {**found, **nixtla(history, season, horizon)}
+
+
+def nixtla(history: np.ndarray, season: int, horizon: int) -> dict:
+    """statsforecast's AutoETS, AutoTheta and SeasonalNaive of the same history, where the benchmark-only
+    environment has statsforecast (pip install statsforecast); {} where it has not."""
+    try:
+        import pandas as pd
+        from statsforecast import StatsForecast
+        from statsforecast.models import AutoETS, AutoTheta, SeasonalNaive
+    except ImportError:
+        return {}
+    frame = pd.DataFrame({"unique_id": "s", "ds": np.arange(len(history)), "y": history})
+    models = [AutoETS(season_length=season), AutoTheta(season_length=season), SeasonalNaive(season_length=season)]
+    out = StatsForecast(models=models, freq=1, n_jobs=1).forecast(df=frame, h=horizon)
+    return {f"statsforecast {name}": out[name].to_numpy().tolist() for name in ("AutoETS", "AutoTheta",
+                                                                                "SeasonalNaive")}
 
 
 def prepare(work: Path, validation: bool) -> None:
@@ -146,6 +163,32 @@ def prepare(work: Path, validation: bool) -> None:
         y = np.array(values)
         forecasts[name] = classical(y[:-horizon], season, horizon)
     (work / "classical.json").write_text(json.dumps(forecasts))
+
+
+def neural(work: Path, seed: int = 0, steps: int = 100) -> None:
+    """neuralforecast's NHITS (input = dlcli's lookback, `steps` training steps, a CPU's worth) forecasts of each
+    work/<name>.csv's last horizon from the steps before it, into work/neural.json; runs in --nf-python."""
+    import logging
+
+    import pandas as pd
+    from neuralforecast import NeuralForecast
+    from neuralforecast.models import NHITS
+
+    logging.disable(logging.WARNING)
+    found = {}
+    for name, (_, season, horizon, lookback) in SERIES.items():
+        path = work / f"{name}.csv"
+        if not path.is_file():
+            continue
+        values = np.array([float(line.split(",")[1]) for line in path.read_text().splitlines()[1:]])
+        frame = pd.DataFrame({"unique_id": "s", "ds": np.arange(len(values) - horizon), "y": values[:-horizon]})
+        model = NHITS(h=horizon, input_size=lookback, max_steps=steps, scaler_type="standard", random_seed=seed,
+                      enable_progress_bar=False, enable_model_summary=False, logger=False, accelerator="cpu")
+        forecaster = NeuralForecast(models=[model], freq=1)
+        forecaster.fit(frame)
+        out = forecaster.predict()
+        found[name] = {"neuralforecast NHITS": out["NHITS"].to_numpy().tolist()}
+    (work / "neural.json").write_text(json.dumps(found))
 
 
 # ---------------------------------------------------------------- dlcli's side
@@ -232,7 +275,10 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=None, help="where the series and runs go (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--example", action="store_true", help="write data/sales.csv, the example config's table")
+    parser.add_argument("--nf-python", default="/work/bench-nf/bin/python",
+                        help="an environment with neuralforecast for NHITS (skipped where it does not exist)")
     parser.add_argument("--prepare", help=argparse.SUPPRESS)  # the benchmark-only side, in --bench-python
+    parser.add_argument("--neural", help=argparse.SUPPRESS)  # NHITS, in --nf-python
     args = parser.parse_args(argv)
     if args.example:
         print(write_example(ROOT / "data" / "sales.csv"))
@@ -240,12 +286,19 @@ def main(argv=None) -> int:
     if args.prepare:
         prepare(Path(args.prepare), args.validation)
         return 0
+    if args.neural:
+        neural(Path(args.neural))
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # repeatable runs
     work = Path(args.work or tempfile.mkdtemp(prefix="dlcli-forecasting-"))
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run([args.bench_python, __file__, "--prepare", str(work)] + (["--validation"] if args.validation
                                                                                 else []), check=True)
     classic = json.loads((work / "classical.json").read_text())
+    if Path(args.nf_python).exists():  # NHITS beside the classical methods, scored the same way
+        subprocess.run([args.nf_python, __file__, "--neural", str(work)], check=True)
+        for name, found in json.loads((work / "neural.json").read_text()).items():
+            classic[name].update(found)
     recipes = ({k: CANDIDATES[k] for k in (args.candidates or CANDIDATES)} if args.validation
                else {"configs/series_forecast.yaml": {}, **{k: CANDIDATES[k] for k in args.candidates or []}})
     rows = []
