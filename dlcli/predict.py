@@ -22,6 +22,7 @@ class Prediction:
     image: str  # the input's name: an image path, a `file:line` row, a text
     answer: dict  # the task's answer: {"top": [...]}, {"prediction": ...} or {"labels": [...], "probabilities": {...}}
     task: object = None  # the run's task, which renders the answer
+    source: str | None = None  # the picture's file, for a task that draws its answer on it (predict --save)
 
     @property
     def top(self) -> list[dict] | None:
@@ -153,7 +154,7 @@ def predict_files(run: Path, inputs: list[str], top_k: int = 5, invert: bool = F
         if not tensors:
             continue
         for name, answer in zip(names, loaded.answers(torch.stack(tensors), k, batch_size, sizes)):
-            pred = Prediction(name, answer, loaded.task)
+            pred = Prediction(name, answer, loaded.task, source=name)
             results.append(pred)
             if on_result is not None:
                 on_result(pred)
@@ -170,7 +171,7 @@ def save_answers(results: list, folder: str) -> list[str]:
         seen[stem] = seen.get(stem, 0) + 1
         name = pred.image if seen[stem] == 1 else f"{stem}-{seen[stem]}"  # a.png from two folders: a, a-2
         try:
-            found = pred.task.save_answer(name, pred.answer, folder)
+            found = pred.task.save_answer(name, pred.answer, folder, source=pred.source)
         except OSError as err:
             raise DlcliError(f"--save {folder}: cannot write there ({err.strerror or err})") from None
         if not found:

@@ -253,15 +253,19 @@ def test_run_predict_takes_arrays_and_pil_images_in_their_own_pixels(trained, sc
 
 def test_predict_json_save_and_thresholds(trained, scenes, cli, tmp_path):
     pictures = sorted((scenes / "images" / "test").glob("*.png"))[:2]
+    (tmp_path / "other").mkdir()  # a picture of the same name from another folder: drawn as NAME-2.png
+    pictures.append(Path(shutil.copy(sorted((scenes / "images" / "val").glob("*.png"))[0],
+                                     tmp_path / "other" / pictures[0].name)))
     common = ["--run", trained.dir.name, "--runs-dir", trained.dir.parent]
     result = cli("predict", *pictures, *common, "--json", "--conf", "0.1", "--save", tmp_path / "drawn")
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
     assert [Path(f["image"]).name for f in found] == [p.name for p in pictures]
-    for answer, picture in zip(found, pictures):
+    saved = [f"{pictures[0].stem}.png", f"{pictures[1].stem}.png", f"{pictures[0].stem}-2.png"]
+    for answer, picture, name in zip(found, pictures, saved):
         assert answer["boxes"] and all(b["score"] >= 0.1 for b in answer["boxes"])
         assert set(answer["boxes"][0]) == {"label", "index", "score", "box"}
-        with Image.open(tmp_path / "drawn" / f"{picture.stem}.png") as drawn, Image.open(picture) as own:
+        with Image.open(tmp_path / "drawn" / name) as drawn, Image.open(picture) as own:
             assert drawn.size == own.size and drawn.tobytes() != own.convert("RGB").tobytes()
     loose = json.loads(cli("predict", pictures[0], *common, "--json", "--conf", "0.05", "--iou", "0.95").stdout)
     tight = json.loads(cli("predict", pictures[0], *common, "--json", "--conf", "0.05", "--iou", "0.1").stdout)

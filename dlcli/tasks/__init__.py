@@ -257,9 +257,10 @@ class Task(Entry):
         segmentation mask as an array) in that form."""
         return answer
 
-    def save_answer(self, name: str, answer: dict, folder) -> list[str]:
-        """`dlcli predict --save FOLDER`: write what an answer draws or holds (a mask PNG) for the input `name`;
-        returns the paths written. Tasks whose answers are only JSON write nothing."""
+    def save_answer(self, name: str, answer: dict, folder, source: str | None = None) -> list[str]:
+        """`dlcli predict --save FOLDER`: write what an answer draws or holds (a mask PNG, the picture `source` with
+        its boxes drawn) for the input `name`; returns the paths written. Tasks whose answers are only JSON write
+        nothing."""
         return []
 
     # ------------------------------------------------------------ dlcli data check

@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from dlcli.errors import BAD_INPUT, DlcliError
+from dlcli.errors import BAD_INPUT, RUNTIME, DlcliError
 from dlcli.tasks import TASKS, Task
 
 ROW = 8  # the dense row's columns before the class logits
@@ -310,8 +310,9 @@ class Detection(Task):
         write_boxes_grid(path, self.names, x, out, y)
         return {"boxes": str(path)}
 
-    def save_answer(self, name, answer, folder):
-        """predict --save: the picture in its own size with the answer's boxes drawn, as FOLDER/<name>.png."""
+    def save_answer(self, name, answer, folder, source=None):
+        """predict --save: the picture (`source`) in its own size with the answer's boxes drawn, as
+        FOLDER/<name's stem>.png."""
         import numpy as np
         import torch
         from PIL import Image, ImageOps
@@ -320,10 +321,10 @@ class Detection(Task):
 
         folder = Path(folder)
         try:
-            with Image.open(name) as img:  # upright, as predict read it: the boxes are in these pixels
+            with Image.open(source or name) as img:  # upright, as predict read it: the boxes are in its pixels
                 img = ImageOps.exif_transpose(img).convert("RGB")
-        except (OSError, ValueError, TypeError):
-            return []
+        except (OSError, ValueError, TypeError) as err:
+            raise DlcliError(f"--save: cannot read {source or name} again to draw its boxes ({err})", RUNTIME) from None
         picture = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
         boxes = answer["boxes"]
         drawn = draw_boxes(picture, [b["box"] for b in boxes], [b["index"] for b in boxes],

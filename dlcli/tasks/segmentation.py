@@ -289,7 +289,7 @@ class Segmentation(Task):
         """Run.predict: the mask as a NumPy uint8 array (height, width) of class indices."""
         return {**answer, "mask": decode_run_length(answer["mask"])}
 
-    def save_answer(self, name: str, answer: dict, folder) -> list[str]:
+    def save_answer(self, name: str, answer: dict, folder, source: str | None = None) -> list[str]:
         """predict --save: the mask as a single-channel PNG of class indices in the picture's own size,
         FOLDER/<picture's stem>.png."""
         from pathlib import Path
