@@ -364,7 +364,8 @@ def test_a_slow_body_is_408_and_a_read_after_the_body_has_no_deadline():
     app = App(read_again=True)
     middleware, said = make(app, token=None, body_timeout=0.2)
     started = time.monotonic()
-    sent = call(middleware, request(headers=[("Content-Length", "10")]), receiver(b"abc", b"def", then=3600, complete=False))
+    sent = call(middleware, request(headers=[("Content-Length", "10")]),
+                receiver(b"abc", b"def", then=3600, complete=False))
     assert sent.status == 408 and time.monotonic() - started < 2
     assert app.errors[-1].message == "the request body did not arrive within 0.2 s (--body-timeout)"
     assert said == ["refused a request: 408 a body still arriving after 0.2 s (further refusals are counted in one "

@@ -9,9 +9,10 @@ for that module, and count the bugs they catch.
 
 The working tree is never touched: its files (tracked, and untracked ones git does not ignore) are copied to a
 temporary directory, each mutant is written there and the tests run there, in a child forked from a process that
-has already imported torch, scikit-learn and uvicorn (but no dlcli), so a mutant costs its tests' time alone. A mutant is killed when its tests fail, error or run past their time (three times the clean run, plus 30 s);
-one that passes survives and is printed with its line, to be killed by a new test or judged equivalent in the
-README's Development section. Our own runner rather than mutmut: mutmut 3 runs every test against a trampolined copy
+has already imported torch, scikit-learn and uvicorn (but no dlcli), so a mutant costs its tests' time alone. A
+mutant is killed when its tests fail, error or run past their time (three times the clean run, plus 30 s); one that
+passes survives and is printed with its line, to be killed by a new test or judged equivalent in the README's
+Development section. Our own runner rather than mutmut: mutmut 3 runs every test against a trampolined copy
 of the whole package and wants its settings in pyproject.toml; this is one file that runs each module's own tests.
 """
 
