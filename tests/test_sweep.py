@@ -290,10 +290,10 @@ def test_a_sweep_run_again_with_other_settings_is_refused_until_renamed_or_resta
 
 @needs_fashion
 def test_the_readme_sweep_commands_run_as_written(cli, tmp_path, monkeypatch):
-    """Each command of the README's Sweeps section that names a shipped file, typed in a fresh folder whose data/
+    """Each command of the docs' Sweeps section (docs/experiments.md) that names a shipped file, typed in a fresh folder whose data/
     holds a slice of Fashion-MNIST (600 training and 200 test images, found before the full set), cut down further
     (300 images, 1 epoch, 1 or 2 trials) by --set values appended the same way to every sweep."""
-    readme = (ROOT / "README.md").read_text().split("### Sweeps", 1)[1].split("\n### ", 1)[0]
+    readme = (ROOT / "docs" / "experiments.md").read_text().split("### Sweeps", 1)[1].split("\n### ", 1)[0]
     lines = [line for block in readme.split("```bash\n")[1:] for line in block.split("```")[0].splitlines()]
     commands = [shlex.split(line, comments=True) for line in lines if "--storage" not in line]
     assert len(commands) >= 6 and all(c[0] == "dlcli" for c in commands), lines
