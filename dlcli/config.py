@@ -302,7 +302,7 @@ class DetectorModel(Strict):
 
 
 class UNetModel(Strict):
-    """Segmentation: a U-Net (skip connections; dlcli.models.segmentation) and a 1x1 convolution to the classes,
+    """Segmentation: a U-Net (skip connections; dlcli.models.segnets) and a 1x1 convolution to the classes,
     one answer per pixel."""
 
     type: Literal["unet"]
@@ -318,7 +318,7 @@ class UNetModel(Strict):
 
 
 class SegmenterModel(Strict):
-    """Segmentation: torchvision's FCN, DeepLabV3 or LRASPP with its backbone (dlcli.models.segmentation), built
+    """Segmentation: torchvision's FCN, DeepLabV3 or LRASPP with its backbone (dlcli.models.segnets), built
     for the dataset's classes; weights from files only (nothing is downloaded)."""
 
     type: Literal["segmenter"]
@@ -331,7 +331,7 @@ class SegmenterModel(Strict):
     @field_validator("arch")
     @classmethod
     def _arch(cls, v):
-        from dlcli.models.segmentation import SEGMENTERS
+        from dlcli.models.layers import SEGMENTERS
 
         if v not in SEGMENTERS:
             raise ValueError(f"unknown segmentation architecture '{v}'{closest(v, SEGMENTERS)} (one of "

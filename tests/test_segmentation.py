@@ -353,7 +353,7 @@ def test_summary_shows_unet_and_torchvision_segmenters(tmp_path):
 
 
 def test_segmenters_give_logits_at_the_input_size():
-    from dlcli.models.segmentation import SEGMENTERS
+    from dlcli.models.layers import SEGMENTERS
     from dlcli.models.segnets import torchvision_segmenter
 
     for arch in ("fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"):

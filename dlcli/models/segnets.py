@@ -1,7 +1,7 @@
 """The segmentation networks (torch): a U-Net, and torchvision's FCN / DeepLabV3 / LRASPP returning plain logits.
 
 Both give a (B, C, H, W) tensor at the input's height and width, as the `segmentation` task reads it. The layer
-entries that build them (YAML keys, shapes) are in dlcli.models.segmentation.
+entries that build them (YAML keys, shapes) are in dlcli.models.layers.
 """
 
 from __future__ import annotations
