@@ -7,8 +7,8 @@ yolo-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 ultralytics`), offli
 font saved as Arial.ttf in $YOLO_CONFIG_DIR/Ultralytics/, which this script does). What it does:
 
 1. writes the example scenes (examples/make_scenes.py: the same pictures as COCO and YOLO layouts);
-2. trains dlcli's configs/detection.yaml on the YOLO layout (data.yaml) for --epochs epochs and takes its wall time
-   as the budget;
+2. trains dlcli's configs/detection.yaml on the YOLO layout (data.yaml) at the scenes' size for --epochs epochs and
+   takes its wall time as the budget;
 3. trains YOLO (yolov8n.yaml, no weights, 0 loader workers, as Ultralytics runs on a CPU) for the same wall time
    (Ultralytics' own `time=` budget, in hours);
 4. scores both on the test split with ONE scorer, pycocotools' COCOeval over the COCO test JSON, from each tool's
@@ -90,12 +90,14 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
     return next((t for t, v in curve if v >= target), None)
 
 
-def run_dlcli(work: Path, data_yaml: Path, config: Path, epochs: int, threads: int, test_dir: Path, extra: list[str]):
+def run_dlcli(work: Path, data_yaml: Path, config: Path, epochs: int, size: int, threads: int, test_dir: Path,
+              extra: list[str]):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     runs = work / "dlcli-runs"
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "dlcli", "train", str(config), "--set", f"data.data_yaml={data_yaml}",
-                           "--set", f"train.epochs={epochs}", "--set", f"train.threads={threads}", "--runs-dir",
+                           "--set", f"train.epochs={epochs}",
+                           "--set", f"data.image_size={size}", "--set", f"train.threads={threads}", "--runs-dir",
                            str(runs), "--quiet", *extra], capture_output=True, text=True, env=env, cwd=ROOT)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
@@ -104,25 +106,19 @@ def run_dlcli(work: Path, data_yaml: Path, config: Path, epochs: int, threads: i
     import dlcli
 
     run = dlcli.load(run_id, runs_dir=runs)
-    found = run.predict(sorted(str(p) for p in test_dir.iterdir()), conf=0.001) \
-        if "conf" in run.predict.__code__.co_varnames else run.predict(sorted(str(p) for p in test_dir.iterdir()))
+    found = run.predict(sorted(str(p) for p in test_dir.iterdir()), conf=0.001)  # every box validation scores
     answers = {}
     for answer in found:
-        name = Path(answer["image"]).name
-        boxes = answer.get("boxes", [])
-        answers[name] = {"boxes": [b["box"] for b in boxes], "scores": [b["score"] for b in boxes],
-                         "classes": [run_classes(run).index(b["class"]) for b in boxes]}
+        boxes = answer["boxes"]
+        answers[Path(answer["image"]).name] = {"boxes": [b["box"] for b in boxes],
+                                               "scores": [b["score"] for b in boxes],
+                                               "classes": [b["index"] for b in boxes]}
     curve, elapsed = [], 0.0
     for m in run.metrics:
         elapsed += m.get("seconds", 0.0)
         if "val_map50" in m:
             curve.append((elapsed, m["val_map50"]))
     return seconds, answers, curve
-
-
-def run_classes(run) -> list[str]:
-    info = json.loads((Path(run.dir) / "data.json").read_text())
-    return info["classes"]
 
 
 def run_yolo(work: Path, data_yaml: Path, python: str, seconds: float, size: int, threads: int, batch: int,
@@ -183,7 +179,8 @@ def main() -> None:
     data_yaml = work / "data" / "data.yaml"
     test_dir = work / "data" / "images" / "test"
     extra = [a for s in args.set for a in ("--set", s)]
-    d_seconds, d_answers, d_curve = run_dlcli(work, data_yaml, args.config, args.epochs, args.threads, test_dir, extra)
+    d_seconds, d_answers, d_curve = run_dlcli(work, data_yaml, args.config, args.epochs, args.size, args.threads,
+                                                test_dir, extra)
     y_seconds, y_answers, y_curve = run_yolo(work, data_yaml, args.yolo_python, d_seconds, args.size, args.threads,
                                              args.batch, test_dir)
     gt = work / "data" / "annotations" / "instances_test.json"

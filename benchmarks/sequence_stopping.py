@@ -50,7 +50,7 @@ def trace(work: Path, name: str, seed: int, overrides: list[str], config: Path) 
 
     from dlcli.config import load_config
     from dlcli.engine import Callback
-    from dlcli.train import train
+    from dlcli.training import train
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     layout = bench.PROBLEMS[name]

@@ -184,7 +184,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="dlcli-bench-serve-"))
     try:
         if args.run:
-            from dlcli import runs as run_dirs
+            from dlcli import rundirs as run_dirs
 
             run = run_dirs.resolve_run(run_dirs.runs_dir(args.runs_dir), args.run)
             run_id, runs = run.name, run.parent

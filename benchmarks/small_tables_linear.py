@@ -28,7 +28,7 @@ train.csv and test.csv; --validation splits the training rows once more the same
 seed) and scores that holdout: no test row is then written or read.
 
 dlcli: `dlcli init DIR --label LABEL` on the folder holding train.csv and test.csv (the config a user gets), then
-dlcli.train.train on it in a worker process with the variant's overrides and `seed: SEED`. Variants:
+dlcli.training.train on it in a worker process with the variant's overrides and `seed: SEED`. Variants:
   init        the config as init writes it (val_split 0.1, Adam lr 0.003, an MLP sized by the encoded width, epochs
               auto); every variant below is init's config with its split and optimizer spelled out, plus:
   linear      a linear path beside the MLP (`model.linear: true`: the hidden layers inside a residual block whose
@@ -175,7 +175,7 @@ def train_in_process(config: str, overrides: list[str], runs: str) -> str:
     from rich.console import Console
 
     from dlcli.config import load_config
-    from dlcli.train import train
+    from dlcli.training import train
 
     cfg = load_config(config, overrides)
     console = Console(stderr=True, quiet=True)

@@ -29,7 +29,7 @@ random_state=seed) and scores that holdout: no test row is written or read. --dr
 tables with random_state + N (diabetes has one draw only). The shipped recipes were chosen with
 --draw 1 --validation --seeds 0 1 2 3 4: rows the benchmark never scores.
 
-dlcli, each `python -m dlcli train CONFIG --runs-dir RUNS --quiet` (or, with --in-process, dlcli.train.train in a
+dlcli, each `python -m dlcli train CONFIG --runs-dir RUNS --quiet` (or, with --in-process, dlcli.training.train in a
 worker process) with the shipped config's sections, its data section pointed at the split's files and columns
 (`dataset: csv`, train_file, test_file, label_column; its other data keys kept); seed = split seed. dlcli holds
 10% of train.csv out for validation (early stopping, best.pt, tuned multilabel thresholds); scikit-learn fits on all
@@ -179,11 +179,11 @@ def dlcli_config(name: str, seed: int, table: dict, variant: str, recipes: dict)
 
 
 def train_in_process(config: str, overrides: list[str], runs: str) -> str:
-    """In a worker process: dlcli.train.train on the config, as `dlcli train --quiet` does; returns the run id."""
+    """In a worker process: dlcli.training.train on the config, as `dlcli train --quiet` does; returns the run id."""
     from rich.console import Console
 
     from dlcli.config import load_config
-    from dlcli.train import train
+    from dlcli.training import train
 
     cfg = load_config(config, overrides)
     return train(cfg, Path(runs), Console(stderr=True, quiet=True), show_progress=False).name
@@ -422,7 +422,7 @@ def main():
                         help="where the CSV files and the runs go (its runs/ is emptied first)")
     parser.add_argument("--jobs", type=int, default=1, help="dlcli runs at a time (default 1)")
     parser.add_argument("--in-process", action="store_true",
-                        help="dlcli.train.train in --jobs worker processes instead of a `dlcli train` process a run")
+                        help="dlcli.training.train in --jobs worker processes instead of a `dlcli train` process a run")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args()
     try:

@@ -33,7 +33,7 @@ def _console(quiet: bool):
 
 
 def _root(runs_dir) -> Path:
-    from dlcli import runs
+    from dlcli import rundirs as runs
 
     return runs.runs_dir(str(runs_dir) if runs_dir is not None else None)
 
@@ -124,7 +124,7 @@ def _interrupts_raised():
 
 
 def _train(cfg, runs_dir, quiet, callbacks, data, test_data) -> "Run":
-    from dlcli.train import train as run_training
+    from dlcli.training import train as run_training
 
     with _in_memory(cfg, data, test_data):
         if cfg.train.cv:  # the folds, then the refit: its Run (cv.json lists the folds)
@@ -142,7 +142,7 @@ def _train(cfg, runs_dir, quiet, callbacks, data, test_data) -> "Run":
 
 def load(run: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> "Run":
     """A finished (or interrupted) run: its id, a unique prefix, `latest`, or the path of its directory."""
-    from dlcli import runs
+    from dlcli import rundirs as runs
 
     path = Path(run)
     if path.is_dir() and (path / "config.yaml").is_file():
@@ -152,7 +152,7 @@ def load(run: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> "
 
 def runs(runs_dir: str | os.PathLike | None = None, where: str | list[str] | None = None) -> list["Run"]:
     """The runs, oldest first; `where` filters as `dlcli runs --where` does (`test_r2>0.8`, `optimizer.lr=0.001`)."""
-    from dlcli import runs as store
+    from dlcli import rundirs as store
     from dlcli.compare import select
 
     root = _root(runs_dir)
@@ -182,21 +182,21 @@ class Run:
 
     @property
     def summary(self) -> dict:
-        from dlcli import runs
+        from dlcli import rundirs as runs
 
         found = runs.read_object(self.dir / "summary.json")
         return found
 
     @property
     def status(self) -> str:
-        from dlcli import runs
+        from dlcli import rundirs as runs
 
         return runs.status(self.dir, self.summary or None)
 
     @property
     def metrics(self) -> list[dict]:
         """metrics.jsonl: one dict per finished epoch (train_loss, val_loss, the task's metrics, lr, seconds)."""
-        from dlcli import runs
+        from dlcli import rundirs as runs
 
         return runs.read_metrics(self.dir)
 
@@ -234,7 +234,7 @@ class Run:
     def resume(self, epochs: int | None = None, quiet: bool = False, callbacks=None, data=None,
                test_data=None) -> "Run":
         """Continue the run exactly where it stopped; `epochs` sets a new total."""
-        from dlcli.train import resume
+        from dlcli.training import resume
 
         with _interrupts_raised(), _in_memory(self._config(), data, test_data):
             resume(self.dir.parent, self.id, _console(quiet), epochs, not quiet, callbacks=_callbacks(callbacks))

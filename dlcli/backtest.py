@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.errors import BAD_INPUT, DlcliError
 
 METRICS = ("mae", "rmse", "smape", "mase")

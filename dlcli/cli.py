@@ -151,8 +151,8 @@ def train(config: ConfigArg, set_: SetOpt = None, runs_dir: RunsDirOpt = None, q
 
     def body():
         cfg = _load_config(config, set_)
-        from dlcli import runs
-        from dlcli.train import train as run_training
+        from dlcli import rundirs as runs
+        from dlcli.training import train as run_training
 
         if cv is not None:
             cfg.train.cv = cv
@@ -308,7 +308,7 @@ def evaluate(run_id: RunIdArg,
     def body():
         import json
 
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.evaluate import evaluate_run, render
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
@@ -364,7 +364,7 @@ def predict(images: Annotated[Optional[list[str]], typer.Argument(
     def body():
         import json
 
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.errors import DlcliError
         from dlcli.predict import COMPACT_OVER, expand_inputs, predict_files, render, render_line, stdin_inputs
 
@@ -448,7 +448,7 @@ def export(run_id: RunIdArg,
     """
 
     def body():
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.export import export_run
         from dlcli.tasks import TASKS
 
@@ -512,7 +512,7 @@ def serve(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix of
     """
 
     def body():
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.serve.app import Limits, run_server
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
@@ -551,7 +551,7 @@ def list_runs(ctx: typer.Context, runs_dir: RunsDirOpt = None, json_: JsonOpt = 
     def body():
         import json
 
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.compare import repeat_groups, select
         from dlcli.tasks import short_name
 
@@ -614,7 +614,7 @@ def compare_runs(ctx: typer.Context,
     def body():
         import json
 
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.compare import compare, render
         from dlcli.compare import plot as plot_runs
         from dlcli.errors import DlcliError
@@ -662,7 +662,7 @@ def _status_text(row: dict) -> str:
 def _clean_runs(root, yes: bool) -> None:
     import shutil
 
-    from dlcli import runs
+    from dlcli import rundirs as runs
 
     found = runs.never_checkpointed(root)
     if not found:
@@ -686,7 +686,7 @@ def show(run_id: RunIdArg, runs_dir: RunsDirOpt = None, json_: JsonOpt = False):
 
         import yaml
 
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.errors import DlcliError
         from dlcli.plots import plot_files
 
@@ -740,7 +740,7 @@ def plot(run_id: RunIdArg, runs_dir: RunsDirOpt = None):
     """Draw the run's learning curves (loss and accuracy per epoch, train and validation) into curves.png."""
 
     def body():
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.plots import write_curves
 
         run = runs.resolve_run(runs.runs_dir(runs_dir), run_id)
@@ -756,10 +756,10 @@ def resume(run_id: Annotated[str, typer.Argument(help="Run id, a unique prefix o
     """Continue an interrupted, failed or finished run from its last checkpoint, exactly where it stopped."""
 
     def body():
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.errors import DlcliError
-        from dlcli.train import resume as resume_run
-        from dlcli.train import run_devices
+        from dlcli.training import resume as resume_run
+        from dlcli.training import run_devices
 
         if epochs is not None and epochs < 1:
             raise DlcliError(f"--epochs {epochs}: needs a positive number of epochs")
@@ -800,7 +800,7 @@ def sweep(config: ConfigArg, set_: SetOpt = None,
     """
 
     def body():
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.sweep import make_plan, optuna_module, restart as restart_study, run_sweep, work
 
         optuna_module()  # a missing extra: one line, first

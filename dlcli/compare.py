@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.errors import DlcliError
 from dlcli.tasks.names import headline, running_metric
 

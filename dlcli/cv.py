@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.errors import ConfigError
 
 CV_FILE = "cv.json"
@@ -93,7 +93,7 @@ def cross_validate(cfg, runs_root: Path, console, show_progress: bool, world, fo
     from dlcli.compare import mean_std
     from dlcli.finetune import resolve_init
     from dlcli.tasks import bare
-    from dlcli.train import train
+    from dlcli.training import train
 
     if not type(cfg.data).folds:
         raise ConfigError(f"train.cv: the {cfg.data.dataset} dataset cuts its validation split its own way and has "

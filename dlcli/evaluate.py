@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.errors import BAD_INPUT, RUNTIME, DlcliError
 from dlcli.loaded import LoadedRun, load_run, read_data_info
 

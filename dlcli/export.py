@@ -407,7 +407,7 @@ def export_run(run: Path, fmt: str = "onnx", checkpoint: str = "best", output: s
             raise DlcliError(f"the exported {fmt} model differs from the PyTorch model by up to {diff:.3g} on "
                              f"{checked_on} (tolerance {tolerance:g}): not written", RUNTIME)
         if sidecar is not None:
-            from dlcli import runs
+            from dlcli import rundirs as runs
 
             runs.write_json(sidecar, _preprocessing_file(loaded, info, kind))  # a failure is one line naming it
         os.replace(partial, path)

@@ -272,7 +272,7 @@ class InitReport:
 def resolve_init(source: str | None, runs_root: Path) -> str | None:
     """model.init as what it names now: a file path as given, a run id prefix or `latest` as the exact run id. A
     run records that, so repeating it (or a sweep's next trial) starts from the same weights, not the newest run."""
-    from dlcli import runs
+    from dlcli import rundirs as runs
 
     if not source or Path(source).expanduser().is_file():
         return source
@@ -285,7 +285,7 @@ def resolve_init(source: str | None, runs_root: Path) -> str | None:
 def init_from(source: str, model, runs_root: Path) -> InitReport:
     """Load `source` (a checkpoint file, or a run id / prefix / `latest` in runs_root: its best.pt) into every tensor
     of `model` with the same name and shape; a one-line error when none fits."""
-    from dlcli import runs
+    from dlcli import rundirs as runs
     from dlcli.models.backbones import read_weights, with_metadata
 
     path = Path(source).expanduser()

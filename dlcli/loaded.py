@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.errors import BAD_INPUT, RUNTIME, DlcliError
 
 

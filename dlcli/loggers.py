@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.engine import Callback
 RECORD = "tracking.json"  # in the run directory: where its loggers write, so that a resume continues the same runs
 SPLIT_METRIC = re.compile(r"^(train|val|test)_(\w+)$")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.errors import RUNTIME, DlcliError
 
 CURVES = "curves.png"

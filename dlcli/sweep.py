@@ -34,7 +34,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.config import Config, apply_override, read_yaml, set_key, validate_config
 from dlcli.engine import Callback
 from dlcli.errors import RUNTIME, DlcliError
@@ -319,7 +319,7 @@ class TrialReporter(Callback):
         self.pruned_at: int | None = None
 
     def on_fit_start(self, trainer):
-        from dlcli.train import RunRecorder
+        from dlcli.training import RunRecorder
 
         self.run = next((cb.run for cb in trainer.callbacks if isinstance(cb, RunRecorder)), None)
         if self.run is not None:
@@ -352,7 +352,7 @@ def run_trial(plan: Plan, study, storage, trial, say) -> str:
     from optuna.trial import TrialState
     from rich.console import Console
 
-    from dlcli import train
+    from dlcli import training as train
 
     started = time.perf_counter()
     trial.set_user_attr("host", platform.node())
@@ -658,7 +658,7 @@ def repeat(cfg: Config, runs_root: Path, console, show_progress: bool, world, ti
     """Train `times` runs of one config with seeds seed, seed + 1, ...; print each and the mean +- std of their
     test figures. The runs are tagged as one group (tags.json `repeat`), which `dlcli runs` shows together."""
     from dlcli.compare import mean_std
-    from dlcli.train import train
+    from dlcli.training import train
 
     from dlcli.finetune import resolve_init
 

@@ -26,7 +26,7 @@ needs_fashion = pytest.mark.skipif(
 # that a test's signal lands mid-run in a real process.
 SLOW_TRAINER = textwrap.dedent("""
     import time
-    import dlcli.train
+    import dlcli.training
     from dlcli.engine import Callback, Trainer
 
     class Slow(Callback):
@@ -37,7 +37,7 @@ SLOW_TRAINER = textwrap.dedent("""
         def __init__(self, cfg, data, model, device, callbacks=(), *world):
             super().__init__(cfg, data, model, device, [Slow(), *callbacks], *world)
 
-    dlcli.train.Trainer = SlowTrainer
+    dlcli.training.Trainer = SlowTrainer
 """)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dlcli
-from dlcli import runs as store
+from dlcli import rundirs as store
 from tests.conftest import tiny_config
 from tests.test_tasks import cars, column
 
@@ -207,3 +207,20 @@ def test_the_example_script_runs_as_the_readme_says(tmp_path):
     assert r2 > 0.9 and lines[-1] == "True"
     assert sum(line.startswith("array[") for line in lines) == 4
     assert len(dlcli.runs(tmp_path)) == 2
+
+
+def test_public_names_are_plain_functions_whatever_is_imported():
+    """dlcli.train and dlcli.runs are the API's functions, also after the modules doing the work are imported
+    (a submodule named train or runs would replace them as the package's attribute)."""
+    import inspect
+    import subprocess
+    import sys
+
+    code = ("import inspect, dlcli, dlcli.training, dlcli.rundirs, dlcli.api\n"
+            "assert dlcli.train is dlcli.api.train and dlcli.runs is dlcli.api.runs\n"
+            "assert inspect.isfunction(dlcli.train) and inspect.isfunction(dlcli.runs)\n"
+            "print(inspect.signature(dlcli.train))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "overrides" in done.stdout
+    assert inspect.isfunction(__import__("dlcli").load)

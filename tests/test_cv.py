@@ -163,7 +163,7 @@ def test_a_refit_keeps_its_last_epoch_even_when_an_earlier_one_scored_better(tmp
     from types import SimpleNamespace
 
     from dlcli.tasks import parse_task
-    from dlcli.train import RunRecorder
+    from dlcli.training import RunRecorder
 
     (tmp_path / "checkpoints").mkdir()
     recorder = RunRecorder(tmp_path, "train_loss", parse_task(None), keep_last=True)

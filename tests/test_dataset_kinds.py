@@ -13,12 +13,15 @@ from dlcli.data.catalog import DATASETS
 from dlcli.errors import DlcliError
 
 MINIMAL = {"csv": {"train_file": "t.csv"}, "parquet": {"train_file": "t.parquet"}, "text_csv": {"train_file": "t.csv"},
-           "image_table": {"table_file": "t.csv"}, "sequences": {"train_file": "t.npz"}, "series": {"train_file": "t.csv"}}
+           "image_table": {"table_file": "t.csv"}, "sequences": {"train_file": "t.npz"}, "series": {"train_file": "t.csv"},
+           "coco": {"train_annotations": "instances_train.json"}, "yolo": {"data_yaml": "data.yaml"}}
+MODEL = {"coco": "detector", "yolo": "detector", "voc": "detector"}  # the kinds whose default task needs its model
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_a_kinds_resolved_config_holds_only_its_own_keys(name):
-    cfg = validate_config({"data": {"dataset": name, **MINIMAL.get(name, {})}, "model": {"type": "mlp"}})
+    model = {"type": MODEL.get(name, "mlp")}
+    cfg = validate_config({"data": {"dataset": name, **MINIMAL.get(name, {})}, "model": model})
     data = cfg.resolved()["data"]
     assert set(data) == {"dataset", *DATASETS.entries[name].model_fields}
     assert data["dataset"] == name and data["val_split"] == DATASETS.entries[name].model_fields["val_split"].default
@@ -44,7 +47,8 @@ def error_of(data) -> str:
      "c.yaml: data.label_column: not a key of the mnist dataset (it belongs to csv, image_table, parquet, sequences, "
      "series, text_csv;"),
     ({"dataset": "csv", "train_file": "t.csv", "image_size": 32},
-     "c.yaml: data.image_size: not a key of the csv dataset (it belongs to image_folder, image_table;"),
+     "c.yaml: data.image_size: not a key of the csv dataset (it belongs to coco, image_folder, image_table, masks, "
+     "voc, yolo;"),
     ({"dataset": "csv", "train_file": "t.csv", "label_colum": "y"},
      "c.yaml: data.label_colum: unknown key (did you mean 'label_column'?)"),
     ({"dataset": "csv"}, "c.yaml: data.train_file: required key is missing"),
@@ -93,7 +97,7 @@ def test_every_shipped_config_keeps_its_data_section():
 
 
 def test_the_data_layer_imports_nothing_above_it():
-    above = {"dlcli.predict", "dlcli.evaluate", "dlcli.train", "dlcli.engine", "dlcli.cli", "dlcli.runs",
+    above = {"dlcli.predict", "dlcli.evaluate", "dlcli.training", "dlcli.engine", "dlcli.cli", "dlcli.rundirs",
              "dlcli.config"}
     for path in Path(__file__).parent.parent.joinpath("dlcli", "data").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

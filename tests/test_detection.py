@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.tasks import parse_task
 from dlcli.tasks.detection import ROW, assign, centerness, coco_map
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.config import read_yaml
 from tests.conftest import SLOW_TRAINER, tiny_config
 from tests.test_image_folder import folder_config, make_folder

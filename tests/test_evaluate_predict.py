@@ -477,7 +477,7 @@ def test_fashion_mnist_predict_agrees_with_evaluate(tmp_path):
 
 
 def test_latest_is_the_newest_run_even_after_an_older_one_is_written_to(tmp_path):
-    from dlcli import runs
+    from dlcli import rundirs as runs
 
     root = tmp_path / "runs"
     for run_id in ("zeta-20260101-000000", "alpha-20261231-235959", "alpha-20261231-235959-2", "mid-20260601-120000"):

@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.faults
@@ -37,7 +37,7 @@ STEPS_PER_EPOCH = 6  # 240 samples, 20% validation, batch 32
 # Runs before dlcli's main in the child: argv = point, n, then dlcli's own arguments.
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    import dlcli.engine, dlcli.runs, dlcli.train
+    import dlcli.engine, dlcli.rundirs, dlcli.training
 
     point, nth, sys.argv = sys.argv[1], int(sys.argv[2]), ["dlcli", *sys.argv[3:]]
     calls = 0
@@ -63,15 +63,15 @@ KILLER = textwrap.dedent("""
 
     kind, _, target = point.partition(":")
     if kind == "write":
-        real = dlcli.runs.atomic_write
+        real = dlcli.rundirs.atomic_write
         def atomic_write(path, write, needed=None):
             if path.name == target and due():
                 return real(path, lambda f: write(HalfThenDie(f)), needed)
             return real(path, write, needed)
-        dlcli.runs.atomic_write = atomic_write
+        dlcli.rundirs.atomic_write = atomic_write
     elif kind == "after":
         owner, name = target.rsplit(".", 1)
-        holder = {"runs": dlcli.runs, "RunLock": dlcli.runs.RunLock, "Trainer": dlcli.engine.Trainer}[owner]
+        holder = {"runs": dlcli.rundirs, "RunLock": dlcli.rundirs.RunLock, "Trainer": dlcli.engine.Trainer}[owner]
         real = getattr(holder, name)
         def wrapped(*args, **kwargs):
             out = real(*args, **kwargs)
@@ -84,11 +84,11 @@ KILLER = textwrap.dedent("""
             def on_step(self, trainer, seen, loss, correct):
                 if due():
                     die()
-        Base = dlcli.train.Trainer
+        Base = dlcli.training.Trainer
         class KillingTrainer(Base):
             def __init__(self, cfg, data, model, device, callbacks=(), *world):
                 super().__init__(cfg, data, model, device, [Killer(), *callbacks], *world)
-        dlcli.train.Trainer = KillingTrainer
+        dlcli.training.Trainer = KillingTrainer
 
     from dlcli.cli import main
     main()
@@ -242,18 +242,18 @@ def test_a_runs_directory_that_cannot_be_written_is_one_line_before_training(cli
 STEP_SLEEP = 0.1
 PACED = textwrap.dedent(f"""
     import sys, time
-    import dlcli.train
+    import dlcli.training
     from dlcli.engine import Callback
 
     class Paced(Callback):
         def on_step(self, trainer, seen, loss, correct):
             time.sleep({STEP_SLEEP})
 
-    Base = dlcli.train.Trainer
+    Base = dlcli.training.Trainer
     class PacedTrainer(Base):
         def __init__(self, cfg, data, model, device, callbacks=(), *world):
             super().__init__(cfg, data, model, device, [Paced(), *callbacks], *world)
-    dlcli.train.Trainer = PacedTrainer
+    dlcli.training.Trainer = PacedTrainer
     sys.argv = ["dlcli", *sys.argv[1:]]
     from dlcli.cli import main
     main()
@@ -327,7 +327,7 @@ def test_a_run_trained_elsewhere_is_not_called_killed(tmp_path):
 
 
 def enospc_open(target: str, from_nth: int):
-    """open() for dlcli.runs that fails with ENOSPC on the n-th and later writes of `target` (the disk is full
+    """open() for dlcli.rundirs that fails with ENOSPC on the n-th and later writes of `target` (the disk is full
     from then on for that file), after a part of the bytes reached it."""
     seen = {"n": 0}
 
@@ -432,7 +432,7 @@ def test_a_file_size_limit_is_named_in_words(tmp_path):
     script = textwrap.dedent("""
         import resource, signal, sys, torch
         from pathlib import Path
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.errors import DlcliError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))

@@ -11,7 +11,7 @@ import torch
 import torchvision.models as tvm
 import yaml
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.config import validate_config
 from dlcli.models import build_model
 from tests.conftest import tiny_config

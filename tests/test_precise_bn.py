@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.config import validate_config
 from dlcli.data import load_data
 from dlcli.precise_bn import lagging, live_batchnorms, recalibrate

@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-import dlcli.train
-from dlcli import runs
+import dlcli.training
+from dlcli import rundirs as runs
 from dlcli.engine import Callback, Trainer
 from tests.conftest import SLOW_TRAINER, tiny_config
 
@@ -78,7 +78,7 @@ def inject(monkeypatch):
             def __init__(self, cfg, data, model, device, cbs=(), *world):
                 super().__init__(cfg, data, model, device, [*callbacks, *cbs], *world)
 
-        monkeypatch.setattr(dlcli.train, "Trainer", WithCallbacks)
+        monkeypatch.setattr(dlcli.training, "Trainer", WithCallbacks)
 
     return use
 
@@ -246,7 +246,7 @@ def test_resume_after_a_crash_drops_metrics_the_checkpoint_lacks(cli, write_conf
 
 def test_resume_refuses_a_run_another_process_is_training(cli, write_config, tmp_path):
     run = train(cli, write_config, tiny_config(train={"epochs": 1}), tmp_path)
-    holder = ("import sys, time; from pathlib import Path; from dlcli.runs import RunLock; "
+    holder = ("import sys, time; from pathlib import Path; from dlcli.rundirs import RunLock; "
               "RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)")
     alive = subprocess.Popen([sys.executable, "-c", holder, str(run)], stdout=subprocess.PIPE, text=True)
     try:

@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import dlcli.train
-from dlcli import runs
+import dlcli.training
+from dlcli import rundirs as runs
 from dlcli.config import load_config, read_yaml, validate_config
 from dlcli.engine import Trainer
 from dlcli.errors import DlcliError
@@ -228,7 +228,7 @@ class PoisonLoss(Trainer):
 
 
 def test_nan_in_epoch_two_names_the_step_and_keeps_epoch_one(cli, write_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(dlcli.train, "Trainer", type("P", (PoisonLoss,), {"steps": {9}}))
+    monkeypatch.setattr(dlcli.training, "Trainer", type("P", (PoisonLoss,), {"steps": {9}}))
     line = one_error_line(train(cli, write_config, tiny_config(train={"epochs": 3}), tmp_path, code=1))
     assert "became nan in epoch 2 at step 9 (batch 3 of 6)" in line  # 192 samples, batch 32: 6 steps an epoch
     run = only_run(tmp_path)
@@ -239,7 +239,7 @@ def test_nan_in_epoch_two_names_the_step_and_keeps_epoch_one(cli, write_config, 
 
 
 def test_skip_batch_skips_the_update_and_counts_it(cli, write_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(dlcli.train, "Trainer", type("P", (PoisonLoss,), {"steps": {2, 9, 10}}))
+    monkeypatch.setattr(dlcli.training, "Trainer", type("P", (PoisonLoss,), {"steps": {2, 9, 10}}))
     cfg = tiny_config(train={"epochs": 2, "on_nan": "skip_batch"})
     train(cli, write_config, cfg, tmp_path)
     run = only_run(tmp_path)
@@ -309,7 +309,7 @@ def test_runs_started_in_the_same_second_get_distinct_ids(tmp_path, monkeypatch)
 
 
 def test_processes_started_together_get_distinct_ids(tmp_path):
-    script = ("import sys, dlcli.runs as r; from pathlib import Path\n"
+    script = ("import sys, dlcli.rundirs as r; from pathlib import Path\n"
               "r.time.strftime = lambda fmt: '20250101-000000'\n"
               "print(' '.join(r.create_run(Path(sys.argv[1]), 'same').name for _ in range(30)))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

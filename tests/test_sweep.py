@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from tests.conftest import FASHION, needs_fashion, tiny_config
 
 optuna = pytest.importorskip("optuna", reason="pip install -e '.[dev]' installs optuna")
@@ -53,7 +53,7 @@ def dlcli_process(preamble: str, *args, **env) -> subprocess.Popen:
 # In the process it starts in: Ctrl-C (a real SIGINT) at step 9 of the second run it trains, in its epoch 2.
 SIGINT_IN_SECOND_RUN = textwrap.dedent("""
     import os, signal
-    import dlcli.train
+    import dlcli.training
     from dlcli.engine import Callback, Trainer
 
     fits = []
@@ -70,14 +70,14 @@ SIGINT_IN_SECOND_RUN = textwrap.dedent("""
         def __init__(self, cfg, data, model, device, callbacks=(), *world):
             super().__init__(cfg, data, model, device, [CtrlC(), *callbacks], *world)
 
-    dlcli.train.Trainer = WithCtrlC
+    dlcli.training.Trainer = WithCtrlC
 """)
 
 # Each process, at its first training, waits until the other has reached its own: both then train trials at once.
 TOGETHER = textwrap.dedent("""
     import os, time
     from pathlib import Path
-    import dlcli.train
+    import dlcli.training
     from dlcli.engine import Callback, Trainer
 
     BARRIER = Path(os.environ["BARRIER"])
@@ -96,7 +96,7 @@ TOGETHER = textwrap.dedent("""
         def __init__(self, cfg, data, model, device, callbacks=(), *world):
             super().__init__(cfg, data, model, device, [Together(), *callbacks], *world)
 
-    dlcli.train.Trainer = TogetherTrainer
+    dlcli.training.Trainer = TogetherTrainer
 """)
 
 

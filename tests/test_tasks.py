@@ -13,7 +13,7 @@ import torch
 import yaml
 from sklearn import metrics as skm
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.config import validate_config
 from dlcli.errors import DlcliError
 from dlcli.tasks.metrics import average_precision, roc_auc
@@ -304,7 +304,7 @@ def test_multilabel_best_and_stopping_follow_micro_f1_where_the_loss_is_not_fait
     picks the wrong epoch, so best.pt and epochs: auto's early stopping follow the headline, val_f1_micro."""
     from types import SimpleNamespace
 
-    from dlcli.train import resolve_epochs
+    from dlcli.training import resolve_epochs
 
     cfg = validate_config(table_config("m", tmp_path / "t.csv", ["a", "b", "c"], task) | {"train": {}})
     assert cfg.train.checkpoint_monitor == monitor

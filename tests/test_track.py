@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dlcli import runs
+from dlcli import rundirs as runs
 from dlcli.errors import RUNTIME, DlcliError
 from tests.conftest import tiny_config
 

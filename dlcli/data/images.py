@@ -79,7 +79,7 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             with Image.open(path, formats=formats) as img:
-                stored = _upright_size(img)  # before a reduced-scale decode changes img.size
+                stored = img.size  # before a reduced-scale decode changes it (reading the header only)
                 if img.format == "JPEG":  # decode big JPEGs at a reduced scale, still at least W x H
                     img.draft("L" if channels == 1 else "RGB", (width, height))
                 if max_pixels is not None:
@@ -87,6 +87,8 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
                 if admit is not None:
                     admit(*_decoded_size(img))
                 img.load()
+                # after load: a PNG's EXIF may follow its pixels, and asking for it first would decode them
+                own = _upright(stored, img) if sizes is not None else None
                 img = _oriented_converted(img, channels, invert)
         for w in caught:
             if warn is not None and issubclass(w.category, Image.DecompressionBombWarning):
@@ -114,14 +116,14 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, MemoryError) as err:
         raise _damaged(err) from None
     if sizes is not None:
-        sizes.append(stored)
+        sizes.append(own)
     return _sized_tensor(img, input_shape, invert)
 
 
-def _upright_size(img) -> tuple[int, int]:
-    """(height, width) of a picture as its file stores it, turned as its EXIF orientation shows it (5-8 swap the
-    sides): the pixels a spatial task's answer is given in, whatever scale the picture is decoded at."""
-    width, height = img.size
+def _upright(stored: tuple[int, int], img) -> tuple[int, int]:
+    """(height, width) of a picture of `stored` (width, height) as its file stores it, turned as its EXIF orientation
+    shows it (5-8 swap the sides): the pixels a spatial task's answer is given in, whatever scale it decoded at."""
+    width, height = stored
     try:
         turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
     except Exception:  # a malformed EXIF block: shown as stored, as _oriented_converted does

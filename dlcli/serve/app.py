@@ -214,7 +214,7 @@ class Model:
     turns the batcher's raw outputs into answers."""
 
     def __init__(self, run: Path, checkpoint: str = "best", device: str = "cpu", max_batch: int = 32):
-        from dlcli import runs
+        from dlcli import rundirs as runs
         from dlcli.loaded import data_kind, load_run, read_data_info
 
         self.run = run

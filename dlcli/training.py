@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from dlcli import __version__, _callable, runs, track
+from dlcli import __version__, track
+from dlcli import rundirs as runs
 from dlcli.data import load_data
 from dlcli.distributed import SINGLE, World
 from dlcli.engine import (Callback, EarlyStopping, Interrupted, StopNow, Trainer, auto_threads, monitor_mode,
@@ -517,6 +518,3 @@ def _check_augment(cfg, data):
     if isinstance(cfg.data, ImageEntry) and cfg.data.augmentations() and len(data.input_shape) != 3:
         raise DlcliError(f"data.augment: augmentations need image data; {cfg.data.dataset} gives shape "
                          f"{tuple(data.input_shape)}")
-
-
-_callable(__name__)  # dlcli.train(...) is the Python API's function (dlcli.api), this module stays importable

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import yaml
 
-from dlcli import _callable
 from dlcli.errors import RUNTIME, DlcliError
 from dlcli.tasks.names import headline
 
@@ -664,6 +663,3 @@ def flatten(data, prefix: str = "") -> dict:
         else:
             out[path] = value
     return out
-
-
-_callable(__name__)  # dlcli.runs(...) is the Python API's function (dlcli.api), this module stays importable
