@@ -728,7 +728,7 @@ def validate_config(data: dict, source: str = "config", legacy: bool = False,
         return cfg
     except ValidationError as err:
         errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a missing key
-        blamed = _override_at(_key_path(errors[0]["loc"]), overrides or [])
+        blamed = _override_at(_error_path(errors[0]), overrides or [])
         raise ConfigError(f"{blamed or source}: {format_error(errors[0], data, errors)}") from None
     finally:
         NOTICES.reset(token)
@@ -744,6 +744,15 @@ def _override_at(loc: list, overrides: list[str]) -> str | None:
         if loc[: len(parts)] == parts or parts[: len(loc)] == loc:
             return f"--set {override}"
     return None
+
+
+def _error_path(error: dict) -> list:
+    """An error's location as the config's keys. An unknown key is the user's own word, kept whatever it is (a key
+    named `str` or `int` is not a union member's name)."""
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden" and loc:
+        return _key_path(loc[:-1]) + [loc[-1]]
+    return _key_path(loc)
 
 
 def _key_path(raw_loc) -> list:
@@ -765,7 +774,7 @@ def _also_accepted(error: dict, errors: list[dict]) -> list[str]:
 
 
 def format_error(error: dict, data: dict, errors: list[dict] = ()) -> str:
-    loc = _key_path(error["loc"])
+    loc = _error_path(error)
     path = ""
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
