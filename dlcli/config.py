@@ -15,7 +15,7 @@ from pydantic import ValidationInfo, field_validator, model_validator
 
 from dlcli.data.catalog import DATASETS, NOTICES, DataEntry, data_spec, parse_data
 from dlcli.errors import ConfigError, closest
-from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation
+from dlcli.models.layers import ACTIVATIONS, LAYERS, Activation, WeightsName
 from dlcli.optim import OPTIMIZERS, SCHEDULERS
 from dlcli.registry import ItemError, Strict, parse_list
 from dlcli.space import parse_space, space_schema
@@ -244,7 +244,8 @@ class BackboneModel(Strict):
 
     type: Literal["backbone"]
     arch: str = Field(min_length=1, description="architecture name: `dlcli backbones` lists them")
-    weights: str = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a file's path")
+    weights: WeightsName = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a "
+                                                        "file's path")
     source: Literal["torchvision", "timm"] = Field("torchvision", description="the library arch comes from "
                                                                          "(timm: the dlcli[timm] extra)")
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
@@ -255,11 +256,6 @@ class BackboneModel(Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the backbone's vector and after each hidden "
                                                             "layer, in training (0: none)")
     init: InitFrom = None
-
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _none(cls, v):
-        return "none" if v is None else v
 
     def layer_list(self, num_classes: int, tokens: bool = False):
         backbone = LAYERS.parse({"backbone": {"arch": self.arch, "weights": self.weights, "source": self.source,
@@ -277,8 +273,8 @@ class DetectorModel(Strict):
     for_task: ClassVar[str] = "detection"  # the only task that reads its dense outputs
     backbone: str = Field("tiny", min_length=1, description="tiny (from scratch) or a torchvision network: "
                           "resnet18, resnet50, mobilenet_v3_large, ... (`dlcli backbones` lists them)")
-    weights: str = Field("DEFAULT", description="a torchvision backbone's weights: DEFAULT, a weights name, none, or "
-                         "a file's path")
+    weights: WeightsName = Field("DEFAULT", description="a torchvision backbone's weights: DEFAULT, a weights "
+                                                        "name, none, or a file's path")
     channels: list[PositiveInt] = Field([16, 32, 64, 96, 128], min_length=1,
                                         description="tiny: each stage's width; each stage halves the picture")
     levels: Annotated[int, Field(ge=1, le=5)] = Field(3, description="the pyramid's levels: the body's last (coarsest) "
@@ -286,11 +282,6 @@ class DetectorModel(Strict):
     width: PositiveInt = Field(64, description="the pyramid's and the head's channels")
     head_convs: Annotated[int, Field(ge=0, le=8)] = Field(2, description="3x3 convolutions in each tower of the head")
     init: InitFrom = None
-
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _none(cls, v):
-        return "none" if v is None else v
 
     def layer_list(self, num_classes: int, tokens: bool = False):
         return []  # built whole (build_module); the data's own statistics normalise its pictures

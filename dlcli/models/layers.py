@@ -8,9 +8,9 @@ list of entries; the builder (dlcli.models) builds it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_serializer, field_validator
+from pydantic import BeforeValidator, Field, NonNegativeInt, PositiveInt, field_serializer, field_validator
 
 from dlcli.registry import Entry, Registry, parse_list
 
@@ -57,6 +57,10 @@ def _image(shape, name: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ShapeError(f"{name} needs an image input (channels, height, width), got shape {tuple(shape)}")
     return shape
+
+
+# A weights setting (a name, a file, or `none`): YAML's bare `weights:` or `weights: null` means none too.
+WeightsName = Annotated[str, BeforeValidator(lambda v: "none" if v is None else v)]
 
 
 def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -507,7 +511,8 @@ class Backbone(Layer):
     """
 
     arch: str = Field(min_length=1, description="architecture name: `dlcli backbones` lists them")
-    weights: str = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a file's path")
+    weights: WeightsName = Field("DEFAULT", description="DEFAULT, a weights name (IMAGENET1K_V1), none, or a "
+                                                        "file's path")
     source: Literal["torchvision", "timm"] = Field("torchvision", description="the library arch comes from "
                                                                          "(timm: the dlcli[timm] extra)")
     output: Literal["features", "pooled"] = Field(
@@ -516,11 +521,6 @@ class Backbone(Layer):
     image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="the size the network sees; default: the weights' own (224 for most), or the data's")
     loads_weights: ClassVar[bool] = True  # build(shape, pretrained): evaluate, predict and resume skip the weights
-
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _none(cls, v):
-        return "none" if v is None else v
 
     @property
     def pretrained(self) -> bool:
@@ -577,14 +577,10 @@ class SegmenterLayer(Layer):
     arch: Literal[SEGMENTERS] = Field(  # type: ignore[valid-type]
         "deeplabv3_mobilenet_v3_large", description="the torchvision segmentation network, built with its backbone")
     classes: PositiveInt = Field(description="the outputs per pixel: the task's classes")
-    weights: str = Field("none", description="none, or a weights file of this architecture (weights-only load)")
-    backbone_weights: str = Field("none", description="none, or the backbone's classification weights file")
+    weights: WeightsName = Field("none", description="none, or a weights file of this architecture (weights-only "
+                                                     "load)")
+    backbone_weights: WeightsName = Field("none", description="none, or the backbone's classification weights file")
     loads_weights: ClassVar[bool] = True
-
-    @field_validator("weights", "backbone_weights", mode="before")
-    @classmethod
-    def _none(cls, v):
-        return "none" if v is None else v
 
     def build(self, shape, pretrained: bool = True):
         from dlcli.models.backbones import probe
