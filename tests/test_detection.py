@@ -5,10 +5,7 @@ command on that run: evaluate, predict (--json, --save, --conf, --iou), the Pyth
 import importlib.util
 import json
 import math
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -403,33 +400,23 @@ def test_the_page_draws_the_boxes_on_the_picture(trained, scenes):
     playwright = pytest.importorskip("playwright.sync_api")
     picture = sorted((scenes / "images" / "test").glob("*.png"))[0]
     expected = trained.predict(str(picture))[0]["boxes"]
-    server = subprocess.Popen([sys.executable, "-m", "dlcli", "serve", trained.dir.name, "--runs-dir",
-                               trained.dir.parent, "--port", "0"], stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        line = server.stderr.readline()
-        assert "serving run" in line, line + server.stderr.read()
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-            page = browser.new_page()
-            page.goto(line.split(" at ")[1].split()[0])
-            page.wait_for_selector("body[data-ready=true]", timeout=10_000)
-            page.set_input_files("#file", str(picture))
-            page.wait_for_selector(".result .label", timeout=10_000)
-            labels = page.locator(".result .label").all_inner_texts()
-            page.wait_for_function("document.querySelector('.result canvas').width > 0", timeout=10_000)
-            width = page.evaluate("document.querySelector('.result canvas').width")
-            # a pixel on the first box's left edge is the box's colour, not the picture's
-            edge = [int(expected[0]["box"][0]), int((expected[0]["box"][1] + expected[0]["box"][3]) / 2)]
-            drawn = page.evaluate("""([x, y]) => Array.from(document.querySelector('.result canvas')
-                .getContext('2d').getImageData(x, y, 1, 1).data)""", edge)
-            browser.close()
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    from tests.test_serve import serving
+
+    with serving(Path(trained.dir)) as (url, _), playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        page.set_input_files("#file", str(picture))
+        page.wait_for_selector(".result .label", timeout=10_000)
+        labels = page.locator(".result .label").all_inner_texts()
+        page.wait_for_function("document.querySelector('.result canvas').width > 0", timeout=10_000)
+        width = page.evaluate("document.querySelector('.result canvas').width")
+        # a pixel on the first box's left edge is the box's colour, not the picture's
+        edge = [int(expected[0]["box"][0]), int((expected[0]["box"][1] + expected[0]["box"][3]) / 2)]
+        drawn = page.evaluate("""([x, y]) => Array.from(document.querySelector('.result canvas')
+            .getContext('2d').getImageData(x, y, 1, 1).data)""", edge)
+        browser.close()
     with Image.open(picture) as img:
         assert width == img.width
         own = img.convert("RGB").getpixel(tuple(edge))
