@@ -88,7 +88,7 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
                     admit(*_decoded_size(img))
                 img.load()
                 # after load: a PNG's EXIF may follow its pixels, and asking for it first would decode them
-                own = _upright(stored, img) if sizes is not None else None
+                own = upright_size(stored, img) if sizes is not None else None
                 img = _oriented_converted(img, channels, invert)
         for w in caught:
             if warn is not None and issubclass(w.category, Image.DecompressionBombWarning):
@@ -120,7 +120,7 @@ def load_image(path: str, input_shape: tuple[int, ...], invert: bool = False, wa
     return _sized_tensor(img, input_shape, invert)
 
 
-def _upright(stored: tuple[int, int], img) -> tuple[int, int]:
+def upright_size(stored: tuple[int, int], img) -> tuple[int, int]:
     """(height, width) of a picture of `stored` (width, height) as its file stores it, turned as its EXIF orientation
     shows it (5-8 swap the sides): the pixels a spatial task's answer is given in, whatever scale it decoded at."""
     width, height = stored

@@ -103,16 +103,14 @@ def picture_size(path: Path) -> tuple[int, int]:
     """(width, height) of a picture as decoded (EXIF orientation applied), from its header."""
     from PIL import Image
 
+    from dlcli.data.images import upright_size
+
     try:
         with Image.open(path) as img:
-            w, h = img.size
-            try:
-                orientation = img.getexif().get(0x0112, 1)
-            except Exception:
-                orientation = 1
+            h, w = upright_size(img.size, img)
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(f"masks: {path}: not an image PIL can read ({str(err).splitlines()[0][:120]})") from None
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    return w, h
 
 
 def read_mask(path: Path, picture: Path, size: tuple[int, int], classes: int, ignore_index: int):
