@@ -89,6 +89,7 @@ class RandomCrop(Augment):
 
     def _shifted(self, x, dy, dx, fill=0.0):
         """Pad by `padding` (with `fill`), then the window at (dy, dx) of each picture: x (B, C, H, W) or (B, H, W)."""
+        import torch
         import torch.nn.functional as F
 
         flat_only = x.dim() == 3
@@ -97,8 +98,8 @@ class RandomCrop(Augment):
         b, c, h, w = x.shape
         p = self.padding
         padded = F.pad(x, (p, p, p, p), value=fill)
-        rows = (torch_arange(h, x).view(1, h, 1) + dy).expand(b, h, w)
-        cols = (torch_arange(w, x).view(1, 1, w) + dx).expand(b, h, w)
+        rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(b, h, w)
+        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(b, h, w)
         flat = (rows * (w + 2 * p) + cols).view(b, 1, h * w).expand(b, c, h * w)
         out = padded.flatten(2).gather(2, flat).view(b, c, h, w)
         return out[:, 0] if flat_only else out
@@ -114,12 +115,6 @@ class RandomCrop(Augment):
         shift[..., 1] = shift[..., 3] = (p - dx.view(-1, 1)).to(y.dtype)
         shift[..., 2] = shift[..., 4] = (p - dy.view(-1, 1)).to(y.dtype)
         return moved, clip_boxes(y + shift, y, x.shape[2], x.shape[3])
-
-
-def torch_arange(n: int, like):
-    import torch
-
-    return torch.arange(n, device=like.device)
 
 
 @AUGMENTS.register("hflip", positional="p")
