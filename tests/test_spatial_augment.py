@@ -125,3 +125,42 @@ def test_image_inputs_report_each_pictures_own_size(tmp_path):
                                       (3, 16, 16), sizes=sizes)
     assert not problems and x.shape == (5, 3, 16, 16)
     assert sizes == [(20, 50), (40, 10), (9, 7), (11, 13), (11, 13)]
+
+
+def _png_chunks(data: bytes) -> list[bytes]:
+    import struct
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        chunks.append(data[at:at + 12 + length])
+        at += 12 + length
+    return chunks
+
+
+def test_picture_size_reads_a_pngs_orientation_without_decoding_it(tmp_path, monkeypatch):
+    """A mask dataset's listing asks every picture for its upright size: a PNG with no eXIf chunk is answered from
+    its header (Pillow's getexif alone would inflate the whole picture looking for one after the pixels), and an
+    eXIf chunk before or after the pixels still turns it."""
+    from PIL import Image, PngImagePlugin
+
+    from dlcli.data.segmentation import picture_size
+
+    Image.new("RGB", (40, 10)).save(tmp_path / "plain.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 10)).save(tmp_path / "before.png", exif=exif)
+    data = (tmp_path / "before.png").read_bytes()
+    chunks = _png_chunks(data)
+    kinds = [c[4:8] for c in chunks]
+    assert kinds.index(b"eXIf") < kinds.index(b"IDAT")
+    moved = [c for c in chunks if c[4:8] not in (b"eXIf", b"IEND")] + [chunks[kinds.index(b"eXIf")], chunks[-1]]
+    (tmp_path / "after.png").write_bytes(data[:8] + b"".join(moved))
+
+    assert picture_size(tmp_path / "before.png") == (10, 40)
+    assert picture_size(tmp_path / "after.png") == (10, 40)
+    with Image.open(tmp_path / "after.png") as img:  # the exif after the pixels is one only a decode finds
+        assert "exif" not in img.info
+    decoded = []
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: decoded.append(self.filename))
+    assert picture_size(tmp_path / "plain.png") == (40, 10)
+    assert decoded == []

@@ -124,11 +124,38 @@ def upright_size(stored: tuple[int, int], img) -> tuple[int, int]:
     """(height, width) of a picture of `stored` (width, height) as its file stores it, turned as its EXIF orientation
     shows it (5-8 swap the sides): the pixels a spatial task's answer is given in, whatever scale it decoded at."""
     width, height = stored
+    if img.format == "PNG" and "exif" not in img.info and not _png_has_chunk(img.fp, b"eXIf"):
+        return height, width  # Pillow's getexif would decode the whole PNG looking for an eXIf after the pixels
     try:
         turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
     except Exception:  # a malformed EXIF block: shown as stored, as _oriented_converted does
         turned = False
     return (width, height) if turned else (height, width)
+
+
+def _png_has_chunk(fp, kind: bytes) -> bool:
+    """Whether a PNG file holds a chunk of this type anywhere, walking the chunk headers (seeking past their data, so
+    nothing is inflated); the file's position is kept. Unsure (no seekable file, a cut or damaged chunk list): True."""
+    try:
+        start = fp.tell()
+    except (AttributeError, OSError):
+        return True
+    try:
+        fp.seek(8)  # the signature
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                return True
+            length, found = struct.unpack(">I4s", head)
+            if found == kind:
+                return True
+            if found == b"IEND":
+                return False
+            fp.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    except (OSError, ValueError, struct.error):
+        return True
+    finally:
+        fp.seek(start)
 
 
 def _decoded_size(img) -> tuple[int, int]:
