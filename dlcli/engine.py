@@ -433,7 +433,7 @@ class Trainer:
                 self.check(i, p)
             xb = prepare_batch(xb, self.data.normalizer, self.channels_last)
             if augment:  # boxes and masks move with the pixels
-                xb, yb = apply_all(augment, xb, yb, self.task.spatial, getattr(self.task, "ignore_index", 255)) \
+                xb, yb = apply_all(augment, xb, yb, self.task.spatial, self.task.ignore_index) \
                     if self.task.spatial else (apply_all(augment, xb), yb)
             with autocast(self.device, self.precision):
                 logits = self.train_forward(xb)

@@ -97,6 +97,8 @@ class Task(Entry):
     # targets that augmentation moves with the pixels (dlcli.augment.apply_all) and answers that predict maps back
     # to each picture's own pixels (`answers(..., sizes=)`).
     spatial: ClassVar[str | None] = None
+    # The mask value where an augmentation leaves no pixel of the picture (a rotation's corners): not scored.
+    ignore_index: ClassVar[int] = 255
 
     _spelled: bool = True  # `task:` given in the config (False: classification by default)
 
