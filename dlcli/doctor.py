@@ -172,8 +172,8 @@ def check(entry, seed: int, source: str, task=None, notes=()) -> dict:
     report = Report(source, entry.dataset)
     for note in notes:
         report.add(INFO, "guessed", note)
-    if hasattr(entry, "survey"):  # a kind that checks itself (detection layouts)
-        entry.survey(report, seed)
+    if hasattr(entry, "survey"):  # a kind that checks itself (detection and segmentation layouts)
+        entry.survey(report, seed, task)
     elif entry.dataset == "image_folder":
         _check_image_folder(entry, report)
     elif entry.dataset == "image_table":

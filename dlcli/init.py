@@ -966,11 +966,23 @@ def propose_detection(data: dict, given: Path) -> Proposal:
               f"{boxes:,} box{'es' if boxes != 1 else ''}" + (f"; {empty:,} of the pictures hold no object." if empty
                                                              else ".")]
     what = f"{kind}, detection, {_plural(len(names), 'class')}, {_plural(len(train), 'picture')}, {channels}x{side}x{side}"
-    task = Key("task", "detection", "boxes around objects, each with a class and a score; judged on mAP@[.5:.95]")
+    task = Key("task", "detection", "boxes around objects, each with a class and a score; judged on mAP@[.5:.95]"
+               + (_outlined(Path(data["train_annotations"])) if kind == "coco" else ""))
     home = listing.home.parent if listing.home.name == "annotations" else listing.home
     return Proposal(_name_of(home), what, header, keys, model, optimizer,
                     _spatial_schedule(len(train)), warnings, task, Key("name", "cosine", "decays the lr to 0 over "
                                                                                       "the run"))
+
+
+def _outlined(path: Path) -> str:
+    """A note for a COCO file whose objects carry outlines (polygons or RLE): they can train a segmentation."""
+    from dlcli.data.detection import _load_json
+
+    annotations = _load_json(path, "train_annotations")["annotations"]
+    if not any(isinstance(a, dict) and a.get("segmentation") for a in annotations):
+        return ""
+    return ("; the file outlines its objects too: `task: segmentation` with model `{type: unet}` trains a mask per "
+            "picture from them")
 
 
 def masks_root(path: Path) -> Path | None:

@@ -12,7 +12,8 @@ Objects never overlap, so a picture's boxes and its mask tell the same story; so
 
 What is written under OUT (one folder of pictures, three ways of annotating them):
   images/<split>/NNNNNN.png                       the pictures (split: train, val, test)
-  annotations/instances_<split>.json              COCO: bbox [x, y, w, h] in pixels, category ids from 1
+  annotations/instances_<split>.json              COCO: bbox [x, y, w, h] in pixels, category ids from 1, each
+                                                  object's pixels as an uncompressed RLE (its segmentation)
   labels/<split>/NNNNNN.txt, data.yaml            YOLO: `class cx cy w h` normalised, Ultralytics' data.yaml
   masks/<split>/NNNNNN.png, classes.txt           masks: one byte per pixel, 0 background, 1.. the classes
   voc/Annotations/NNNNNN.xml, voc/JPEGImages/     Pascal VOC (pixels from 1), splits in voc/ImageSets/Main/
@@ -263,7 +264,8 @@ def write_scenes(out, n: int = 1000, kind: str = "shapes", size: int | tuple[int
             for (cls, x1, y1, x2, y2), area in zip(found.boxes, found.areas):
                 book["annotations"].append({"id": len(book["annotations"]) + 1, "image_id": i + 1,
                                             "category_id": cls + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                            "area": area, "iscrowd": 0})
+                                            "area": area, "iscrowd": 0,
+                                            "segmentation": _rle(found.mask, cls + 1, (x1, y1, x2, y2))})
         if "yolo" in layouts:
             # repr: the shortest text that reads back as the same float, so YOLO and COCO give the same boxes
             lines = [f"{cls} {(x1 + x2) / 2 / w!r} {(y1 + y2) / 2 / h!r} {(x2 - x1) / w!r} {(y2 - y1) / h!r}"
@@ -297,6 +299,19 @@ def write_scenes(out, n: int = 1000, kind: str = "shapes", size: int | tuple[int
         (out / "classes.txt").write_text("\n".join(["background", *classes]) + "\n")
         files["masks"] = [str(out / "masks")]
     return {"kind": kind, "classes": classes, "splits": counts, "files": files}
+
+
+def _rle(mask: np.ndarray, value: int, box) -> dict:
+    """COCO's uncompressed RLE of one object: its pixels (`value` inside its box; boxes never overlap) as run
+    lengths down the columns, starting with a run of background."""
+    x1, y1, x2, y2 = box
+    pixels = np.zeros(mask.shape, bool)
+    pixels[y1:y2, x1:x2] = mask[y1:y2, x1:x2] == value
+    flat = pixels.flatten(order="F")
+    edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
+    counts = runs.tolist() if not flat[0] else [0, *runs.tolist()]
+    return {"size": list(mask.shape), "counts": counts}
 
 
 def _write_voc(root: Path, stem: str, picture: Path, found: Scene, classes: list[str]) -> None:

@@ -313,7 +313,7 @@ class Masks(ImageEntry):
 
         return read_masks(self, seed)
 
-    def survey(self, report, seed: int = 0) -> None:
+    def survey(self, report, seed: int = 0, task=None) -> None:
         """`dlcli data check`: every bad mask or orphan file, pixels per class, background-only pictures."""
         from dlcli.data.segmentation import survey_masks
 
@@ -566,7 +566,7 @@ class DetectionEntry(ImageEntry):
     def describe(self, seed: int = 0, task=None):
         return (self.channels, *self.size()), self.class_names(), None
 
-    def survey(self, report, seed: int = 0) -> None:
+    def survey(self, report, seed: int = 0, task=None) -> None:
         """`dlcli data check`: every bad box and file, boxes per class and size, pictures without objects."""
         from dlcli.data.detection import survey_detection
 
@@ -576,7 +576,8 @@ class DetectionEntry(ImageEntry):
 @DATASETS.register("coco")
 class COCO(DetectionEntry):
     """COCO instances JSONs (bbox [x, y, w, h] in pixels, category_id, categories) and their pictures' folders;
-    val and test optional (cut from train); crowd boxes (iscrowd: 1) are left out of the targets."""
+    val and test optional (cut from train); crowd boxes (iscrowd: 1) are left out of the targets. Under task:
+    segmentation, each object's polygons or RLE are painted into a mask (background 0, crowds ignored)."""
 
     train_annotations: str = Field(description="the training split's instances JSON")
     train_images: str | None = Field(None, description="its pictures' folder (default: found beside the JSON: its "
@@ -587,6 +588,9 @@ class COCO(DetectionEntry):
     test_annotations: str | None = Field(None, description="the test split's instances JSON; default: test_split "
                                                            "of train held out")
     test_images: str | None = Field(None, description="its pictures' folder (default: found beside the JSON)")
+
+    # task: segmentation paints the objects' polygons or RLE into masks (dlcli.data.coco_masks)
+    tasks: ClassVar[tuple[str, ...]] = ("detection", "segmentation")
 
     def listing(self, problems):
         from dlcli.data.detection import read_coco
@@ -599,6 +603,35 @@ class COCO(DetectionEntry):
         from dlcli.data.detection import coco_categories
 
         return coco_categories(Path(self.train_annotations))[1]
+
+    def read(self, seed: int, preprocessing: dict | None = None, task=None):
+        if _segmenting(task):
+            from dlcli.data.coco_masks import read_coco_masks
+
+            return read_coco_masks(self, seed)
+        return super().read(seed, preprocessing, task)
+
+    def describe(self, seed: int = 0, task=None):
+        if _segmenting(task):
+            from pathlib import Path
+
+            from dlcli.data.coco_masks import class_names
+
+            return (self.channels, *self.size()), class_names(self.class_names(), Path(self.train_annotations)), None
+        return super().describe(seed, task)
+
+    def survey(self, report, seed: int = 0, task=None) -> None:
+        """`dlcli data check`: as for detection, and under task: segmentation every object's outline painted (each
+        bad one listed) and the pixels of each class."""
+        super().survey(report, seed, task)
+        if _segmenting(task):
+            from dlcli.data.coco_masks import survey_coco_masks
+
+            survey_coco_masks(self, report)
+
+
+def _segmenting(task) -> bool:
+    return task is not None and task.entry_name == "segmentation"
 
 
 @DATASETS.register("yolo")
