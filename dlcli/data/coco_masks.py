@@ -183,7 +183,7 @@ def _masks(pictures, objects: dict, size: tuple[int, int], cache_dir: Path | Non
         return make()["y"]
     from dlcli.data.cache import cached_tensors, file_stamp
 
-    key = file_stamp(jsons, extra=f"coco masks 1 {size} {[str(p.path) for p in pictures]}")
+    key = file_stamp([*jsons, *(p.path for p in pictures)], extra=f"coco masks 1 {size}")  # a size may be a header's
     return cached_tensors(cache_dir / f"coco-masks-{key}.pt", make, keep=CACHED_SPLITS)["y"]
 
 
