@@ -213,7 +213,7 @@ def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024
     input values (a conv layer's activations for 1,024 images of 64x64 would take half a GB). `shrink` (a task's):
     what is kept of each batch's outputs (detection keeps its decoded boxes, not the dense outputs)."""
     model.eval()
-    batch_size = max(1, min(batch_size, EVAL_VALUES // max(1, math.prod(x.shape[1:]))))
+    batch_size = eval_rows(x, batch_size)
     out = []
     for start in range(0, len(x), batch_size):
         xb = prepare_batch(x[start : start + batch_size].to(device, non_blocking=True), normalizer, channels_last)
@@ -221,6 +221,24 @@ def predict_logits(model, x, normalizer, device, precision="32", batch_size=1024
             found = model(xb).float()
         out.append(shrink(found) if shrink is not None else found)
     return torch.cat(out).cpu() if out else torch.empty(0)
+
+
+def eval_rows(x, batch_size: int) -> int:
+    """Rows of x per evaluation batch: at most batch_size and EVAL_VALUES input values."""
+    return max(1, min(batch_size, EVAL_VALUES // max(1, math.prod(x.shape[1:]))))
+
+
+def chunked_stats(task, model, x, y, normalizer, device, precision="32", batch_size=1024, channels_last=False):
+    """A task's stats of (x, y) summed over batches of outputs, never holding more than one batch's (what a task
+    with figure_rows scores by: its stats are additive, as DDP's sums over ranks need them to be)."""
+    rows = eval_rows(x, batch_size)
+    total = None
+    for start in range(0, len(x), rows):
+        out = predict_logits(model, x[start:start + rows], normalizer, device, precision, rows, channels_last,
+                             task.shrink)
+        found = task.stats(out, y[start:start + rows].cpu())
+        total = found if total is None else {k: total[k] + found[k] for k in total}
+    return total if total is not None else task.stats(torch.empty(0), y[:0].cpu())
 
 
 class Interrupted(DlcliError):
@@ -519,8 +537,14 @@ class Trainer:
     def evaluate(self, split) -> dict:
         """The split's loss and the task's metrics. Under DDP each rank scores every world-th sample and the
         task's additive sums over ranks give the split's figures."""
-        outputs, y = self.outputs(split)
-        stats = self.task.stats(outputs, y)
+        if self.task.figure_rows is not None:  # outputs too large to hold for a split
+            r, w = self.world.rank, self.world.size
+            x, y = (split.x, split.y) if not self.world.distributed else (split.x[r::w], split.y[r::w])
+            stats = chunked_stats(self.task, self.forward, x, y, self.data.normalizer, self.device,
+                                  self.scoring_precision, self.cfg.train.eval_batch_size, self.channels_last)
+        else:
+            outputs, y = self.outputs(split)
+            stats = self.task.stats(outputs, y)
         if self.world.distributed:
             stats = {k: self.world.total(v) for k, v in stats.items()}
         return self.task.scores(stats)

@@ -36,13 +36,24 @@ def evaluate_run(run: Path, split: str = "test", checkpoint: str = "best", devic
     actual, ...) into it, and return the report."""
     loaded = load_run(run, checkpoint, device)
     samples = rebuild_split(loaded, split)
-    outputs = loaded.logits(samples.x)
     task = loaded.task
+    x, y = samples.x, samples.y
+    if task.figure_rows is None:
+        outputs = loaded.logits(x)
+        scored = task.report(outputs, y)
+    else:  # scored batch by batch; the figures see the first rows' outputs
+        from dlcli.engine import chunked_stats
+
+        scored = task.report_stats(chunked_stats(task, loaded.model, x, y, loaded.normalizer, loaded.device,
+                                                 loaded.precision, loaded.cfg.train.eval_batch_size,
+                                                 loaded.channels_last), y)
+        x, y = x[:task.figure_rows], y[:task.figure_rows]
+        outputs = loaded.logits(x)
     report = {"run_id": run.name, "split": split, "checkpoint": checkpoint, "checkpoint_epoch": loaded.epoch,
-              "dataset": loaded.cfg.data.dataset, "task": task.entry_name, **task.report(outputs, samples.y)}
+              "dataset": loaded.cfg.data.dataset, "task": task.entry_name, **scored}
     json_path = run / f"eval-{split}.json"
-    figures = task.plots(report, outputs, samples.y, run, split, f"{run.name}: {split} split, {checkpoint} checkpoint")
-    figures.update(task.draw(samples.x, outputs, samples.y, run, split))  # pictures with masks or boxes drawn
+    figures = task.plots(report, outputs, y, run, split, f"{run.name}: {split} split, {checkpoint} checkpoint")
+    figures.update(task.draw(x, outputs, y, run, split))  # pictures with masks or boxes drawn
     report["files"] = {"report": str(json_path), **figures}
     try:
         runs.write_json(json_path, report)

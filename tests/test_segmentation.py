@@ -103,6 +103,40 @@ def test_a_tiny_unet_finds_the_shapes(trained):
     assert grid.size[0] > 6 * 32 and grid.size[1] >= 32  # pictures, true and predicted masks side by side
 
 
+def test_validation_and_evaluate_score_in_chunks_never_a_whole_splits_outputs(trained, monkeypatch):
+    """A split's class scores per pixel (pictures x classes x H x W floats) can outgrow memory: evaluate and
+    validation sum the task's stats over batches of eval_batch_size pictures, and give what scoring the whole split's
+    outputs at once gives (computed here by hand from them)."""
+    from dlcli.evaluate import evaluate_run, rebuild_split
+    from dlcli.loaded import load_run
+    from dlcli.tasks.segmentation import Segmentation, confusion
+
+    seen = []
+    stats = Segmentation.stats
+    monkeypatch.setattr(Segmentation, "stats", lambda self, out, y: seen.append(len(out)) or stats(self, out, y))
+    root = trained["root"]
+    run = train(root, {**seg_config(trained["data"]), "name": "chunks",
+                       "train": {"epochs": 1, "batch_size": 8, "precision": "32", "eval_batch_size": 3}},
+                root / "runs-chunks")
+    assert len(seen) >= 6 and max(seen) <= 3, seen  # validation and test: 7 pictures each, 3 at a time
+    seen.clear()
+    report = evaluate_run(run)
+    assert len(seen) == 3 and max(seen) <= 3, seen
+    summary = json.loads((run / "summary.json").read_text())
+    assert report["miou"] == pytest.approx(summary["test"]["miou"], abs=1e-12)
+
+    held = load_run(run, "best", "cpu")
+    test = rebuild_split(held, "test")
+    out = held.logits(test.x)  # the whole split at once, scored by hand
+    cm = confusion(out.argmax(1), test.y, len(CLASSES), 255).numpy()
+    with np.errstate(invalid="ignore"):
+        iou = np.diag(cm) / (cm.sum(0) + cm.sum(1) - np.diag(cm))
+    assert report["miou"] == pytest.approx(float(np.nanmean(iou)), abs=1e-9)
+    loss = torch.nn.functional.cross_entropy(out, test.y.long(), reduction="none").flatten(1).mean(1).mean()
+    assert report["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert report["confusion_matrix"] == cm.astype(int).tolist()
+
+
 def test_the_default_monitor_is_val_miou(trained):
     cfg = yaml.safe_load((trained["run"] / "config.yaml").read_text())
     assert cfg["train"]["checkpoint_monitor"] == "val_miou"

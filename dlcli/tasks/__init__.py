@@ -99,6 +99,10 @@ class Task(Entry):
     spatial: ClassVar[str | None] = None
     # The mask value where an augmentation leaves no pixel of the picture (a rotation's corners): not scored.
     ignore_index: ClassVar[int] = 255
+    # Where a split's raw outputs are too large to hold at once (a class score per pixel), validation and evaluate
+    # score it in chunks, summing the task's additive stats, and evaluate's figures see the first `figure_rows`
+    # outputs only (dlcli.engine.chunked_stats, `report_stats`). None: the whole split's outputs are kept.
+    figure_rows: ClassVar[int | None] = None
 
     _spelled: bool = True  # `task:` given in the config (False: classification by default)
 
@@ -223,6 +227,10 @@ class Task(Entry):
 
     def report(self, out, y) -> dict:
         """evaluate's metrics of a split: the keys of `evaluate --json`."""
+        raise NotImplementedError
+
+    def report_stats(self, stats: dict, y) -> dict:
+        """evaluate's metrics from the split's summed `stats` (tasks with `figure_rows`)."""
         raise NotImplementedError
 
     def plots(self, report: dict, out, y, folder, split: str, title: str) -> dict:

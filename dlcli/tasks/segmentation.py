@@ -90,6 +90,7 @@ class Segmentation(Task):
     default_monitor: ClassVar[str] = "val_miou"
     export_output_name: ClassVar[str] = "probabilities"
     spatial: ClassVar[str | None] = "mask"
+    figure_rows: ClassVar[int | None] = GRID  # a split's per-pixel scores would not fit in memory: scored in chunks
 
     def output_shape(self, outputs, input_shape):
         return (outputs, *tuple(input_shape)[1:])
@@ -206,14 +207,16 @@ class Segmentation(Task):
                 "output_shape": [-1, len(self._names), *getattr(self, "_input_shape", (0, "H", "W"))[1:]]}
 
     def report(self, out, y):
+        return self.report_stats(self.stats(out.float().cpu(), y.cpu()), y)
+
+    def report_stats(self, stats, y):
         import torch
 
-        k = len(self._names)
-        out, y = out.float().cpu(), y.cpu()
-        cm = confusion(out.argmax(1), y, k, self._ignore)
+        y = y.cpu()
+        cm = stats["confusion"].cpu()
         found = iou_scores(cm)
         n = len(y)
-        loss = float(self.criterion(out, y, reduction="sum")) / n if n else float("nan")
+        loss = float(stats["loss"]) / n if n else float("nan")
         as_float = lambda v: None if v != v else v  # noqa: E731  (NaN -> null in the JSON)
         per_class = [{"index": i, "label": name, "iou": as_float(found["iou"][i].item()),
                       "dice": as_float(found["dice"][i].item()), "precision": as_float(found["precision"][i].item()),
