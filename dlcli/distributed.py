@@ -79,6 +79,15 @@ class World:
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    def same_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (batchnorm's running statistics) on every rank. DDP broadcasts them before each training
+        forward, which then updates each rank's copy from its own batch: without this, validation would score every
+        rank's share with other statistics than the checkpoint (rank 0's) holds."""
+        if not self.distributed:
+            return
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, src=0)
+
     @contextlib.contextmanager
     def main_first(self, local: bool = False):
         """Rank 0 (with `local`, each machine's first rank) runs the block, then the others do: one process

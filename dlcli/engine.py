@@ -537,6 +537,7 @@ class Trainer:
     def evaluate(self, split) -> dict:
         """The split's loss and the task's metrics. Under DDP each rank scores every world-th sample and the
         task's additive sums over ranks give the split's figures."""
+        self.world.same_buffers(self.model)  # every rank scores with the statistics the checkpoint keeps
         if self.task.figure_rows is not None:  # outputs too large to hold for a split
             r, w = self.world.rank, self.world.size
             x, y = (split.x, split.y) if not self.world.distributed else (split.x[r::w], split.y[r::w])
@@ -545,7 +546,9 @@ class Trainer:
         else:
             outputs, y = self.outputs(split)
             stats = self.task.stats(outputs, y)
-        if self.world.distributed:
+        if self.world.distributed and self.task.rank_stats == "join":
+            stats = self.task.join(self.world.gather({k: v.cpu() for k, v in stats.items()}))
+        elif self.world.distributed:
             stats = {k: self.world.total(v) for k, v in stats.items()}
         return self.task.scores(stats)
 

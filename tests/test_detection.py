@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from dlcli import rundirs as runs
@@ -380,8 +381,6 @@ def test_detection_refuses_what_it_cannot_honour(scenes):
     from dlcli.errors import ConfigError
     from dlcli.config import validate_config
 
-    with pytest.raises(ConfigError, match="train.devices: detection scores validation mAP"):
-        validate_config(config(str(scenes / "data.yaml"), devices=2))
     with pytest.raises(ConfigError, match="'val_loss' is not a metric of the detection task"):
         validate_config(config(str(scenes / "data.yaml"), checkpoint_monitor="val_loss"))
     assert validate_config(config(str(scenes / "data.yaml"))).train.checkpoint_monitor == "val_map"
@@ -389,6 +388,30 @@ def test_detection_refuses_what_it_cannot_honour(scenes):
         validate_config({**config(str(scenes / "data.yaml")), "model": {"type": "cnn"}})
     with pytest.raises(ConfigError, match="model.type: a detector model answers detection, not classification"):
         validate_config({"data": {"dataset": "synthetic", "shape": [3, 32, 32]}, "model": {"type": "detector"}})
+
+
+def test_two_processes_score_validation_map_over_the_whole_split(scenes, tmp_path):
+    """DDP over gloo: each rank decodes its share of the validation pictures, and mAP (no sum over pictures) is
+    computed from every rank's boxes gathered: each epoch's val_map equals a single process scoring that epoch's
+    weights on the whole split, and the run's test map equals `dlcli evaluate`'s."""
+    from tests.test_distributed import dlcli, finished, run_of
+
+    # precise_bn off: each rank's batchnorm statistics drift apart with its own batches, and scoring must use rank 0's
+    cfg = config(str(scenes / "data.yaml"), epochs=2, batch_size=8, precise_bn=False)
+    cfg["data"]["max_train_samples"] = 48
+    cfg["model"]["channels"], cfg["model"]["width"] = [8, 16, 16, 16, 16], 16
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    finished(dlcli("train", path, "--devices", "2", "--runs-dir", tmp_path / "two", "-q"))
+    run = run_of(tmp_path / "two")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    from dlcli.evaluate import evaluate_run
+
+    last = evaluate_run(run, split="val", checkpoint="last", device="cpu")
+    assert rows[-1]["val_map"] == pytest.approx(last["map"], abs=1e-9)
+    assert last["samples"] == 20 and rows[-1]["val_map"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"]["map"] == pytest.approx(evaluate_run(run, device="cpu")["map"], abs=1e-9)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -103,6 +103,9 @@ class Task(Entry):
     # score it in chunks, summing the task's additive stats, and evaluate's figures see the first `figure_rows`
     # outputs only (dlcli.engine.chunked_stats, `report_stats`). None: the whole split's outputs are kept.
     figure_rows: ClassVar[int | None] = None
+    # DDP: how the ranks' stats of a split become the split's: "sum" (added over ranks) or "join" (gathered and
+    # joined by `join`, for figures that are no sum over pictures: detection's mAP)
+    rank_stats: ClassVar[str] = "sum"
 
     _spelled: bool = True  # `task:` given in the config (False: classification by default)
 
@@ -193,6 +196,10 @@ class Task(Entry):
 
     def scores(self, stats: dict) -> dict:
         """{"loss": ..., metric: ...} from the sums of `stats` over the whole split."""
+        raise NotImplementedError
+
+    def join(self, parts: list[dict]) -> dict:
+        """DDP, rank_stats "join": the split's stats from every rank's (in rank order)."""
         raise NotImplementedError
 
     def tunes(self) -> bool:

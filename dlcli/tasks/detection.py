@@ -88,6 +88,7 @@ class Detection(Task):
     default_monitor: ClassVar[str] = "val_map"
     export_output_name: ClassVar[str] = "detections"
     spatial: ClassVar[str | None] = "boxes"
+    rank_stats: ClassVar[str] = "join"  # DDP: every rank's boxes gathered, mAP over the whole split
 
     loss: Literal["focal", "bce"] = Field("focal", description="the classes' loss over every location: focal "
                                                                "(sigmoid, alpha 0.25, gamma 2; Lin et al. 2017) or "
@@ -109,9 +110,6 @@ class Detection(Task):
         return False  # no validation loss: best.pt and early stopping follow val_map
 
     def check_train(self, train_cfg):
-        if train_cfg.devices > 1:
-            return ("devices: detection scores validation mAP over the whole split in one process; "
-                    "train it with devices: 1")
         if train_cfg.label_smoothing:
             return "label_smoothing: detection's class loss is per box; it takes no label smoothing"
         if train_cfg.class_weights != "none":
@@ -220,9 +218,26 @@ class Detection(Task):
     def stats(self, out, y):
         import torch
 
-        # mAP is no sum over pictures: the split's boxes are kept whole (one process; check_train refuses DDP)
+        # mAP is no sum over pictures: the split's boxes are kept whole (under DDP, gathered from the ranks: `join`)
         return {"count": torch.tensor(float(len(y)), dtype=torch.float64), "detections": out.double(),
                 "targets": y.double()}
+
+    def join(self, parts):
+        import torch
+
+        def joined(key):  # ranks may pad their targets to other widths: pad to the widest with class -1 rows
+            width = max(p[key].shape[1] for p in parts)
+            out = []
+            for p in parts:
+                t = p[key]
+                if t.shape[1] < width:
+                    pad = torch.full((t.shape[0], width - t.shape[1], t.shape[2]), -1.0, dtype=t.dtype)
+                    t = torch.cat([t, pad], dim=1)
+                out.append(t)
+            return torch.cat(out)
+
+        return {"count": sum(p["count"] for p in parts), "detections": joined("detections"),
+                "targets": joined("targets")}
 
     def scores(self, stats):
         if not float(stats["count"]):
