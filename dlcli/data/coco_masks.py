@@ -106,14 +106,21 @@ def coco_objects(path: Path, book: dict, folder: Path) -> dict[Path, list]:
     return found
 
 
+def _split_file(entry, split: str) -> tuple[Path, dict, Path]:
+    """A split's COCO file: its path, its contents and its pictures' folder (found as the detection reader finds it)."""
+    from dlcli.data.detection import _image_folder, _load_json
+
+    path = Path(getattr(entry, f"{split}_annotations"))
+    book = _load_json(path, f"{split}_annotations")
+    first = next((img.get("file_name") for img in book["images"] if isinstance(img, dict)), None)
+    return path, book, _image_folder(path, split, getattr(entry, f"{split}_images"), first)
+
+
 def read_coco_masks(entry, seed: int):
     """The DataBundle of a COCO entry under task segmentation: uint8 pictures (N, C, H, W) and uint8 masks (N, H, W)
     per split, val and test cut from train (seeded, at random) where the layout has none."""
-    import torch
-
-    from dlcli.data.bundle import DataBundle, Normalizer, Split, Splitter, statistics
-    from dlcli.data.detection import SPLITS, _image_folder, _load_json, coco_categories, problems_for, read_coco
-    from dlcli.data.stream import FileList
+    from dlcli.data.detection import coco_categories, problems_for, read_coco
+    from dlcli.data.segmentation import mask_bundle
 
     if entry.cv_fold:
         raise DataError("train.cv: cross-validation of a coco dataset under task segmentation is not supported: "
@@ -125,44 +132,16 @@ def read_coco_masks(entry, seed: int):
     index = {cid: i + 1 for i, cid in enumerate(ids)}
     objects: dict[Path, list] = {}
     for split in listing.splits:
-        path = Path(getattr(entry, f"{split}_annotations"))
-        book = _load_json(path, f"{split}_annotations")
-        first = next((img.get("file_name") for img in book["images"] if isinstance(img, dict)), None)
-        folder = _image_folder(path, split, getattr(entry, f"{split}_images"), first)
+        path, book, folder = _split_file(entry, split)
         for picture, found in coco_objects(path, book, folder).items():
             objects[picture] = [(index.get(cid, 0), segm, crowd, where) for cid, segm, crowd, where in found]
-    shape = (entry.channels, *entry.size())
     cache_dir = listing.home / ".cache" if entry.cache else None
-    train = listing.splits["train"]
-    cut = Splitter(None, seed, "random", names, n=len(train))
-    picked = {}
-    if "test" not in listing.splits:
-        picked["test"] = cut.cut(entry.test_split, "test")
-    if "val" not in listing.splits:
-        picked["val"] = cut.cut(entry.val_split, "val")
-    picked["train"] = cut.train(entry.max_train_samples, entry.val_split)
-    known, splits = {}, {}
-    for split in SPLITS:
-        if split in picked:
-            pictures = [train[i] for i in picked[split].tolist()]
-        elif split in listing.splits:
-            pictures = listing.splits[split]
-        else:
-            continue
-        if not pictures:
-            empty = Split(torch.empty((0, *shape), dtype=torch.uint8), torch.empty((0, *shape[1:]), dtype=torch.uint8))
-            splits[split] = None if split == "val" else empty
-            continue
-        y = _masks(pictures, objects, shape[1:], cache_dir, [Path(f) for f in (
-            entry.train_annotations, entry.val_annotations, entry.test_annotations) if f])
-        x, known[split] = FileList([p.path for p in pictures], shape, 0, False, cache_dir).decoded()
-        splits[split] = Split(x, y)
-    fit_on = splits["train"]
-    mean, std, image = known["train"] if known.get("train") else statistics(fit_on.x)
-    counts = torch.bincount(fit_on.y.flatten().long(), minlength=256)[: len(names)]
-    target = {"ignore_index": IGNORE, "pixels": counts.tolist()}
-    return DataBundle(fit_on, splits.get("val"), splits["test"], names, shape, Normalizer(mean, std, image), None,
-                      None, [*listing.notes, *cut.notes], target)
+    jsons = [Path(f) for f in (entry.train_annotations, entry.val_annotations, entry.test_annotations) if f]
+
+    def decode(pictures):
+        return _masks(pictures, objects, entry.size(), cache_dir, jsons), [p.path for p in pictures]
+
+    return mask_bundle(entry, seed, names, listing.splits, decode, IGNORE, cache_dir, listing.notes)
 
 
 def _masks(pictures, objects: dict, size: tuple[int, int], cache_dir: Path | None, jsons: list[Path]):
@@ -191,7 +170,7 @@ def survey_coco_masks(entry, report) -> None:
     """`dlcli data check` of a COCO entry under task segmentation, after the detection survey: every object whose
     outline cannot be painted (an error each, as training would stop at the first) and each class's share of the
     training pictures' pixels at their own size."""
-    from dlcli.data.detection import _header_size, _image_folder, _load_json, coco_categories
+    from dlcli.data.detection import _header_size, coco_categories
     from dlcli.tasks import ERROR, INFO
 
     train_path = Path(entry.train_annotations)
@@ -206,11 +185,8 @@ def survey_coco_masks(entry, report) -> None:
         given = getattr(entry, f"{split}_annotations")
         if not given:
             continue
-        path = Path(given)
         try:
-            book = _load_json(path, f"{split}_annotations")
-            first = next((img.get("file_name") for img in book["images"] if isinstance(img, dict)), None)
-            folder = _image_folder(path, split, getattr(entry, f"{split}_images"), first)
+            path, book, folder = _split_file(entry, split)
         except DataError:
             continue  # the detection survey has reported it
         sizes = {folder / img["file_name"]: (img.get("height"), img.get("width")) for img in book["images"]

@@ -167,23 +167,37 @@ def decode_masks(pictures: list[Path], masks: list[Path], size: tuple[int, int],
 
 
 def read_masks(entry, seed: int):
-    """The DataBundle: uint8 pictures (N, C, H, W) and uint8 masks (N, H, W) per split; val and test cut from train
-    (seeded, at random) where their folders are absent."""
-    import torch
-
-    from dlcli.data.bundle import DataBundle, Normalizer, Split, Splitter, statistics
-    from dlcli.data.stream import FileList
-
+    """The DataBundle of a masks entry: uint8 pictures (N, C, H, W) and uint8 masks (N, H, W) per split; val and test
+    cut from train (seeded, at random) where their folders are absent."""
     root = Path(entry.root)
     names = class_names(entry)
     if entry.ignore_index < len(names):
         raise DataError(f"data.ignore_index {entry.ignore_index} is the index of class '{names[entry.ignore_index]}'"
                         f": choose a value of no class (255 by default)")
     folders = split_folders(root)
-    shape = (entry.channels, *entry.size())
+    size = entry.size()
     cache_dir = root / ".cache" if entry.cache else None
-    listed = {split: pair_files(*folders[split]) for split in folders}
-    cut = Splitter(None, seed, "random", names, n=len(listed["train"][0]))
+    listed = {split: list(zip(*pair_files(*folders[split]))) for split in folders}
+
+    def decode(pairs):  # masks first: a bad mask is named before any picture is decoded
+        pictures, masks = [p for p, _ in pairs], [m for _, m in pairs]
+        return decode_masks(pictures, masks, size, len(names), entry.ignore_index, cache_dir), pictures
+
+    return mask_bundle(entry, seed, names, listed, decode, entry.ignore_index, cache_dir)
+
+
+def mask_bundle(entry, seed: int, names: list[str], listed: dict, decode, ignore_index: int, cache_dir, notes=()):
+    """The DataBundle of a segmentation layout: `listed` holds each split's items as the layout lists them (train
+    always), `decode(items)` gives their masks (N, H, W) at image_size and their pictures' paths; val and test are
+    cut from train (seeded, at random) where the layout has none."""
+    import torch
+
+    from dlcli.data.bundle import DataBundle, Normalizer, Split, Splitter, statistics
+    from dlcli.data.stream import FileList
+
+    shape = (entry.channels, *entry.size())
+    train = listed["train"]
+    cut = Splitter(None, seed, "random", names, n=len(train))
     picked = {}
     if "test" not in listed:
         picked["test"] = cut.cut(entry.test_split, "test")
@@ -193,27 +207,24 @@ def read_masks(entry, seed: int):
     known, splits = {}, {}
     for split in SPLITS:
         if split in picked:
-            pictures, masks = listed["train"]
-            idx = picked[split].tolist()
-            pictures, masks = [pictures[i] for i in idx], [masks[i] for i in idx]
+            items = [train[i] for i in picked[split].tolist()]
         elif split in listed:
-            pictures, masks = listed[split]
+            items = listed[split]
         else:
             continue
-        if not pictures:  # a cut of none: no validation split, an empty test split
+        if not items:  # a cut of none: no validation split, an empty test split
             empty = Split(torch.empty((0, *shape), dtype=torch.uint8), torch.empty((0, *shape[1:]), dtype=torch.uint8))
             splits[split] = None if split == "val" else empty
             continue
-        # masks first: a bad mask is named before any picture is decoded
-        y = decode_masks(pictures, masks, shape[1:], len(names), entry.ignore_index, cache_dir)
+        y, pictures = decode(items)
         x, known[split] = FileList(pictures, shape, 0, False, cache_dir).decoded()
         splits[split] = Split(x, y)
-    train = splits["train"]
-    mean, std, image = known["train"] if known.get("train") else statistics(train.x)
-    counts = torch.bincount(train.y.flatten().long(), minlength=256)[: len(names)]
-    target = {"ignore_index": entry.ignore_index, "pixels": counts.tolist()}
-    return DataBundle(train, splits.get("val"), splits["test"], names, shape, Normalizer(mean, std, image), None, None,
-                      cut.notes, target)
+    fit_on = splits["train"]
+    mean, std, image = known["train"] if known.get("train") else statistics(fit_on.x)
+    counts = torch.bincount(fit_on.y.flatten().long(), minlength=256)[: len(names)]
+    target = {"ignore_index": ignore_index, "pixels": counts.tolist()}
+    return DataBundle(fit_on, splits.get("val"), splits["test"], names, shape, Normalizer(mean, std, image), None, None,
+                      [*notes, *cut.notes], target)
 
 
 def survey_masks(entry, report) -> None:
