@@ -631,7 +631,8 @@ class COCO(DetectionEntry):
 
 
 def _segmenting(task) -> bool:
-    return task is not None and task.entry_name == "segmentation"
+    """Whether the task takes a mask per picture (its spatial targets), as segmentation does."""
+    return task is not None and task.spatial == "mask"
 
 
 @DATASETS.register("yolo")
