@@ -225,19 +225,9 @@ class Detection(Task):
     def join(self, parts):
         import torch
 
-        def joined(key):  # ranks may pad their targets to other widths: pad to the widest with class -1 rows
-            width = max(p[key].shape[1] for p in parts)
-            out = []
-            for p in parts:
-                t = p[key]
-                if t.shape[1] < width:
-                    pad = torch.full((t.shape[0], width - t.shape[1], t.shape[2]), -1.0, dtype=t.dtype)
-                    t = torch.cat([t, pad], dim=1)
-                out.append(t)
-            return torch.cat(out)
-
-        return {"count": sum(p["count"] for p in parts), "detections": joined("detections"),
-                "targets": joined("targets")}
+        # every rank pads alike: detections to max_detections rows, targets to the most boxes of any picture
+        return {"count": sum(p["count"] for p in parts), "detections": torch.cat([p["detections"] for p in parts]),
+                "targets": torch.cat([p["targets"] for p in parts])}
 
     def scores(self, stats):
         if not float(stats["count"]):
