@@ -79,6 +79,11 @@ CANDIDATES = {
     "linear+mlp, quantiles, blend, 8 val windows": {"model": LINEAR_MLP, "task.quantiles": [0.1, 0.5, 0.9],
                                                     "task.blend": "seasonal_naive", "data.val_split": 2,
                                                     "data.val_windows": 8},
+    # the point network as shipped, intervals from its errors over every training and validation window
+    "linear+mlp, conformal": {"model": LINEAR_MLP, "task.quantiles": [0.1, 0.5, 0.9], "task.intervals": "conformal"},
+    "linear+mlp, blend, 8 val windows, conformal": {"model": LINEAR_MLP, "task.quantiles": [0.1, 0.5, 0.9],
+                                                    "task.intervals": "conformal", "task.blend": "seasonal_naive",
+                                                    "data.val_split": 2, "data.val_windows": 8},
 }
 
 
@@ -228,10 +233,8 @@ def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: 
         cfg["seed"] = seed
         cfg["name"] = f"{name}-{seed}"
         for key, value in recipe.items():
-            if key == "model":
-                levels = set(recipe.get("task.quantiles") or []) | ({0.5} if recipe.get("task.quantiles") else set())
-                width = horizon * max(len(levels), 1)  # the head: horizon x quantiles
-                cfg["model"] = json.loads(json.dumps(value).replace('"H"', str(width)))
+            if key == "model":  # the head: as wide as the task's outputs (horizon x quantiles the head forecasts)
+                cfg["model"] = json.loads(json.dumps(value).replace('"H"', '"outputs"'))
             else:  # data.normalize, task.loss
                 section, field = key.split(".")
                 if not isinstance(cfg.get(section), dict):  # task: forecast -> {type: forecast}

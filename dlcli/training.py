@@ -465,6 +465,16 @@ def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=No
             task.bind(data.target, data.classes, cfg.train, device, data.train.y)
             if world.main:
                 runs.write_json(run / "data.json", data_info(cfg, data))
+    if task.tunes_on_history():  # conformal intervals: the errors over every window before the test split
+        splits = [s for s in (data.train, data.val) if s is not None]
+        outs = [predict_logits(trainer.forward, s.x, data.normalizer, device, trainer.scoring_precision,
+                               cfg.train.eval_batch_size, trainer.channels_last, task.shrink) for s in splits]
+        tuned = task.tune_history(torch.cat(outs), torch.cat([s.y.cpu() for s in splits]))
+        if tuned:
+            data.target.update(tuned)
+            task.bind(data.target, data.classes, cfg.train, device, data.train.y)
+            if world.main:
+                runs.write_json(run / "data.json", data_info(cfg, data))
     test = trainer.evaluate(data.test.to(device))
     if not world.main:
         return run

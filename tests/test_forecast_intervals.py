@@ -143,19 +143,22 @@ def test_blend_weight_is_the_validation_optimum_of_a_numpy_grid():
         {"horizon": H, "targets": ["a"]}, ["o"] * H).tune(torch.tensor(naive_out), y)["naive_weight"] <= 0.1
 
 
-@pytest.fixture(scope="module")
-def quantile_run(tmp_path_factory):
-    """A tiny run with quantiles and the blend, and a history file with a series the run has not seen."""
+@pytest.fixture(scope="module", params=["head", "conformal"])
+def quantile_run(tmp_path_factory, request):
+    """A tiny run with quantiles (from the head, or conformal) and the blend, and a history file with a series the
+    run has not seen."""
     root = tmp_path_factory.mktemp("forecast-quantiles")
     path = monthly_csv(root / "sales.csv", series=((100, 20), (50, 5)), n=60)
     cfg = series_cfg(path, lookback=12, horizon=3)
-    cfg["task"] = {"type": "forecast", "quantiles": [0.1, 0.9], "blend": "seasonal_naive"}
+    cfg["task"] = {"type": "forecast", "quantiles": [0.1, 0.9], "blend": "seasonal_naive",
+                   "intervals": request.param}
     cfg["train"]["epochs"] = 4
     (root / "fc.yaml").write_text(yaml.safe_dump(cfg))
     ok("train", root / "fc.yaml", "--runs-dir", root / "runs")
     run = next((root / "runs").iterdir())
     info = json.loads((run / "data.json").read_text())
     assert 0 <= info["task"]["naive_weight"] <= 1
+    assert ("conformal_offsets" in info["task"]) == (request.param == "conformal")
     info["task"]["naive_weight"] = 0.3  # whatever validation chose, a weight that moves every forecast
     (run / "data.json").write_text(json.dumps(info))
     new = root / "new.csv"

@@ -516,7 +516,7 @@ class Series(DataEntry):
         from dlcli.data.series import known_count, output_names, window_length
 
         targets = self.target_list()
-        levels = task.levels() if hasattr(task, "levels") else []
+        levels = task.head_levels() if hasattr(task, "head_levels") else []
         channels = len(targets) + len(self.covariates) + known_count(self)
         return (window_length(self), channels), output_names(targets, self.horizon, levels), None
 

@@ -570,7 +570,7 @@ def read_series(entry, seed: int, preprocessing: dict | None = None, task=None):
         windows.train = (windows.train[0][np.sort(keep)], windows.train[1][np.sort(keep)])
     split = lambda pair: WindowSplit(store, torch.from_numpy(pair[0]), torch.from_numpy(pair[1]))  # noqa: E731
     channels = len(table.channels)
-    names = output_names(table.channels[:K], H, task.levels() if hasattr(task, "levels") else [])
+    names = output_names(table.channels[:K], H, task.head_levels() if hasattr(task, "head_levels") else [])
     notes = [f"frequency {freq.name} (season {freq.season}), {len(lengths):,} series, {len(windows.train[0]):,} "
              "training windows", *notes]  # a series left out is named among the notes
     stored = {"kind": "series", "frequency": freq.to_dict(), "channels": table.channels, "targets": K,
@@ -743,7 +743,8 @@ def window_model(model, task, entry, season: int):
         raise DataError(f"data.normalize: season starts each forecast from last season's values, {season} steps back, "
                         f"which a window of lookback = {L} steps does not hold: an exported model reads the window "
                         f"alone (retrain with lookback >= {season} to export; predict and serve read whole histories)")
-    weight, mid, Q = task._weight, task._mid, len(task.levels()) or 1
+    weight, mid, Q = task._weight, task._mid, len(task.head_levels()) or 1
+    offsets = task._offsets  # conformal intervals: constants of the graph
     if weight != 1.0 and L < season:
         raise DataError(f"task.blend: the forecast mixes in last season's values, {season} steps back, which a window "
                         f"of lookback = {L} steps does not hold: an exported model reads the window alone (retrain "
@@ -776,8 +777,9 @@ def window_model(model, task, entry, season: int):
             else:
                 base = torch.zeros_like(out[..., 0])
             naive = window[:, self.before, :K].float() if weight != 1.0 else None
-            q = task.in_units(out, base, series_mean[:, :K], series_std[:, :K], naive, weight, mid, task._spread)
-            return q if Q > 1 else q[..., 0]
+            q = task.in_units(out, base, series_mean[:, :K], series_std[:, :K], naive, weight, mid, task._spread,
+                              offsets)
+            return q if q.shape[-1] > 1 else q[..., 0]
 
     return WindowForecast().eval()
 

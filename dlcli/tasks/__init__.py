@@ -211,6 +211,15 @@ class Task(Entry):
         data.json's `task`; None when nothing is tuned."""
         return None
 
+    def tunes_on_history(self) -> bool:
+        """Whether `tune_history` decides anything after training (and after `tune`)."""
+        return False
+
+    def tune_history(self, out, y) -> dict | None:
+        """After training and `tune`, what the outputs of every training and validation sample decide (a
+        forecast's conformal intervals): stored in data.json's `task` beside `tune`'s."""
+        return None
+
     def shrink(self, out):
         """One evaluation batch's raw outputs -> what scoring, evaluate and predict keep of them (applied per batch by
         dlcli.engine.predict_logits before the batches are joined). The identity, except where raw outputs are too

@@ -10,10 +10,12 @@ forecast, which evaluate reports beside the model.
 Two options change what the head answers. `quantiles: [0.1, 0.5, 0.9]` gives the head horizon x targets x
 quantiles outputs, trained on the pinball loss (each quantile's own asymmetric absolute error, whose minimiser is
 that quantile of the forecast's distribution); 0.5, the point forecast, is always among them, and the quantiles are
-sorted per step so that they never cross. `blend: seasonal_naive` lets validation decide how much of the seasonal
-naive forecast to mix in: after training, w on a grid 0, 0.1, ..., 1 that gives the lowest MASE over the validation
-windows (ties: more network), and every forecast becomes w x the network's + (1 - w) x the seasonal naive one (each
-quantile moves with its median, so an interval keeps its width).
+sorted per step so that they never cross; with `intervals: conformal` the head forecasts the point alone, and after
+training each central interval is the point +- the empirical quantile (per horizon step) of its absolute errors over
+every training and validation window, in series standard deviations. `blend: seasonal_naive` lets validation
+decide how much of the seasonal naive forecast to mix in: after training, w on a grid 0, 0.1, ..., 1 that gives the
+lowest MASE over the validation windows (ties: more network), and every forecast becomes w x the network's + (1 - w)
+x the seasonal naive one (each quantile moves with its median, so an interval keeps its width).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
+from pydantic import Field, PositiveFloat, ValidationInfo, field_validator, model_validator
 
 from dlcli.errors import DataError, DlcliError
 from dlcli.tasks import TASKS, Task
@@ -71,9 +73,15 @@ class Forecast(Task):
     loss: Literal[LOSSES] = Field("mae", description="on the scaled values, averaged over the horizon")
     delta: PositiveFloat = Field(1.0, description="huber: where the loss turns linear (in series standard "
                                                   "deviations)")
+    intervals: Literal["head", "conformal"] = Field(
+        "head", description="how `quantiles` are made: head: the network forecasts each quantile, trained on the "
+                            "pinball loss; conformal: the network forecasts the point (on `loss`) and each central "
+                            "interval is the point +- the empirical quantile, per horizon step, of its absolute "
+                            "errors over every training and validation window (in series standard deviations)")
     quantiles: list[float] | None = Field(None, description="forecast these quantiles of each step too (e.g. [0.1, "
-                                          "0.5, 0.9]: an 80% interval), trained on the pinball loss; 0.5, the point "
-                                          "forecast, is added when missing")
+                                          "0.5, 0.9]: an 80% interval), trained on the pinball loss (intervals: "
+                                          "head) or from the errors of past windows (intervals: conformal); 0.5, the "
+                                          "point forecast, is added when missing")
     calibrate: bool = Field(True, description="quantiles: after training, scale every quantile's distance from the "
                                               "median by the factor (0.5 to 3) of the lowest pinball loss on the "
                                               "validation windows")
@@ -94,13 +102,24 @@ class Forecast(Task):
         if len(set(value)) < len(value):
             twice = next(q for q in value if value.count(q) > 1)
             raise ValueError(f"{twice:g} is listed twice")
-        if info.data.get("loss", "mae") != "mae":
+        if info.data.get("loss", "mae") != "mae" and info.data.get("intervals") != "conformal":
             raise ValueError(f"quantiles train on the pinball loss, not loss: {info.data['loss']}; remove one of them")
         return value
 
+    @model_validator(mode="after")
+    def _conformal_needs_levels(self):
+        if self.intervals == "conformal" and not self.quantiles:
+            raise ValueError("intervals: conformal gives intervals at the quantile levels: list them in "
+                             "task.quantiles, e.g. [0.1, 0.5, 0.9]")
+        return self
+
     def levels(self) -> list[float]:
-        """The quantile levels the head forecasts, sorted, 0.5 among them; [] for a point forecast."""
+        """The quantile levels the forecast answers, sorted, 0.5 among them; [] for a point forecast."""
         return sorted({*self.quantiles, 0.5}) if self.quantiles else []
+
+    def head_levels(self) -> list[float]:
+        """The quantile levels the network's head forecasts: the levels, or [] (the point) for conformal intervals."""
+        return [] if self.intervals == "conformal" else self.levels()
 
     noun: ClassVar[str] = "forecast outputs (horizon x targets)"
     step_metric: ClassVar[str] = "mase"
@@ -123,11 +142,19 @@ class Forecast(Task):
     def bind(self, info, names, train_cfg=None, device=None, y_train=None):
         super().bind(info, names)
         self._levels = self.levels()
+        self._head = self.head_levels()
         self._mid = self._levels.index(0.5) if self._levels else 0
-        width = len(self._levels) or 1
+        width = len(self._head) or 1
         self._pack = Pack(int(self._info.get("horizon", len(names) // width)), len(self._info.get("targets", [0])))
         self._weight = float(self._info.get("naive_weight", 1.0))  # blend: the network's share, tuned on validation
         self._spread = float(self._info.get("interval_scale", 1.0))  # calibrate: the quantiles' spread, tuned too
+        self._offsets = None  # conformal: each level's distance from the point (horizon, targets, levels), in stds
+        if self.intervals == "conformal":
+            import torch
+
+            found = self._info.get("conformal_offsets")
+            self._offsets = (torch.tensor(found, dtype=torch.float32) if found is not None else  # before calibration:
+                             torch.zeros(self._pack.horizon, self._pack.targets, len(self._levels)))  # the point
         return self
 
     # ------------------------------------------------------------ training
@@ -138,7 +165,7 @@ class Forecast(Task):
 
     def _grid(self, out):
         """The outputs as (windows, horizon, targets, quantiles); one quantile, the point, without `quantiles`."""
-        return out.float().reshape(len(out), self._pack.horizon, self._pack.targets, len(self._levels) or 1)
+        return out.float().reshape(len(out), self._pack.horizon, self._pack.targets, len(self._head) or 1)
 
     def criterion(self, out, y, reduction="mean"):
         import torch
@@ -147,8 +174,8 @@ class Forecast(Task):
         p = self._parts(y, out.device)
         z = (p["y"] - p["mean"][:, None]) / p["std"][:, None] - p["base"]
         o = self._grid(out)
-        if self._levels:  # pinball: q x the error above the quantile, (1 - q) x the error below it
-            q = torch.tensor(self._levels, device=out.device)
+        if self._head:  # pinball: q x the error above the quantile, (1 - q) x the error below it
+            q = torch.tensor(self._head, device=out.device)
             diff = z[..., None] - o
             each = 2 * torch.maximum(q * diff, (q - 1) * diff)  # twice: at 0.5, the mae loss
         elif self.loss == "mae":
@@ -169,21 +196,25 @@ class Forecast(Task):
         """(windows, horizon, targets, quantiles) in the targets' own units (quantiles: 1 without `quantiles`)."""
         p = self._parts(y, out.device)
         return self.in_units(self._grid(out), p["base"], p["mean"], p["std"], p["naive"], self._weight, self._mid,
-                             self._spread)
+                             self._spread, self._offsets)
 
     def exported(self, out, y):
         """What an exported graph returns for these windows: the forecast, with a last axis of quantiles if any."""
         return self.quantile_forecasts(out, y) if self._levels else self.forecasts(out, y)
 
     @staticmethod
-    def in_units(grid, base, mean, std, naive=None, weight: float = 1.0, mid: int = 0, spread: float = 1.0):
+    def in_units(grid, base, mean, std, naive=None, weight: float = 1.0, mid: int = 0, spread: float = 1.0,
+                 offsets=None):
         """The network's answers (windows, horizon, targets, quantiles) added to the base they correct, in the
         targets' own units given each window's series mean and std (windows, targets); quantiles sorted so that they
-        never cross, their distance from the median times `spread`; blended with the seasonal naive forecast
-        (windows, horizon, targets) by the network's weight, each quantile moved as its median is. An exported graph
-        ends in it too."""
+        never cross, their distance from the median times `spread`, or (`offsets`, conformal: a point forecast)
+        the point plus each level's offset (horizon, targets, levels) times the series' std; blended with the
+        seasonal naive forecast (windows, horizon, targets) by the network's weight, each quantile moved as its
+        median is. An exported graph ends in it too."""
         q = (grid + base[..., None]) * std[:, None, :, None] + mean[:, None, :, None]
-        if q.shape[-1] > 1:
+        if offsets is not None:
+            q = q + offsets.to(q.device) * std[:, None, :, None]
+        elif q.shape[-1] > 1:
             q = q.sort(-1).values
             if spread != 1.0:
                 q = q[..., mid:mid + 1] + spread * (q - q[..., mid:mid + 1])
@@ -192,7 +223,31 @@ class Forecast(Task):
         return q
 
     def tunes(self) -> bool:
-        return self.blend == "seasonal_naive" or bool(self._levels and self.calibrate)
+        return self.blend == "seasonal_naive" or bool(self._head and self.calibrate)
+
+    def tunes_on_history(self) -> bool:
+        return self.intervals == "conformal"
+
+    def tune_history(self, out, y) -> dict:
+        """Conformal intervals from these windows (every training and validation window, with the weights and
+        blend chosen): per horizon step and target, the absolute errors of the point forecast in series standard
+        deviations; a central interval of coverage c = |1 - 2 q| lies at +- their ceil((n + 1) c)-th smallest of n
+        (split conformal's finite-sample rank; the largest where that exceeds n), below the point for q < 0.5 and
+        above it for q > 0.5. Windows with a missing truth are left out."""
+        import torch
+
+        p = self._parts(y, out.device)
+        point = self.in_units(self._grid(out), p["base"], p["mean"], p["std"], p["naive"], self._weight)[..., 0]
+        errors = ((p["y"] - point).abs() / p["std"][:, None]).double()
+        errors = errors[torch.isfinite(errors).flatten(1).all(1)].sort(0).values  # (n, horizon, targets)
+        n = len(errors)
+        if not n:
+            return {}
+        offsets = []
+        for q in self._levels:
+            k = min(math.ceil((n + 1) * abs(1 - 2 * q)), n)
+            offsets.append(0.0 * errors[0] if k == 0 else math.copysign(1.0, q - 0.5) * errors[k - 1])
+        return {"conformal_offsets": torch.stack(offsets, -1).tolist(), "conformal_windows": n}
 
     def tune(self, out, y) -> dict | None:
         """On these (validation) windows: blend: seasonal_naive -> the network's weight w of the lowest MASE of w x
@@ -201,7 +256,7 @@ class Forecast(Task):
         found = {}
         if self.blend == "seasonal_naive":
             found.update(self._tune_blend(out, y))
-        if self._levels and self.calibrate:
+        if self._head and self.calibrate:
             found.update(self._tune_spread(out, y, found.get("naive_weight", 1.0)))
         return found or None
 
@@ -224,7 +279,8 @@ class Forecast(Task):
         import torch
 
         p = self._parts(y, out.device)
-        model = self.in_units(self._grid(out), p["base"], p["mean"], p["std"])[..., self._mid].double()
+        model = self.in_units(self._grid(out), p["base"], p["mean"], p["std"])
+        model = model[..., self._mid if self._head else 0].double()  # the point (conformal: the head's one column)
         naive, truth = p["naive"].double(), p["y"].double()
         scale = p["scale"].double()[:, None]
         found = {}
@@ -309,7 +365,9 @@ class Forecast(Task):
                 "season": self._info.get("season"), "targets": list(self._info.get("targets", [])),
                 "windows_beating_seasonal_naive": beaten, "per_window": per,
                 **({"naive_weight": self._weight} if self.blend != "none" else {}),
-                **({"interval_scale": self._spread} if self._levels and self.calibrate else {}),
+                **({"interval_scale": self._spread} if self._head and self.calibrate else {}),
+                **({"interval_method": "conformal", "conformal_windows": self._info.get("conformal_windows", 0)}
+                   if self._offsets is not None else {}),
                 **(self.interval_report(self.quantile_forecasts(out, y), p) if self._levels else {}),
                 "forecast": pred.cpu().tolist() if len(out) <= PLOTTED_SERIES else None,
                 **({} if torch.isfinite(p["y"]).all() else {"note": "some targets are missing"})}
@@ -410,6 +468,9 @@ class Forecast(Task):
             msis = f", MSIS ({float(report['msis_interval']):.0%}) {_fmt(report['msis'])}" if "msis" in report else ""
             if "interval_scale" in report:
                 msis += f"; quantiles' spread x {report['interval_scale']:g} (chosen on validation)"
+            if report.get("interval_method") == "conformal":
+                msis += (f"; conformal, from the errors of {report['conformal_windows']:,} training and validation "
+                         "windows")
             console.print(f"scaled pinball loss {_fmt(report['scaled_pinball'])}{msis}")
         if len(per) > 1:
             rows = Table(title=f"per window (the first {min(len(per), LISTED_SERIES)})")
