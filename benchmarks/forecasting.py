@@ -5,8 +5,8 @@
     python benchmarks/forecasting.py --series airline --seeds 0   # a quick look
     python benchmarks/forecasting.py --candidates "linear+mlp, quantiles"   # candidates on test too (reported)
 
-A recipe with task.quantiles also gets the share of the test horizon inside its 0.1-0.9 interval (the seeds'
-quantiles averaged).
+A recipe with task.quantiles also gets the share of the test horizon inside its 0.1-0.9 interval and that interval's
+MSIS (the seeds' quantiles averaged).
 
 The series are read from files inside installed wheels (no downloads), in the benchmark-only environment
 --bench-python (default /work/bench-venv/bin/python: statsmodels and aeon, which pin versions dlcli does not need);
@@ -209,6 +209,14 @@ def coverage(low, high, truth) -> float:
     return float(((np.asarray(low) <= truth) & (truth <= np.asarray(high))).mean())
 
 
+def msis(low, high, truth, history, season: int, alpha: float = 0.2) -> float:
+    """M4's mean scaled interval score of [low, high] (a 1 - alpha interval): its width plus 2 / alpha x each miss,
+    over the MASE denominator; lower is better, and neither a too wide nor a too narrow interval scores well."""
+    low, high = np.asarray(low), np.asarray(high)
+    score = high - low + 2 / alpha * (np.maximum(low - truth, 0) + np.maximum(truth - high, 0))
+    return float(score.mean() / np.abs(history[season:] - history[:-season]).mean())
+
+
 def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: Path) -> tuple[np.ndarray, dict]:
     """The mean over seeds of dlcli's forecasts of the test horizon, and of each quantile's (empty without
     task.quantiles): each run trains on the whole file, then predicts from the file without its last horizon."""
@@ -232,6 +240,8 @@ def dlcli_forecast(name: str, work: Path, recipe: dict, seeds: list[int], runs: 
         cfg["model"] = json.loads(json.dumps(cfg["model"]).replace('{"dense": 12}', f'{{"dense": {horizon}}}'))
         cfg["seed"] = seed
         cfg["name"] = f"{name}-{seed}"
+        if recipe:  # a candidate names its task options in full, from a plain point forecast
+            cfg["task"] = "forecast"
         for key, value in recipe.items():
             if key == "model":  # the head: as wide as the task's outputs (horizon x quantiles the head forecasts)
                 cfg["model"] = json.loads(json.dumps(value).replace('"H"', '"outputs"'))
@@ -318,10 +328,12 @@ def main(argv=None) -> int:
             row[label] = mase(point, truth, history, season)
             if "0.1" in bands and "0.9" in bands:  # the 80% interval's share of the test horizon
                 row.setdefault("coverage", {})[label] = coverage(bands["0.1"], bands["0.9"], truth)
+                row.setdefault("msis", {})[label] = msis(bands["0.1"], bands["0.9"], truth, history, season)
         rows.append(row)
         print(json.dumps(row) if args.json else "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                          for k, v in row.items() if k != "coverage"), flush=True)
-    methods = [k for k in rows[0] if k not in ("series", "steps", "horizon", "coverage")]
+                                                          for k, v in row.items() if k not in ("coverage", "msis")),
+              flush=True)
+    methods = [k for k in rows[0] if k not in ("series", "steps", "horizon", "coverage", "msis")]
     means = {m: float(np.mean([r[m] for r in rows])) for m in methods}
     best_classical = min(means["Holt-Winters"], means["Theta"])
     print(f"\nMASE on the {'validation' if args.validation else 'test'} horizon, dlcli averaged over seeds "
@@ -332,8 +344,10 @@ def main(argv=None) -> int:
     print(f"{'mean':<12}" + "".join(f"{means[m]:>28.3f}" for m in methods))
     for label in rows[0].get("coverage", {}):
         shares = [r["coverage"][label] for r in rows]
+        scores = [r["msis"][label] for r in rows]
         print(f"{label}: 80% interval (0.1 to 0.9) holds {np.mean(shares):.3f} of the test horizons' values "
-              f"(per series {' '.join(f'{c:.2f}' for c in shares)})")
+              f"(per series {' '.join(f'{c:.2f}' for c in shares)}); MSIS {np.mean(scores):.3f} (per series "
+              f"{' '.join(f'{c:.2f}' for c in scores)})")
     for label in recipes:
         beaten = sum(r[label] < r["seasonal naive"] for r in rows)
         print(f"{label}: below seasonal naive on {beaten} of {len(rows)} series; mean MASE "

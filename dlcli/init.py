@@ -579,8 +579,13 @@ def propose_series(look: TableLook, given: Path, time: Column, label_name: str |
     optimizer = [Key("name", "adam", "Adam: a robust default"), Key("lr", 0.003, "learning rate")]
     train_keys = [Key("epochs", "auto", "about 3,000 steps, stopping early when val_loss stops falling"),
                   Key("batch_size", 32, "windows per step")]
-    task = Key("task", "forecast", "judged on MASE against the seasonal naive forecast (below 1 beats it); mae, "
-                                   "rmse and smape reported too")
+    task = Key("task", [
+        Key("type", "forecast", "judged on MASE against the seasonal naive forecast (below 1 beats it); mae, rmse and "
+                                "smape reported too"),
+        Key("quantiles", [0.1, 0.5, 0.9], "an 80% interval around each step's forecast (0.5: the point)"),
+        Key("intervals", "conformal", "from the point's errors at each step over every training and validation "
+                                      "window"),
+    ], "what to forecast and how it is judged")
     header = [f"Starter config written by `dlcli init {given.as_posix()}`: {len(per):,} series of "
               f"{freq.name} '{label.name}' ({_plural(rows, 'row')}), forecast {horizon} steps ahead."]
     what = f"{len(per):,} {freq.name} series in a table, forecasting '{label.name}'"

@@ -198,7 +198,7 @@ def test_init_reads_whole_number_years_as_a_yearly_series(cli, tmp_path):
     rows = [f"{year},{60 + 50 * math.sin((year - 1700) / 11 * 2 * math.pi):.1f}" for year in range(1700, 2009)]
     (tmp_path / "sunspots.csv").write_text("year,value\n" + "\n".join(rows) + "\n")
     path, cfg = init(cli, tmp_path / "sunspots.csv", "-o", tmp_path / "sun.yaml")
-    assert cfg["task"] == "forecast" and cfg["data"]["dataset"] == "series"
+    assert cfg["task"]["type"] == "forecast" and cfg["data"]["dataset"] == "series"
     assert (cfg["data"]["time_column"], cfg["data"]["label_column"]) == ("year", "value")
     assert "yearly" in path.read_text()
     result = cli("train", path, "--runs-dir", tmp_path / "runs", "-q", "--set", "train.epochs=2")

@@ -263,7 +263,8 @@ def test_init_writes_a_series_config_and_data_check_reports_the_series(cli, tmp_
     result = cli("init", path, "-o", tmp_path / "shops.yaml")
     assert result.exit_code == 0, result.output
     cfg = yaml.safe_load((tmp_path / "shops.yaml").read_text())
-    assert cfg["task"] == "forecast" and cfg["data"]["dataset"] == "series"
+    assert cfg["task"] == {"type": "forecast", "quantiles": [0.1, 0.5, 0.9], "intervals": "conformal"}
+    assert cfg["data"]["dataset"] == "series"
     # the label as init guesses a table's: the last column (--label sales names another)
     assert (cfg["data"]["time_column"], cfg["data"]["label_column"], cfg["data"]["id_column"]) == ("date", "price",
                                                                                                     "store")
