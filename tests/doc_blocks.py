@@ -21,12 +21,16 @@ Directives (WORDS are the first words of a command, as typed on the page):
 - `python: CODE`                Python run before a python block, in its namespace (what the block takes as given);
 - `argv: ARGS`                  sys.argv[1:] of a python block;
 - `replace OLD: NEW`            OLD in the block becomes NEW, `{latest}` being the newest run's id;
+- `expect WORDS: TEXT`          what the commands that start with WORDS print holds TEXT (what the page says they print);
+- `exists: PATH ...`            files the block writes (`--save DIR`, `-o FILE`) exist after it;
 - `fragment of PATH [at KEY]`   a yaml block is part of the config file PATH (under KEY): each of its alternatives (a
                                 top-level key written again starts one) is merged into it and validated;
 - `excerpt of PATH`             a yaml block quotes PATH: every value it shows is the file's, and it validates.
 A line starting with `#` is a note. A yaml block without a marker is a whole config and validates; a text block whose lines start with `$ ` is a
 transcript: each command is run and every line shown under it must be in its output (`...` stands for lines left
 out).
+Whatever the markers say, a `dlcli train` without --repeat or --cv prints the new run's id as its last line, and the
+output of a dlcli command given --json is JSON.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)\s*$")
+FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>```+)(?P<lang>[\w-]*)\s*$")
 MARKER = re.compile(r"<!--\s*test:(?P<body>.*?)-->", re.S)
-DIRECTIVE = re.compile(r"^(?P<word>skip|add|files|write|first|python|argv|replace|fragment|excerpt)\b(?P<rest>.*)$", re.S)
+DIRECTIVE = re.compile(r"^(?P<word>skip|add|files|write|first|python|argv|replace|expect|exists|fragment|excerpt)\b(?P<rest>.*)$", re.S)
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Marker:
     argv: list[str] = field(default_factory=list)
     replace: list[tuple[str, str]] = field(default_factory=list)
     write: list[tuple[str, str]] = field(default_factory=list)
+    expect: list[tuple[list[str], str]] = field(default_factory=list)
+    exists: list[str] = field(default_factory=list)
     fragment: tuple[str, str | None] | None = None
     excerpt: str | None = None
 
@@ -116,7 +122,11 @@ def parse_marker(body: str, where: str) -> Marker:
             marker.replace.append((head, value))
         elif word == "write":
             marker.write.append((head, value))
-        if head and word not in ("skip", "add", "replace", "write"):
+        elif word == "expect":
+            marker.expect.append((head.split(), value))
+        elif word == "exists":
+            marker.exists += value.split()
+        if head and word not in ("skip", "add", "replace", "write", "expect"):
             raise ValueError(f"{where}: `{word}` takes no words before its ':': {raw!r}")
     return marker
 
@@ -133,7 +143,7 @@ def page_blocks(path: Path, root: Path) -> list[Block]:
             continue
         indent, start = opening["indent"], i
         i += 1
-        while i < len(lines) and lines[i].strip() != "```":
+        while i < len(lines) and lines[i].strip() != opening["ticks"]:  # ```` holds ``` blocks as text
             i += 1
         code = textwrap.dedent("\n".join(lines[start + 1:i])) + "\n"
         i += 1

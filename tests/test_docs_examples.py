@@ -9,6 +9,7 @@ pages' own scripts write (example tables, series, scenes) or the small pictures 
 import contextlib
 import copy
 import io
+import json
 import os
 import runpy
 import sys
@@ -22,12 +23,12 @@ from typer.testing import CliRunner
 
 from dlcli.cli import app
 from tests.conftest import needs_fashion
-from tests.doc_blocks import commands, page_blocks, parse_marker, starts_with, yaml_alternatives
+from tests.doc_blocks import Marker, commands, page_blocks, parse_marker, starts_with, yaml_alternatives
 from tests.test_sweep import fashion_slice
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")
-                              if p.name != "index.md")]
+PAGES = [page for page in ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")
+                                                if p.name != "index.md")] if "```" in (ROOT / page).read_text()]
 COPIED = ("examples", "benchmarks", "tools")
 
 
@@ -38,6 +39,8 @@ class Page:
         self.name, self.folder = name, folder
         self.runner = CliRunner()
         self.ran: list[str] = []
+        self.expect: list = []
+        self.expected: set[int] = set()
 
     # -- files the markers ask for ---------------------------------------------------------------------------
     def write_file(self, name: str) -> None:
@@ -106,6 +109,14 @@ class Page:
         self.ran.append(" ".join(words))
         if check:
             assert code == 0, f"{where}: `{' '.join(words)}` exited {code}\n{out}\n{err}"
+            if words[:2] == ["dlcli", "train"] and not {"--repeat", "--cv"} & set(words):
+                assert out.strip().splitlines()[-1] == self.runs()[-1], f"{where}: train does not print its run id last"
+            if words[0] == "dlcli" and "--json" in words:
+                json.loads(out)  # the page's --json answers are JSON
+            for i, (prefix, text) in enumerate(self.expect):
+                if starts_with(words, prefix):
+                    self.expected.add(i)
+                    assert text in out + err, f"{where}: `{' '.join(words)}` does not print {text!r}\n{out}\n{err}"
         if target:
             (self.folder / target).parent.mkdir(parents=True, exist_ok=True)  # the repository has the folder
             (self.folder / target).write_text(out)
@@ -148,6 +159,7 @@ class Page:
         marker = block.marker
         if marker.skip:
             return
+        self.expect, self.expected = marker.expect, set()
         for name in marker.files:
             self.write_file(name)
         for name, text in marker.write:
@@ -159,6 +171,10 @@ class Page:
         handler = getattr(self, f"lang_{block.lang}", None)
         assert handler, f"{block.where}: a ```{block.lang} block this test cannot run: mark it `skip: REASON`"
         handler(block, code)
+        missed = [" ".join(p) for i, (p, _) in enumerate(marker.expect) if i not in self.expected]
+        assert not missed, f"{block.where}: `expect {missed[0]}` matches no command of the block"
+        for path in block.marker.exists:
+            assert (self.folder / path).exists(), f"{block.where}: {path} was not written"
 
     def shrunk(self, words: list[str], marker) -> list[str]:
         for prefix, args in marker.add:
@@ -185,7 +201,7 @@ class Page:
             for prelude in block.marker.python:
                 exec(compile(prelude, f"{block.where} (python:)", "exec"), namespace)
             with contextlib.redirect_stdout(io.StringIO()) as out:
-                exec(compile(code, block.where, "exec"), namespace)
+                exec(compile("\n" * block.line + code, block.page, "exec"), namespace)  # the page's line numbers
         finally:
             sys.argv = argv
         self.printed = out.getvalue()
@@ -264,8 +280,6 @@ def test_the_page_runs_as_written(page, tmp_path, monkeypatch, fashion):
     import shutil
 
     blocks = page_blocks(ROOT / page, ROOT)
-    if not blocks:
-        pytest.skip(f"{page} has no code blocks")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")  # rich tables as wide as the page shows them
     (tmp_path / "configs").symlink_to(ROOT / "configs")
@@ -297,7 +311,7 @@ def test_every_block_is_run_or_skipped_with_a_reason():
                 assert block.lang == "yaml", f"{block.where}: fragment/excerpt are for yaml blocks"
 
 
-def test_markers_parse_and_refuse_what_they_do_not_know():
+def test_markers_parse_and_refuse_what_they_do_not_know(tmp_path):
     marker = parse_marker("\nadd dlcli train: --set train.epochs=1 --set 'data.augment=[hflip]'\n"
                           "skip pip install: needs the network\nfiles: a.png dir/\nreplace R/: {latest}/\n", "p:1")
     assert marker.add == [(["dlcli", "train"], ["--set", "train.epochs=1", "--set", "data.augment=[hflip]"])]
@@ -310,3 +324,10 @@ def test_markers_parse_and_refuse_what_they_do_not_know():
     assert commands("a b \\\n  c && d # note\ne 'f g'\n") == [(0, ["a", "b", "c"]), (0, ["d"]), (2, ["e", "f g"])]
     assert yaml_alternatives("model: 1   # one\nmodel: 2\n# a comment\n") == ["model: 1   # one\n",
                                                                            "model: 2\n# a comment\n"]
+    page = tmp_path / "page.md"
+    page.write_text("<!-- test: skip: shown -->\n\n````markdown\n<!-- test: first: x -->\n```bash\nrm -r /\n```\n````\n"
+                    "- item\n\n    <!-- test: argv: a.png -->\n\n    ```python\n    print(1)\n    ```\n```yaml\na: 1\n```\n")
+    blocks = page_blocks(page, tmp_path)
+    assert [(b.line, b.lang, b.code) for b in blocks] == [(3, "markdown", "<!-- test: first: x -->\n```bash\nrm -r /\n```\n"),
+                                                          (13, "python", "print(1)\n"), (16, "yaml", "a: 1\n")]
+    assert blocks[0].marker.skip == "shown" and blocks[1].marker.argv == ["a.png"] and blocks[2].marker == Marker()
