@@ -26,7 +26,8 @@ Directives (WORDS are the first words of a command, as typed on the page):
 - `exists: PATH ...`            files the block writes (`--save DIR`, `-o FILE`) exist after it;
 - `fragment of PATH [at KEY]`   a yaml block is part of the config file PATH (under KEY): each of its alternatives (a
                                 top-level key written again starts one) is merged into it and validated;
-- `excerpt of PATH`             a yaml block quotes PATH: every value it shows is the file's, and it validates.
+- `excerpt of PATH`             a yaml block quotes PATH: every value it shows is the file's, and it validates;
+- `train: ARGS`                 a yaml block (each alternative) is also trained: `dlcli train` with ARGS.
 A line starting with `#` is a note. A yaml block without a marker is a whole config and validates; a text block whose lines start with `$ ` is a
 transcript: each command is run and every line shown under it must be in its output (`...` stands for lines left
 out).
@@ -43,7 +44,7 @@ from pathlib import Path
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>```+)(?P<lang>[\w-]*)\s*$")
 MARKER = re.compile(r"<!--\s*test:(?P<body>.*?)-->", re.S)
-DIRECTIVE = re.compile(r"^(?P<word>skip|add|files|write|first|python|argv|replace|expect|exists|fragment|excerpt)\b(?P<rest>.*)$", re.S)
+DIRECTIVE = re.compile(r"^(?P<word>skip|add|files|write|first|python|argv|replace|expect|exists|train|fragment|excerpt)\b(?P<rest>.*)$", re.S)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Marker:
     write: list[tuple[str, str]] = field(default_factory=list)
     expect: list[tuple[list[str], str]] = field(default_factory=list)
     exists: list[str] = field(default_factory=list)
+    train: list[str] | None = None
     fragment: tuple[str, str | None] | None = None
     excerpt: str | None = None
 
@@ -127,6 +129,8 @@ def parse_marker(body: str, where: str) -> Marker:
             marker.expect.append((head.split(), value))
         elif word == "exists":
             marker.exists += value.split()
+        elif word == "train":
+            marker.train = shlex.split(value)
         if head and word not in ("skip", "add", "replace", "write", "expect"):
             raise ValueError(f"{where}: `{word}` takes no words before its ':': {raw!r}")
     return marker

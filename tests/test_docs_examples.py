@@ -231,6 +231,10 @@ class Page:
                 validate_config(data, source=block.where)
             except ConfigError as err:
                 raise AssertionError(f"{block.where}: {err}\n{piece}") from None
+            if marker.train is not None:  # trained as it stands on the page's data, shrunk by the marker's --set
+                path = self.folder / f"block-{block.line}.yaml"
+                path.write_text(yaml.safe_dump(data))
+                self.run(["dlcli", "train", path.name, *marker.train], block.where)
 
     def lang_text(self, block, code: str) -> None:
         lines = code.splitlines()
