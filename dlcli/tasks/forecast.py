@@ -82,9 +82,10 @@ class Forecast(Task):
                                           "0.5, 0.9]: an 80% interval), trained on the pinball loss (intervals: "
                                           "head) or from the errors of past windows (intervals: conformal); 0.5, the "
                                           "point forecast, is added when missing")
-    calibrate: bool = Field(True, description="quantiles: after training, scale every quantile's distance from the "
-                                              "median by the factor (0.5 to 3) of the lowest pinball loss on the "
-                                              "validation windows")
+    calibrate: bool = Field(True, description="quantiles from the head: after training, scale every quantile's "
+                                              "distance from the median by the factor (0.5 to 3) of the lowest "
+                                              "pinball loss on the validation windows (conformal intervals are "
+                                              "calibrated by construction)")
     blend: Literal["none", "seasonal_naive"] = Field(
         "none", description="seasonal_naive: after training, forecast w x the network's + (1 - w) x the seasonal "
                             "naive forecast, w in 0, 0.1, ..., 1 chosen for the lowest MASE on the validation windows")
