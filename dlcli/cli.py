@@ -647,6 +647,8 @@ def _group_text(tags: dict) -> str:
     if "cv" in tags:
         if tags.get("refit"):
             return f"cv refit ({tags.get('epochs', '?')} epochs, {tags.get('of', '?')} folds)"
+        if tags.get("bag"):
+            return f"cv bag of {tags.get('of', '?')} folds"
         return f"cv fold {tags.get('fold', '?')}/{tags.get('of', '?')}"
     return " ".join(f"{k}={v}" for k, v in tags.items())
 

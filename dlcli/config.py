@@ -402,8 +402,13 @@ class TrainConfig(Strict):
         "none", description="classification: weight each class's loss; auto: inverse class frequency; or "
                             "{class: weight}")
     cv: Annotated[int, Field(ge=2, le=50)] | None = Field(
-        None, description="k-fold cross-validation (dlcli.cv): K runs, each validating on one fold, then a refit on "
-                          "all training rows for the epoch count the folds chose; null: one run")
+        None, description="k-fold cross-validation (dlcli.cv): K runs, each validating on one fold, then the final "
+                          "model (cv_final: a refit on all training rows for the epoch count the folds chose, or "
+                          "the folds' models bagged); null: one run")
+    cv_final: Literal["refit", "bag"] = Field(
+        "refit", description="with train.cv, the run's final model: refit (one model trained on all training rows "
+                             "for the epoch count the folds chose) or bag (the K fold models' best checkpoints as one "
+                             "model that averages their outputs: class probabilities or values; no refit)")
     # `backbone`, [0, 1], {layers: [backbone], epochs: 3} or a list of such mappings
     freeze: list[Freeze] = Field([], json_schema_extra=_freeze_forms,
                                  description="layers kept fixed: `backbone`, [0, 1], {layers: [backbone], epochs: 3} "
@@ -417,6 +422,13 @@ class TrainConfig(Strict):
         if isinstance(v, (str, int)) or (isinstance(v, list) and v and all(isinstance(i, (str, int)) for i in v)):
             return [{"layers": v if isinstance(v, list) else [v]}]
         return [v] if isinstance(v, dict) else v
+
+    @model_validator(mode="after")
+    def _bag_needs_folds(self):
+        if self.cv_final == "bag" and not self.cv:
+            raise ValueError("@.cv_final: bag averages the cross-validation folds' models: set train.cv (e.g. 5), or "
+                             "remove cv_final")
+        return self
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -545,6 +557,9 @@ class Config(Strict):
         problem = task.check_model(self.model)
         if problem:
             raise ValueError(f"@model.{problem}")
+        if self.train.cv_final == "bag" and task.bag_rule is None:
+            raise ValueError(f"@train.cv_final: bag averages classification or regression models, not "
+                             f"{task.entry_name} ones: use cv_final: refit")
         if self.train.checkpoint_monitor is None:
             self.train.checkpoint_monitor = task.best_monitor()
         valid = task.monitors()

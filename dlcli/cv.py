@@ -11,6 +11,12 @@ stopping) is mostly noise. Cross-validation uses every training row for validati
      do), among the epochs every fold reached;
   3. a refit on all the training rows (no validation split) for that many epochs, which scores its last epoch on
      the test split. Its cv.json holds the folds' validation figures (mean +- std at the chosen epoch) and the curve.
+     With train.cv_final: bag there is no refit: the final run holds the K folds' best checkpoints as one model
+     averaging their outputs (dlcli.models.bag; AutoGluon's bagging), scored on the test split. So that one module
+     can average them, every fold reads its inputs with the preprocessing, normalisation and target scaling fitted on
+     all the training rows (label-free statistics, plus the target's mean and standard deviation), as AutoGluon fits
+     its feature generators before bagging; cv.json then also holds each fold's figures at its own best epoch, the
+     out-of-fold score of the bag's recipe.
 
 The test split is the same rows in every run (it is cut first, from the seed), so no fold ever sees it.
 """
@@ -37,7 +43,7 @@ def fold_monitor(cfg) -> str:
 def fold_config(cfg, k: int, folds: int):
     one = cfg.model_copy(deep=True)
     one.data.cv_fold = (k, folds)
-    one.train.cv = None  # the resolved config trains this one fold
+    one.train.cv, one.train.cv_final = None, "refit"  # the resolved config trains this one fold
     one.train.checkpoint_monitor = fold_monitor(cfg)
     return one
 
@@ -47,7 +53,7 @@ def refit_config(cfg, epochs: int):
     validation split fall back to their training twins, as with any val_split: 0."""
     one = cfg.model_copy(deep=True)
     one.data.val_split, one.data.cv_fold = 0.0, None
-    one.train.cv, one.train.epochs, one.train.early_stopping = None, epochs, None
+    one.train.cv, one.train.cv_final, one.train.epochs, one.train.early_stopping = None, "refit", epochs, None
     one.monitor_training()
     return one
 
@@ -102,6 +108,8 @@ def cross_validate(cfg, runs_root: Path, console, show_progress: bool, world, fo
         raise ConfigError("train.cv: data.max_train_samples would cap the fold and refit training rows "
                           "differently: remove it, or train without --cv")
     cfg.model.init = resolve_init(cfg.model.init, runs_root)  # `latest` is the run before the first fold
+    bag = cfg.train.cv_final == "bag"
+    fits = all_rows_fits(cfg) if bag else None
     group = f"{cfg.name}-cv{folds}-{time.strftime('%Y%m%d-%H%M%S')}"
     done = []
     for k in range(1, folds + 1):
@@ -109,7 +117,7 @@ def cross_validate(cfg, runs_root: Path, console, show_progress: bool, world, fo
         console.print(f"cv fold {k}/{folds}: validating on fold {k}, training on the other {folds - 1}",
                       soft_wrap=True)
         tags = {"cv": group, "fold": k, "of": folds, "seed": one.seed}
-        done.append(train(one, runs_root, console, show_progress, world, tags=tags))
+        done.append(train(one, runs_root, console, show_progress, world, tags=tags, fits=fits))
     histories = [_epochs(run) for run in done] if world.main else []
     monitor = fold_monitor(cfg)
     prefix = monitor[: len(monitor) - len(bare(monitor))]
@@ -127,15 +135,111 @@ def cross_validate(cfg, runs_root: Path, console, show_progress: bool, world, fo
         shown = "  ".join(f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in figures.items())
         print(f"cv {folds} folds at epoch {epochs} (best mean {monitor}): {shown} (mean +- std; group {group})",
               file=sys.stderr)  # --quiet too, as `train --repeat` says its figures
+    if bag:
+        final = bag_run(cfg, runs_root, console, world, done, epochs, fits,
+                        {"cv": group, "bag": True, "of": folds, "seed": cfg.seed})
+        if world.main:
+            write_cv(final, group, folds, done, monitor, epochs, histories, curve, figures, own_best(histories, done))
+        return [*done, final]
     refit = refit_config(cfg, epochs)
     console.print(f"cv refit: all training rows for {epochs} epochs (the folds' choice), scoring the last",
                   soft_wrap=True)
     tags = {"cv": group, "refit": True, "of": folds, "epochs": epochs, "seed": refit.seed}
     final = train(refit, runs_root, console, show_progress, world, tags=tags, keep_last=True)
     if world.main:
-        runs.write_json(final / CV_FILE, {
-            "group": group, "folds": folds, "runs": [run.name for run in done], "monitor": monitor,
-            "epochs": epochs, "reached": min(len(h) for h in histories), "curve": curve, "at_epoch": figures,
-            "best": [{"run": run.name, "epoch": (runs.read_json(run / "summary.json") or {}).get("best_epoch")}
-                     for run in done]})
+        write_cv(final, group, folds, done, monitor, epochs, histories, curve, figures)
     return [*done, final]
+
+
+def write_cv(final, group, folds, done, monitor, epochs, histories, curve, figures, at_best=None):
+    runs.write_json(final / CV_FILE, {
+        "group": group, "folds": folds, "runs": [run.name for run in done], "monitor": monitor,
+        "epochs": epochs, "reached": min(len(h) for h in histories), "curve": curve, "at_epoch": figures,
+        "best": [{"run": run.name, "epoch": (runs.read_json(run / "summary.json") or {}).get("best_epoch")}
+                 for run in done], **({"at_best": at_best} if at_best is not None else {})})
+
+
+def own_best(histories: list[list[dict]], done: list[Path]) -> dict:
+    """Each fold's validation figures at its own best epoch (the checkpoint a bag keeps): mean and per fold."""
+    from dlcli.compare import mean_std
+
+    rows = []
+    for history, run in zip(histories, done):
+        best = (runs.read_json(run / "summary.json") or {}).get("best_epoch")
+        rows.append(history[best - 1] if isinstance(best, int) and 0 < best <= len(history) else {})
+    out = {}
+    for key in sorted({k for r in rows for k in r if k.startswith("val_")}):
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if len(values) == len(rows):
+            mean, std = mean_std(values)
+            out[key] = {"mean": mean, "std": std, "per_fold": values}
+    return out
+
+
+def all_rows_fits(cfg) -> dict:
+    """The preprocessing, normalisation and target fit of all the training rows (the test split cut as always),
+    which every fold of a bag reads its inputs with."""
+    from dlcli.data import load_data
+
+    data = load_data(refit_config(cfg, 1))
+    return {"preprocessing": data.preprocessing, "normalization": data.normalizer.to_dict(), "target": data.target}
+
+
+def bag_run(cfg, runs_root: Path, console, world, done: list[Path], epochs: int, fits: dict, tags: dict) -> Path:
+    """The final run of train.cv_final: bag: one checkpoint holding the folds' best weights as a Bag, its data.json
+    the all-rows fits, scored on the test split; nothing is trained."""
+    from collections import OrderedDict
+
+    from dlcli.engine import Trainer
+    from dlcli.finetune import model_for
+    from dlcli.models import count_parameters
+    from dlcli.models.bag import Bag
+    from dlcli.training import build, data_info, versions
+
+    started = time.perf_counter()
+    final = refit_config(cfg, epochs)  # all the training rows; the fold configs' epoch count, for the record
+    final.train.cv, final.train.cv_final = len(done), "bag"
+    device, data, _ = build(final, world=world, fits=fits)
+    members, best = [], []
+    for run in done:
+        member = model_for(final, data, pretrained=False)
+        state = runs.load_either_checkpoint(run, "best")[0] if world.main else None
+        state = world.broadcast(state)
+        member.load_state_dict(OrderedDict((k.removeprefix("_orig_mod."), v) for k, v in state["model"].items()))
+        members.append(member)
+        best.append(state.get("epoch"))
+    model = Bag(members, final.task.bag_rule)
+    trainer = Trainer(final, data, model, device, [], world)
+    test = trainer.evaluate(data.test.to(device))
+    run = runs_root / world.broadcast(runs.create_run(runs_root, cfg.name).name if world.main else None)
+    if not world.main:
+        return run
+    with runs.RunLock(run):
+        runs.write_yaml(run / "config.yaml", final.resolved())
+        runs.write_json(run / "data.json", data_info(final, data))
+        runs.write_json(run / runs.TAGS, tags)
+        state = {"model": model.state_dict(), "epoch": epochs,
+                 "best": {"monitor": "the folds' own best checkpoints", "value": None, "epoch": epochs}}
+        runs.save_checkpoint(run / "checkpoints" / "best.pt", state)
+        runs.save_checkpoint(run / "checkpoints" / "last.pt", state)
+        task = trainer.task
+        reason = f"the mean of the {len(done)} folds' models, each at its best epoch ({', '.join(map(str, best))})"
+        runs.write_json(run / "summary.json", {
+            "status": "completed", "run_id": run.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **runs.owner(), "epochs_completed": epochs, "epochs": epochs, "stopped_early": False,
+            "best_epoch": epochs, "best_metric": {"name": fold_monitor(cfg), "value": None}, "best_reason": reason,
+            "bagged": {"folds": [r.name for r in done], "best_epochs": best},
+            "task": task.entry_name, "headline": task.headline, "test": test, "parameters": count_parameters(model),
+            "train_seconds": 0.0, "wall_seconds": round(time.perf_counter() - started, 3), "device": str(device),
+            "world_size": world.size, "effective_batch_size": trainer.global_batch, "precision": trainer.precision,
+            "threads": torch_threads() if device.type == "cpu" else None, "versions": versions()})
+    shown = dict.fromkeys((task.headline, *task.metrics, "loss"))
+    figures = "  ".join(f"test {k} {test[k]:.4f}" for k in shown if isinstance(test.get(k), float))
+    console.print(f"cv bag: run {run.name} averages the {len(done)} folds' models  {figures}", soft_wrap=True)
+    return run
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

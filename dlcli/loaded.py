@@ -108,6 +108,7 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
     from dlcli.data import Normalizer
     from dlcli.engine import resolve_device, resolve_precision, use_channels_last
     from dlcli.models import build_model
+    from dlcli.models.bag import bag_of
 
     if checkpoint not in ("best", "last"):
         raise DlcliError(f"--checkpoint must be best or last, not '{checkpoint}'")
@@ -119,9 +120,10 @@ def load_run(run: Path, checkpoint: str = "best", device: str = "auto", info: di
         print(f"notice: {notice}", file=sys.stderr)
     vocab = (info.get("preprocessing") or {}).get("vocab")
     shape = Normalizer(**info["normalization"]).output_shape(info["input_shape"])
-    model, _ = build_model(cfg.model, shape, len(info["classes"]), len(vocab) if vocab else None, pretrained=False,
-                           padded=bool((info.get("preprocessing") or {}).get("padded")),
-                           outputs=cfg.task.output_shape(len(info["classes"]), shape))
+    model = bag_of(cfg, lambda: build_model(  # a run that bags its cross-validation folds: their average
+        cfg.model, shape, len(info["classes"]), len(vocab) if vocab else None, pretrained=False,
+        padded=bool((info.get("preprocessing") or {}).get("padded")),
+        outputs=cfg.task.output_shape(len(info["classes"]), shape))[0])
     weights = OrderedDict((k.removeprefix("_orig_mod."), v) for k, v in state["model"].items())  # torch.compile'd
     weights._metadata = getattr(state["model"], "_metadata", None)  # module versions (MNASNet loads by its own)
     try:

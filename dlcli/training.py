@@ -175,10 +175,12 @@ def versions() -> dict:
 
 
 def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrained: bool = True,
-          resuming: bool = False):
+          resuming: bool = False, fits: dict | None = None):
     """Seeds, device, data and model for a config: everything that can fail on bad input, before any run exists.
     pretrained: load a backbone's weights (resume restores all weights from its checkpoint instead).
-    resuming: keep the run's thread count (train.threads as recorded, else torch's default) for an exact resume."""
+    resuming: keep the run's thread count (train.threads as recorded, else torch's default) for an exact resume.
+    fits: {"preprocessing", "normalization", "target"} fitted elsewhere, used instead of this split's (the folds of
+    train.cv_final: bag share those of all training rows, so that one module can average their models)."""
     track.require(cfg.track)  # a missing logger extra: one line, before any run exists
     seed_everything(cfg.seed)
     if cfg.train.threads:
@@ -196,7 +198,9 @@ def build(cfg, preprocessing: dict | None = None, world: World = SINGLE, pretrai
             torch.backends.cudnn.allow_tf32 = True
         resolve_image_size(cfg)  # a pretrained backbone's image size, for an image folder without one
         with world.main_first(local=True):  # one process per machine downloads and caches; the others read it
-            data = load_data(cfg, preprocessing)
+            data = load_data(cfg, fits["preprocessing"] if fits else preprocessing)
+        if fits:
+            share_fits(data, fits)
         model = model_for(cfg, data, pretrained)  # with the backbone's input pipeline, and its frozen parts
         # recorded, so that resume, evaluate and predict compute in the layout the run trained in
         cfg.train.channels_last = use_channels_last(cfg.train.channels_last, model,
@@ -255,15 +259,15 @@ def make_trainer(cfg, run, device, data, model, console, show_progress, world: W
 
 
 def train(cfg, runs_root: Path, console, show_progress: bool = True, world: World = SINGLE,
-          tags: dict | None = None, callbacks: tuple = (), keep_last: bool = False) -> Path:
+          tags: dict | None = None, callbacks: tuple = (), keep_last: bool = False, fits: dict | None = None) -> Path:
     """tags: what the run belongs to (a sweep, a repeat), kept in its tags.json; callbacks: see make_trainer;
-    keep_last: score the last epoch, not the best monitored one (see RunRecorder)."""
+    keep_last: score the last epoch, not the best monitored one (see RunRecorder); fits: see build."""
     started = time.perf_counter()
     cfg.train.devices = world.size  # what this run trains on, whatever asked for it: resume needs as many
     with world.together():
         if world.main:
             runs.check_writable(runs_root)  # before the data is read and the model built, not after an epoch
-    device, data, model = build(cfg, world=world)
+    device, data, model = build(cfg, world=world, fits=fits)
     decided = resolve_epochs(cfg, data, world)
     if data.val is None and cfg.monitor_training():  # the split came out empty: too few samples per class
         data.notes.append(f"the validation split is empty: best.pt and early stopping follow "
@@ -306,7 +310,26 @@ def data_info(cfg, data) -> dict:
               if is_memory(path := getattr(cfg.data, key, None))}  # tables given as DataFrames: their fingerprints
     return {"classes": data.classes, "input_shape": list(data.input_shape),
             "normalization": data.normalizer.to_dict(), "preprocessing": data.preprocessing,
-            "task": {"type": cfg.task.entry_name, **data.target}, **({"in_memory": frames} if frames else {})}
+            "task": {"type": cfg.task.entry_name, **data.target}, **({"in_memory": frames} if frames else {}),
+            **({SHARED_FITS: True} if getattr(data, SHARED_FITS, False) else {})}
+
+
+SHARED_FITS = "shared_fits"  # data.json: the fits came from all training rows, not this run's split (see build)
+
+
+def share_fits(data, fits: dict) -> None:
+    """Use fits made on other rows: the normalisation and the task's target fit (the preprocessing was read with)."""
+    from dlcli.data.bundle import Normalizer
+
+    data.normalizer = Normalizer(**fits["normalization"])
+    data.target = dict(fits["target"])
+    setattr(data, SHARED_FITS, True)
+
+
+def fits_of(info: dict) -> dict:
+    """A run's stored fits (data.json) as build's `fits`."""
+    return {"preprocessing": info.get("preprocessing"), "normalization": info["normalization"],
+            "target": info["task"]}
 
 
 def placement(trainer) -> str:
@@ -336,19 +359,20 @@ def resume(runs_root: Path, run_id: str, console, epochs: int | None = None, sho
     from dlcli.config import validate_config
 
     started = time.perf_counter()
-    summary, lock, notices = {}, None, []
+    summary, lock, notices, stored = {}, None, [], None
     with contextlib.ExitStack() as held:
         with world.together():
             if world.main:
-                run, cfg, summary, ckpt, preprocessing, notices = _open_for_resume(runs_root, run_id, epochs, world)
+                run, cfg, summary, ckpt, stored, notices = _open_for_resume(runs_root, run_id, epochs, world)
                 lock = held.enter_context(runs.RunLock(run))
         for notice in notices:  # said even under --quiet: which checkpoint a resume starts from matters
             print(f"notice: {notice}", file=sys.stderr)
         if world.distributed:  # rank 0 hands the others the run id, config and checkpoint
-            shared = (run.name, cfg.resolved(), ckpt, preprocessing) if world.main else None
-            name, resolved, ckpt, preprocessing = world.broadcast(shared)
+            shared = (run.name, cfg.resolved(), ckpt, stored) if world.main else None
+            name, resolved, ckpt, stored = world.broadcast(shared)
             run, cfg = runs_root / name, validate_config(resolved)
-        device, data, model = build(cfg, preprocessing, world, pretrained=False, resuming=True)
+        device, data, model = build(cfg, stored["preprocessing"], world, pretrained=False, resuming=True,
+                                    fits=stored["fits"])
         record: dict = {}  # the new summary.json, filled once the checkpoint is restored
         trainer, recorder = make_trainer(cfg, run, device, data, model, console, show_progress, world, record,
                                          callbacks)
@@ -382,6 +406,9 @@ def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: Wo
 
     run = runs.resolve_run(runs_root, run_id)
     cfg = validate_config(read_yaml(run / "config.yaml"), source=str(run / "config.yaml"), legacy=True)  # size-limited
+    if cfg.train.cv and cfg.train.cv_final == "bag":
+        raise DlcliError(f"run {run.name} averages its {cfg.train.cv} cross-validation folds' models (train.cv_final: "
+                         f"bag) and trained none of its own: there is nothing to resume (a fold's run can be)")
     notices = []
     try:
         summary = runs.read_json(run / "summary.json")
@@ -413,7 +440,9 @@ def _open_for_resume(runs_root: Path, run_id: str, epochs: int | None, world: Wo
     if epochs is not None:
         cfg.train.epochs = epochs
     info = runs.read_json(run / "data.json")
-    return run, cfg, summary, ckpt, info.get("preprocessing") if isinstance(info, dict) else None, notices
+    info = info if isinstance(info, dict) else {}
+    stored = {"preprocessing": info.get("preprocessing"), "fits": fits_of(info) if info.get(SHARED_FITS) else None}
+    return run, cfg, summary, ckpt, stored, notices
 
 
 def fit_and_test(run, cfg, trainer, recorder, summary, console, started, lock=None) -> Path:

@@ -90,6 +90,9 @@ class Task(Entry):
     metrics: ClassVar[tuple[str, ...]] = ()  # what validation and test report besides the loss
     headline: ClassVar[str] = "loss"  # the runs table's test column, the final line's first figure
     default_monitor: ClassVar[str] = "val_loss"
+    # train.cv_final: bag: how the fold models' outputs are averaged (dlcli.models.bag): "probabilities" (softmax
+    # logits), "values"; None: the task cannot bag
+    bag_rule: ClassVar[str | None] = None
     integer_steps: ClassVar[bool] = False  # the running metric sums counts (exact in int64), not values
     export_output_name: ClassVar[str] = "outputs"  # the exported graph's output, named for what it holds
     uses_top_k: ClassVar[bool] = False  # answers rank the outputs, so --top-k and serve's ?top_k= apply

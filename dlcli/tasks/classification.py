@@ -125,6 +125,7 @@ class Classification(Task):
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
     headline: ClassVar[str] = "accuracy"
     default_monitor: ClassVar[str] = "val_accuracy"
+    bag_rule: ClassVar[str | None] = "probabilities"
     integer_steps: ClassVar[bool] = True
     export_output_name: ClassVar[str] = "probabilities"
     uses_top_k: ClassVar[bool] = True

@@ -60,6 +60,7 @@ class Regression(Task):
     metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
     headline: ClassVar[str] = "r2"
     default_monitor: ClassVar[str] = "val_loss"
+    bag_rule: ClassVar[str | None] = "values"
     export_output_name: ClassVar[str] = "predictions"
 
     def check_train(self, train_cfg):
