@@ -22,16 +22,17 @@ Directives (WORDS are the first words of a command, as typed on the page):
 - `argv: ARGS`                  sys.argv[1:] of a python block;
 - `replace OLD: NEW`            OLD in the block becomes NEW: `{latest}` and `{previous}` are the newest run ids,
                                 `{cwd}` the folder the page runs in;
-- `expect WORDS: TEXT`          what the commands that start with WORDS print holds TEXT (what the page says they print);
+- `expect WORDS: TEXT`          what the commands that start with WORDS print holds TEXT (as the page says);
 - `exists: PATH ...`            files the block writes (`--save DIR`, `-o FILE`) exist after it;
 - `fragment of PATH [at KEY]`   a yaml block is part of the config file PATH (under KEY): each of its alternatives (a
                                 top-level key written again starts one) is merged into it and validated;
 - `excerpt of PATH`             a yaml block quotes PATH: every value it shows is the file's, and it validates;
 - `train: ARGS`                 a yaml block (each alternative) is also trained: `dlcli train` with ARGS.
-A line starting with `#` is a note. A yaml block without a marker is a whole config and validates; a text block whose lines start with `$ ` is a
-transcript: each command is run and every line shown under it must be in its output (`...` stands for lines left
-out).
-Whatever the markers say, a `dlcli train` without --repeat or --cv prints the new run's id as its last line, and the
+A line starting with `#` is a note. A yaml block without a marker is a whole config and validates; a text block
+whose lines start with `$ ` is a transcript: each command is run and every line shown under it must be in its output
+(`...` stands for lines left out).
+Whatever the markers say, a `dlcli train` prints the new run's id as its last line (`--cv K`: the folds' ids, then
+the refit's), and the
 output of a dlcli command given --json is JSON.
 """
 
@@ -43,8 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>```+)(?P<lang>[\w-]*)\s*$")
-MARKER = re.compile(r"<!--\s*test:(?P<body>.*?)-->", re.S)
-DIRECTIVE = re.compile(r"^(?P<word>skip|add|files|write|first|python|argv|replace|expect|exists|train|fragment|excerpt)\b(?P<rest>.*)$", re.S)
+MARKER = re.compile(r"<!--\s*test:(?P<body>.*?)-->", re.DOTALL)
+WORDS = "skip|add|files|write|first|python|argv|replace|expect|exists|train|fragment|excerpt"
+DIRECTIVE = re.compile(rf"^(?P<word>{WORDS})\b(?P<rest>.*)$", re.DOTALL)
 
 
 @dataclass
@@ -95,7 +97,7 @@ def parse_marker(body: str, where: str) -> Marker:
         head, value = head.strip(), value.strip()
         if word in ("fragment", "excerpt"):
             parts = rest.split()
-            if len(parts) < 2 or parts[0] != "of" or (len(parts) not in (2, 4)) or (len(parts) == 4 and parts[2] != "at"):
+            if len(parts) not in (2, 4) or parts[0] != "of" or (len(parts) == 4 and parts[2] != "at"):
                 raise ValueError(f"{where}: expected `{word} of PATH` (fragment: `at KEY` may follow), got {raw!r}")
             if word == "fragment":
                 marker.fragment = (parts[1], parts[3] if len(parts) == 4 else None)
@@ -146,7 +148,7 @@ def page_blocks(path: Path, root: Path) -> list[Block]:
         if not opening:
             i += 1
             continue
-        indent, start = opening["indent"], i
+        start = i
         i += 1
         while i < len(lines) and lines[i].strip() != opening["ticks"]:  # ```` holds ``` blocks as text
             i += 1

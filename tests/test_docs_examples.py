@@ -10,7 +10,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 import runpy
 import sys
 import zlib
@@ -23,7 +22,14 @@ from typer.testing import CliRunner
 
 from dlcli.cli import app
 from tests.conftest import FASHION, needs_fashion
-from tests.doc_blocks import Marker, commands, page_blocks, parse_marker, starts_with, yaml_alternatives
+from tests.doc_blocks import (
+    Marker,
+    commands,
+    page_blocks,
+    parse_marker,
+    starts_with,
+    yaml_alternatives,
+)
 from tests.test_sweep import fashion_slice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,8 +115,10 @@ class Page:
         self.ran.append(" ".join(words))
         if check:
             assert code == 0, f"{where}: `{' '.join(words)}` exited {code}\n{out}\n{err}"
-            if words[:2] == ["dlcli", "train"] and not {"--repeat", "--cv"} & set(words):
-                assert out.strip().splitlines()[-1] == self.runs()[-1], f"{where}: train does not print its run id last"
+            if words[:2] == ["dlcli", "train"] and "--repeat" not in words:  # the id last; --cv K: folds', refit's
+                ids = out.split()[-(int(words[words.index("--cv") + 1]) + 1 if "--cv" in words else 1):]
+                assert ids[-1] == self.runs()[-1] and set(ids) <= set(self.runs()), \
+                    f"{where}: train does not print its run ids last\n{out}"
             if words[0] == "dlcli" and "--json" in words:
                 json.loads(out)  # the page's --json answers are JSON
             for i, (prefix, text) in enumerate(self.expect):
@@ -199,9 +207,9 @@ class Page:
         sys.argv = [f"{block.where}", *block.marker.argv]
         try:
             for prelude in block.marker.python:
-                exec(compile(prelude, f"{block.where} (python:)", "exec"), namespace)
+                exec(compile(prelude, f"{block.where} (python:)", "exec"), namespace)  # noqa: S102 (the marker's code)
             with contextlib.redirect_stdout(io.StringIO()):
-                exec(compile("\n" * block.line + code, block.page, "exec"), namespace)  # the page's line numbers
+                exec(compile("\n" * block.line + code, block.page, "exec"), namespace)  # noqa: S102 (the page's code)
         finally:
             sys.argv = argv
 
@@ -214,7 +222,8 @@ class Page:
             shown = yaml.safe_load(code)
             for key, value in leaves(shown):
                 assert get(whole, key) == value, \
-                    f"{block.where}: {'.'.join(map(str, key))} is {value!r} here, {get(whole, key)!r} in {marker.excerpt}"
+                    f"{block.where}: {'.'.join(map(str, key))} is {value!r} here, {get(whole, key)!r} in " \
+                    f"{marker.excerpt}"
             pieces = [code]
             base = whole
         else:
@@ -243,7 +252,7 @@ class Page:
         shown: list[tuple[list[str], list[str]]] = []
         for line in lines:
             if line.startswith("$ "):
-                shown.append(([words for _, words in commands(line[2:])][0], []))
+                shown.append((next(words for _, words in commands(line[2:])), []))
             elif line.strip() and line.strip() != "...":
                 shown[-1][1].append(line)
         for words, expected in shown:
@@ -279,8 +288,8 @@ def fashion(tmp_path_factory) -> Path | None:
     return folder
 
 
-@pytest.mark.parametrize("page", [pytest.param(page, marks=[needs_fashion] if "fashion_mnist" in (ROOT / page).read_text()
-                                                 else []) for page in PAGES])
+@pytest.mark.parametrize("page", [pytest.param(p, marks=[needs_fashion] * ("fashion_mnist" in (ROOT / p).read_text()))
+                                  for p in PAGES])
 def test_the_page_runs_as_written(page, tmp_path, monkeypatch, fashion):
     import shutil
 
@@ -332,9 +341,11 @@ def test_markers_parse_and_refuse_what_they_do_not_know(tmp_path):
     assert yaml_alternatives("model: 1   # one\nmodel: 2\n# a comment\n") == ["model: 1   # one\n",
                                                                            "model: 2\n# a comment\n"]
     page = tmp_path / "page.md"
-    page.write_text("<!-- test: skip: shown -->\n\n````markdown\n<!-- test: first: x -->\n```bash\nrm -r /\n```\n````\n"
-                    "- item\n\n    <!-- test: argv: a.png -->\n\n    ```python\n    print(1)\n    ```\n```yaml\na: 1\n```\n")
+    page.write_text("<!-- test: skip: shown -->\n\n````markdown\n<!-- test: first: x -->\n```bash\nrm -r /\n```\n"
+                    "````\n- item\n\n    <!-- test: argv: a.png -->\n\n    ```python\n    print(1)\n    ```\n"
+                    "```yaml\na: 1\n```\n")
     blocks = page_blocks(page, tmp_path)
-    assert [(b.line, b.lang, b.code) for b in blocks] == [(3, "markdown", "<!-- test: first: x -->\n```bash\nrm -r /\n```\n"),
-                                                          (13, "python", "print(1)\n"), (16, "yaml", "a: 1\n")]
+    assert [(b.line, b.lang, b.code) for b in blocks] == [
+        (3, "markdown", "<!-- test: first: x -->\n```bash\nrm -r /\n```\n"), (13, "python", "print(1)\n"),
+        (16, "yaml", "a: 1\n")]
     assert blocks[0].marker.skip == "shown" and blocks[1].marker.argv == ["a.png"] and blocks[2].marker == Marker()
