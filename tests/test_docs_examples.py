@@ -47,6 +47,7 @@ class Page:
         self.ran: list[str] = []
         self.expect: list = []
         self.expected: set[int] = set()
+        self.added: set[int] = set()
 
     # -- files the markers ask for ---------------------------------------------------------------------------
     def write_file(self, name: str) -> None:
@@ -167,7 +168,7 @@ class Page:
         marker = block.marker
         if marker.skip:
             return
-        self.expect, self.expected = marker.expect, set()
+        self.expect, self.expected, self.added = marker.expect, set(), set()
         for name in marker.files:
             self.write_file(name)
         for name, text in marker.write:
@@ -179,14 +180,16 @@ class Page:
         handler = getattr(self, f"lang_{block.lang}", None)
         assert handler, f"{block.where}: a ```{block.lang} block this test cannot run: mark it `skip: REASON`"
         handler(block, code)
-        missed = [" ".join(p) for i, (p, _) in enumerate(marker.expect) if i not in self.expected]
-        assert not missed, f"{block.where}: `expect {missed[0]}` matches no command of the block"
+        for word, entries, hit in (("expect", marker.expect, self.expected), ("add", marker.add, self.added)):
+            missed = [" ".join(p) for i, (p, _) in enumerate(entries) if i not in hit]
+            assert not missed, f"{block.where}: `{word} {missed[0]}` matches no command of the block"
         for path in block.marker.exists:
             assert (self.folder / path).exists(), f"{block.where}: {path} was not written"
 
     def shrunk(self, words: list[str], marker) -> list[str]:
-        for prefix, args in marker.add:
+        for i, (prefix, args) in enumerate(marker.add):
             if starts_with(words, prefix):
+                self.added.add(i)
                 words = [*words, *args] if ">" not in words else \
                     [*words[:words.index(">")], *args, *words[words.index(">"):]]
         return words
