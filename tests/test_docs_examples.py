@@ -149,10 +149,10 @@ class Page:
         return out.getvalue(), err.getvalue(), code
 
     def runs(self) -> list[str]:
-        """Run ids in ./runs, oldest first."""
-        folder = self.folder / "runs"
-        found = [p for p in folder.iterdir() if (p / "config.yaml").is_file()] if folder.is_dir() else []
-        return [p.name for p in sorted(found, key=lambda p: (p.stat().st_mtime, p.name))]
+        """Run ids in ./runs, oldest first, as `latest` orders them (by the start stamp in the id)."""
+        from dlcli.rundirs import list_runs
+
+        return [p.name for p in list_runs(self.folder / "runs")] if (self.folder / "runs").is_dir() else []
 
     def substituted(self, text: str, marker) -> str:
         for old, new in marker.replace:
