@@ -103,6 +103,7 @@ class Page:
             at = words.index(">")
             words, target = words[:at], words[at + 1]
         if words[0] == "dlcli":
+            before = set(self.runs())
             result = self.runner.invoke(app, words[1:])
             out, err, code = result.stdout, result.stderr, result.exit_code
             if result.exception and not isinstance(result.exception, SystemExit):
@@ -117,9 +118,12 @@ class Page:
         if check:
             assert code == 0, f"{where}: `{' '.join(words)}` exited {code}\n{out}\n{err}"
             if words[:2] == ["dlcli", "train"] and "--repeat" not in words:  # the id last; --cv K: folds', refit's
-                ids = out.split()[-(int(words[words.index("--cv") + 1]) + 1 if "--cv" in words else 1):]
-                assert ids[-1] == self.runs()[-1] and set(ids) <= set(self.runs()), \
-                    f"{where}: train does not print its run ids last\n{out}"
+                new = set(self.runs()) - before
+                ids = out.split()[-len(new):]
+                assert len(new) == (int(words[words.index("--cv") + 1]) + 1 if "--cv" in words else 1) \
+                    and set(ids) == new, f"{where}: train does not print its new run ids last\n{out}"
+                assert "--cv" not in words or (self.folder / "runs" / ids[-1] / "cv.json").is_file(), \
+                    f"{where}: the refit's id is not printed last\n{out}"
             if words[0] == "dlcli" and "--json" in words:
                 json.loads(out)  # the page's --json answers are JSON
             for i, (prefix, text) in enumerate(self.expect):
