@@ -20,7 +20,7 @@ Directives (WORDS are the first words of a command, as typed on the page):
 - `first: COMMAND`              a command run before the block (a run the block works on);
 - `python: CODE`                Python run before a python block, in its namespace (what the block takes as given);
 - `argv: ARGS`                  sys.argv[1:] of a python block;
-- `replace OLD: NEW`            OLD in the block becomes NEW: `{latest}` and `{previous}` are the newest run ids,
+- `replace OLD: NEW`            OLD in the block becomes NEW: `{latest}` and `{previous}` are the last two runs made,
                                 `{cwd}` the folder the page runs in;
 - `expect WORDS: TEXT`          what the commands that start with WORDS print holds TEXT (as the page says);
 - `exists: PATH ...`            files the block writes (`--save DIR`, `-o FILE`) exist after it;

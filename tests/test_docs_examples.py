@@ -48,6 +48,7 @@ class Page:
         self.expect: list = []
         self.expected: set[int] = set()
         self.added: set[int] = set()
+        self.made: list[str] = []  # the run ids the page's commands made, in order
 
     # -- files the markers ask for ---------------------------------------------------------------------------
     def write_file(self, name: str) -> None:
@@ -115,6 +116,9 @@ class Page:
             raise AssertionError(f"{where}: `{' '.join(words)}` is not a command this test can run (dlcli or python "
                                  "...): skip it in the block's marker with the reason")
         self.ran.append(" ".join(words))
+        if words[0] == "dlcli":
+            new = set(self.runs()) - before
+            self.made += [w for w in out.split() if w in new] + sorted(new - set(out.split()))
         if check:
             assert code == 0, f"{where}: `{' '.join(words)}` exited {code}\n{out}\n{err}"
             if words[:2] == ["dlcli", "train"] and "--repeat" not in words:  # the id last; --cv K: folds', refit's
@@ -160,7 +164,7 @@ class Page:
 
     def substituted(self, text: str, marker) -> str:
         for old, new in marker.replace:
-            runs = self.runs()
+            runs = self.made
             new = new.replace("{latest}", runs[-1] if runs else "NO-RUN").replace(
                 "{previous}", runs[-2] if len(runs) > 1 else "NO-RUN").replace("{cwd}", str(self.folder))
             assert old in text, f"{self.name}: `replace {old}` does not occur in its block"
