@@ -14,8 +14,8 @@ Directives (WORDS are the first words of a command, as typed on the page):
 - `skip: REASON`                the block is not run;
 - `skip WORDS: REASON`          a bash block's commands that start with WORDS are not run;
 - `add WORDS: ARGS`             ARGS are appended to the commands that start with WORDS (what shrinks them);
-- `files: PATH ...`             small pictures the block reads are written first: `x.png`, `x.jpg`, or a folder
-                                `dir/` holding a few;
+- `files: PATH ...`             small inputs the block reads are written first: pictures (`x.png`, `x.jpg`, or a
+                                folder `dir/` of ten), a table (`x.csv`) or series (`x.npz`);
 - `write PATH: TEXT`            a one-line file the block reads (a config with a mistake in it);
 - `first: COMMAND`              a command run before the block (a run the block works on);
 - `python: CODE`                Python run before a python block, in its namespace (what the block takes as given);
@@ -32,8 +32,8 @@ A line starting with `#` is a note. A yaml block without a marker is a whole con
 whose lines start with `$ ` is a transcript: each command is run and every line shown under it must be in its output
 (`...` stands for lines left out).
 Whatever the markers say, a `dlcli train` prints the new run's id as its last line (`--cv K`: the folds' ids, then
-the refit's), and the
-output of a dlcli command given --json is JSON.
+the refit's), and the output of a dlcli command given --json is JSON. An `add`, `skip WORDS` or `expect` that
+matches no command of its block fails, as a stale marker would otherwise go unnoticed.
 """
 
 from __future__ import annotations
