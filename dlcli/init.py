@@ -27,7 +27,8 @@ FEW_VALUES = 50  # a column with at most this many distinct values in the sample
 IMAGE_SAMPLE = 200  # image headers read to choose channels and size
 MAX_IMAGE_SIZE = 64  # a small CNN's input: larger images are shrunk to this
 GRAY_BANDS = {"1", "L", "I", "F"}  # PIL bands of grayscale modes (L, LA, I, I;16, F, 1), alpha aside
-AUTO_EPOCHS = "auto: about 3,000 steps, stopping early"  # train.epochs: auto, the alternative named in comments
+AUTO_EPOCHS = "auto: about 3,000 steps, stopping early"
+SMALL_TABLE = 2_000  # fewer rows than this: init's table config cross-validates and bags the folds (#31 item 1)  # train.epochs: auto, the alternative named in comments
 
 
 # ---------------------------------------------------------------- a config with a comment per key
@@ -647,7 +648,8 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
                                                                   "--label); a row may have any number on")
         answer = f"{len(labels)} labels: multilabel"
     splits = [
-        Key("val_split", 0.1, "seeded share of the rows held out for validation"),
+        Key("val_split", 0.1, "seeded share of the rows held out for validation" +
+            (" (unused while train.cv's folds validate)" if rows < SMALL_TABLE and not several else "")),
         Key("test_split", 0.1, "share of the rows held out for the test" + (" (unused: test_file is set)"
                                                                            if test_file else "")),
     ]
@@ -688,6 +690,13 @@ def propose_table(path: Path, given: Path, label_name: str | None = None) -> Pro
             "(on small tables it beats a fixed count: benchmarks/small_tables.py)"),
         Key("batch_size", _by_size(rows, [(10_000, 32), (100_000, 128)], 256), "rows per step"),
     ]
+    if rows < SMALL_TABLE and not several:  # the measured recipe for small tables: benchmarks/small_tables_linear.py
+        train_keys += [
+            Key("cv", 5, f"under {SMALL_TABLE:,} rows one validation cut is a few dozen rows: five folds each "
+                         "validate on a fifth of the training rows (5 trainings)"),
+            Key("cv_final", "bag", "the five fold models, each at its best epoch, averaged as the final model "
+                                   "(no refit): a cross-validated linear model's score or better on small tables"),
+        ]
     header = [
         (f"Starter config written by `dlcli init {given.as_posix()}`: a table of {_plural(rows, 'row')} and "
         f"{_plural(len(columns), 'column')}: {_plural(len(features) - len(categorical), 'numeric feature')}, "

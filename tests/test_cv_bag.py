@@ -130,3 +130,19 @@ def test_bad_bag_requests_are_one_line_errors(cli, tmp_path):
     result = cli("validate", CONFIGS / "table_multilabel.yaml", "--set", "train.cv=3", "--set", "train.cv_final=bag")
     assert result.exit_code == 2 and "not multilabel ones" in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_init_bags_five_folds_on_a_small_table_only(cli, tmp_path):
+    def train_keys(rows):
+        table = write_table(tmp_path / f"t{rows}.csv", n=rows, gaps=False)
+        out = tmp_path / f"t{rows}.yaml"
+        result = cli("init", table, "-o", out)
+        assert result.exit_code == 0, result.output
+        cfg = yaml.safe_load(out.read_text())
+        validate_config(cfg)
+        return cfg["train"], out.read_text()
+
+    small, text = train_keys(300)
+    assert (small["cv"], small["cv_final"]) == (5, "bag") and "unused while train.cv's folds validate" in text
+    large, text = train_keys(2_000)
+    assert "cv" not in large and "cv_final" not in large and "unused while" not in text
