@@ -54,3 +54,14 @@ def test_site_builds_strict(tmp_path):
     assert (tmp_path / "site" / "reference" / "config" / "index.html").exists()
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     assert "Run.predict" in api or "predict" in api
+
+
+def test_the_site_home_is_the_readme():
+    """docs/index.md is README.md with its links made relative to the site (tools/docs_index.py writes it)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from docs_index import site_index
+
+    committed = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    assert committed == site_index((ROOT / "README.md").read_text(encoding="utf-8")), \
+        "docs/index.md differs from README.md: run `python tools/docs_index.py`"
+    assert "](docs/" not in committed and "](getting-started.md)" in committed
