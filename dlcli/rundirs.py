@@ -54,7 +54,11 @@ def create_run(root: Path, name: str) -> Path:
     """A new, empty run directory `<name>-<YYYYmmdd-HHMMSS>[-N]`; mkdir's atomicity keeps concurrent ids distinct."""
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 10_000):
+    # a run of another name started this second: count on from it, so that `latest` (the stamp, then the count)
+    # is the later one and not the one whose name sorts last
+    same_second = [STAMP.search(p.name) for p in root.glob(f"*-{stamp}*")]
+    first = 1 + max([int(m.group(2) or 1) for m in same_second if m and m.group(1) == stamp], default=0)
+    for n in range(first, first + 10_000):
         run_id = f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}"
         try:
             (root / run_id).mkdir()

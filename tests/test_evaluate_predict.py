@@ -486,3 +486,19 @@ def test_latest_is_the_newest_run_even_after_an_older_one_is_written_to(tmp_path
     (root / "zeta-20260101-000000" / "eval-test.json").write_text("{}")  # touching an old run
     assert runs.resolve_run(root, "latest").name == "alpha-20261231-235959-2"
     assert [p.name for p in runs.list_runs(root)][0] == "zeta-20260101-000000"
+
+
+def test_latest_is_the_later_of_two_runs_started_in_one_second(tmp_path, monkeypatch):
+    """Run ids stamp the second: a run of another name started in the same second counts on from it, so `latest` is
+    the later run, not the one whose name sorts last."""
+    from dlcli import rundirs as runs
+
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt, *a: "20261208-101010")
+    first = runs.create_run(tmp_path, "zeta")
+    second = runs.create_run(tmp_path, "alpha")
+    third = runs.create_run(tmp_path, "alpha")
+    assert (first.name, second.name, third.name) == ("zeta-20261208-101010", "alpha-20261208-101010-2",
+                                                     "alpha-20261208-101010-3")
+    for run in (first, second, third):
+        (run / "config.yaml").write_text("name: x\n")
+    assert runs.resolve_run(tmp_path, "latest") == third
