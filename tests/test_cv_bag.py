@@ -1,5 +1,5 @@
 """`train.cv_final: bag`: the K folds' best checkpoints averaged as the run's one model (dlcli.models.bag), checked
-against the folds themselves, loaded and run one by one; predict, evaluate and the ONNX export of a bag agree; what
+against the folds themselves, loaded and run one by one; predict, evaluate, serve and the ONNX export of a bag agree; what
 a bag cannot do (resume, no folds, a task without an averaging rule) is refused in one line."""
 
 import csv
@@ -91,6 +91,18 @@ def test_predict_evaluate_and_onnx_agree_on_a_bag(tmp_path):
     assert max(matched) <= 1e-5
     accuracy = float((probabilities.argmax(1) == data.test.y.numpy()).mean())
     assert run.evaluate()["accuracy"] == pytest.approx(accuracy)
+
+    pytest.importorskip("fastapi", reason='the serve extra is not installed: pip install -e ".[dev]"')
+    from fastapi.testclient import TestClient
+
+    from dlcli.serve.app import create_app
+
+    rows = frame.drop(columns=["label"]).head(8)
+    with TestClient(create_app(run.dir, top_k=2), base_url="http://127.0.0.1") as client:
+        served = client.post("/predict", json={"rows": rows.to_dict("records")}).json()
+    assert [[p["label"] for p in a["top"]] for a in served] == [[p["label"] for p in a["top"]] for a in answers[:8]]
+    assert np.allclose([[p["probability"] for p in a["top"]] for a in served],
+                       [[p["probability"] for p in a["top"]] for a in answers[:8]], atol=1e-6)
 
     target = run.export("onnx", tmp_path / "bag.onnx")
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
