@@ -94,8 +94,9 @@ def _epochs(run: Path) -> list[dict]:
 
 
 def cross_validate(cfg, runs_root: Path, console, show_progress: bool, world, folds: int) -> list[Path]:
-    """Train the K folds and the refit; returns their runs, the refit last. Prints the folds' validation figures
-    (mean +- std at the chosen epoch) to stderr, as `train --repeat` prints its test figures."""
+    """Train the K folds and the final run (the refit, or the bag: train.cv_final); returns their runs, the final
+    one last. Prints the folds' validation figures (mean +- std at the chosen epoch; a bag's at each fold's own best)
+    to stderr, as `train --repeat` prints its test figures."""
     from dlcli.compare import mean_std
     from dlcli.finetune import resolve_init
     from dlcli.tasks import bare
@@ -124,7 +125,11 @@ def cross_validate(cfg, runs_root: Path, console, show_progress: bool, world, fo
     twin = prefix + (cfg.task.metrics[0] if bare(monitor) == "loss" else "loss")
     epochs, curve = choose_epoch(histories, monitor, twin) if world.main else (None, [])
     epochs = world.broadcast(epochs)
-    figures = {}
+    figures, at_best = {}, own_best(histories, done) if bag and world.main else None
+    if world.main and at_best is not None:
+        shown = "  ".join(f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in at_best.items())
+        print(f"cv {folds} folds, each at its best epoch (the bag's members): {shown} (mean +- std; group {group})",
+              file=sys.stderr)
     if world.main:
         at = [h[epochs - 1] for h in histories]
         for key in dict.fromkeys([monitor, *(f"val_{m}" for m in cfg.task.metrics), "val_loss"]):
@@ -133,13 +138,14 @@ def cross_validate(cfg, runs_root: Path, console, show_progress: bool, world, fo
                 mean, std = mean_std(values)
                 figures[key] = {"mean": mean, "std": std, "per_fold": values}
         shown = "  ".join(f"{k} {v['mean']:.4f} +- {v['std']:.4f}" for k, v in figures.items())
-        print(f"cv {folds} folds at epoch {epochs} (best mean {monitor}): {shown} (mean +- std; group {group})",
-              file=sys.stderr)  # --quiet too, as `train --repeat` says its figures
+        if at_best is None:
+            print(f"cv {folds} folds at epoch {epochs} (best mean {monitor}): {shown} (mean +- std; group {group})",
+                  file=sys.stderr)  # --quiet too, as `train --repeat` says its figures
     if bag:
         final = bag_run(cfg, runs_root, console, world, done, epochs, fits,
                         {"cv": group, "bag": True, "of": folds, "seed": cfg.seed})
         if world.main:
-            write_cv(final, group, folds, done, monitor, epochs, histories, curve, figures, own_best(histories, done))
+            write_cv(final, group, folds, done, monitor, epochs, histories, curve, figures, at_best)
         return [*done, final]
     refit = refit_config(cfg, epochs)
     console.print(f"cv refit: all training rows for {epochs} epochs (the folds' choice), scoring the last",

@@ -47,6 +47,11 @@ def test_the_bag_is_the_mean_of_its_folds_models(tmp_path, task):
     run, report = bagged_run(tmp_path, task)
     folds = [tmp_path / "runs" / name for name in report["runs"]]
     assert len(folds) == 3 and run.summary["bagged"]["folds"] == report["runs"]
+    for key, figure in report["at_best"].items():  # each fold's validation figures at its own best epoch
+        best = [json.loads((fold / "summary.json").read_text())["best_epoch"] for fold in folds]
+        lines = [[json.loads(line) for line in (fold / "metrics.jsonl").read_text().splitlines()] for fold in folds]
+        assert figure["per_fold"] == [next(m[key] for m in ms if m["epoch"] == b) for ms, b in zip(lines, best)]
+    assert {"val_loss", f"val_{'accuracy' if task == 'classification' else 'r2'}"} <= set(report["at_best"])
     cfg = validate_config(yaml.safe_load((run.dir / "config.yaml").read_text()))
     assert (cfg.train.cv, cfg.train.cv_final, cfg.data.cv_fold, cfg.data.val_split) == (3, "bag", None, 0.0)
     test = load_data(cfg).test  # the raw test rows, as evaluate reads them
