@@ -45,6 +45,8 @@ dlcli.training.train on it in a worker process with the variant's overrides and 
   cv5         train.cv 5: five folds choose the epoch count, then a refit on all training rows (6 trainings)
   bag5        train.cv 5 with train.cv_final bag: the five fold models (each at its own best epoch) averaged as
               the final model, no refit (5 trainings)
+  bag5_linear bag5 with the linear path (model.linear true)
+  bag5_wd     bag5 with AdamW, weight decay 0.1
 scikit-learn, after SimpleImputer + StandardScaler (numeric; the imputer alone for HGB) and
 OneHotEncoder(handle_unknown="ignore") (categorical): RidgeCV(alphas=logspace(-3, 3, 13)) or
 LogisticRegressionCV(max_iter=5000) ("linear"), HistGradientBoostingRegressor/Classifier(random_state=seed) ("HGB").
@@ -89,6 +91,8 @@ VARIANTS = {  # overrides on init's config
     "gelu": [*BASE, "model={type: mlp, hidden: [256], activation: gelu, dropout: 0.3}", "train.batch_size=64"],
     "cv5": [*BASE, "train.cv=5"],
     "bag5": [*BASE, "train.cv=5", "train.cv_final=bag"],
+    "bag5_linear": [*BASE, "train.cv=5", "train.cv_final=bag", "model.linear=true"],
+    "bag5_wd": [*BASE, "train.cv=5", "train.cv_final=bag", ADAMW],
 }
 PACKAGED = r'''
 import os, statsmodels, aeon
