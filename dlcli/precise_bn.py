@@ -79,7 +79,12 @@ def sample_order(size: int, seed: int, epoch: int, count: int) -> torch.Tensor:
 class PreciseBN(Callback):
     """train.precise_bn: true recomputes the statistics after every epoch, auto where they lag (`lagging`), false
     never. With the statistics left as they are, an epoch whose validation falls far behind training while the
-    model scores its own training samples as badly in eval mode gets a warning naming the cause."""
+    model scores its own training samples as badly in eval mode gets a warning naming the cause.
+
+    auto without a validation split, in one process: nothing scores the model between epochs, so an epoch's
+    statistics are recomputed only when a checkpoint keeps it to be scored (best.pt, the run's last epoch:
+    `before_keeping`). A recomputation depends only on the epoch's weights and its own seeded sample, so those
+    checkpoints hold what recomputing after every epoch gives; a last.pt in between holds the running averages."""
 
     def __init__(self, setting, console=None):
         self.setting, self.console = setting, console
@@ -87,6 +92,11 @@ class PreciseBN(Callback):
         self.live = False  # the model has BatchNorm layers that trained this epoch
         self.warned = False
         self.reason: str | None = None
+        self.pending: tuple | None = None  # (layers, epoch) put off until a checkpoint keeps the epoch
+        self.recomputed = 0  # recomputations this fit
+
+    def on_epoch_start(self, trainer, steps):
+        self.pending = None  # the weights move on: an epoch not kept is never recomputed
 
     def before_validation(self, trainer):
         self.ran = False
@@ -98,9 +108,20 @@ class PreciseBN(Callback):
         if reason is None:
             return
         self.reason = reason
+        if self.setting == "auto" and trainer.val_split is None and not trainer.world.distributed:
+            self.pending = (norms, trainer.state.epoch)
+            return
+        self.recompute(trainer, norms, trainer.state.epoch)
+
+    def before_keeping(self, trainer):
+        if self.pending is not None:
+            norms, epoch = self.pending
+            self.pending = None
+            self.recompute(trainer, norms, epoch)
+
+    def recompute(self, trainer, norms, epoch: int):
         split, batch = trainer.train_split, trainer.global_batch  # every DDP rank: the same samples, as one process
-        order = sample_order(len(split), trainer.cfg.seed, trainer.state.epoch,
-                             min(len(split), PRECISE_BN_BATCHES * batch))
+        order = sample_order(len(split), trainer.cfg.seed, epoch, min(len(split), PRECISE_BN_BATCHES * batch))
         chunks = [order[i : i + batch] for i in range(0, len(order), batch)]
         if len(chunks) > 1 and len(chunks[-1]) < 2:  # a batch of one has no variance
             chunks.pop()
@@ -113,6 +134,7 @@ class PreciseBN(Callback):
         with torch.random.fork_rng(devices=devices), autocast(trainer.device, trainer.scoring_precision):
             recalibrate(norms, trainer.model, inputs)
         self.ran = True
+        self.recomputed += 1
 
     def on_epoch_end(self, trainer, metrics):
         if self.ran or self.warned or not self.live:

@@ -71,6 +71,9 @@ class RunRecorder(Callback):
                            f"{'higher' if monitor_mode(self.twin) == 'max' else 'lower'} {self.twin}")
         if better or tie_won:
             self.best_value, self.best_epoch, self.best_twin = value, metrics["epoch"], twin
+        if better or tie_won or trainer.state.stop or trainer.state.epoch >= trainer.cfg.train.epochs:
+            for cb in trainer.callbacks:  # what was put off until a checkpoint keeps the epoch (dlcli.precise_bn)
+                cb.before_keeping(trainer)
         state = self.checkpoint(trainer)
         # best.pt before last.pt: a kill between them leaves last.pt at the epoch before, whose tracker has not yet
         # seen this epoch, so the resumed run trains it again and writes best.pt again

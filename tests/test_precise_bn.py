@@ -114,3 +114,40 @@ def test_which_batchnorm_layers_lag_and_are_recomputed():
         assert torch.allclose(slow.running_var, torch.stack([h.var(0) for h in hidden]).mean(0), atol=1e-4)
     assert slow.momentum == 0.01 and int(slow.num_batches_tracked) == 0  # as training left them
     assert torch.equal(fast.running_mean, before)
+
+
+def test_without_validation_only_kept_epochs_are_recomputed_and_the_checkpoints_are_unchanged(cli, write_config,
+                                                                                             tmp_path, monkeypatch):
+    """val_split 0: auto puts the recomputation off until a checkpoint keeps the epoch (best.pt, the last epoch);
+    best.pt, the final last.pt and the test figures are those of recomputing after every epoch (true)."""
+    import dlcli.precise_bn as precise_bn
+
+    calls = []
+    real = precise_bn.recalibrate
+    monkeypatch.setattr(precise_bn, "recalibrate", lambda *a: calls.append(1) or real(*a))
+
+    def run(setting):
+        cfg = deep_config(setting, epochs=8)
+        cfg["data"] |= {"val_split": 0, "train_samples": 160}
+        cfg["optimizer"] = {"name": "sgd", "lr": 0.3}  # a curve that dips: epoch 6 does not rewrite best.pt
+        calls.clear()
+        run_dir, _ = train(cli, write_config, cfg, tmp_path / str(setting))
+        return run_dir, len(calls)
+
+    every, every_count = run(True)
+    lazy, lazy_count = run("auto")
+    assert every_count == 8
+    summary, lazy_summary = (json.loads((r / "summary.json").read_text()) for r in (every, lazy))
+    assert lazy_summary["best_epoch"] == summary["best_epoch"]
+    metrics = runs.read_metrics(lazy)
+    best, kept = None, set()  # the recorder's rule without validation: higher train accuracy, ties to lower loss
+    for m in metrics:
+        if best is None or (m["train_accuracy"], -m["train_loss"]) > best:
+            best, kept = (m["train_accuracy"], -m["train_loss"]), kept | {m["epoch"]}
+    assert lazy_count == len(kept | {8}) < 8
+    for name in ("best", "last"):
+        a = runs.load_checkpoint(every / "checkpoints" / f"{name}.pt")["model"]
+        b = runs.load_checkpoint(lazy / "checkpoints" / f"{name}.pt")["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert lazy_summary["test"] == summary["test"]
+    assert [m["train_loss"] for m in metrics] == [m["train_loss"] for m in runs.read_metrics(every)]
