@@ -393,7 +393,8 @@ class TrainConfig(Strict):
     precise_bn: bool | Literal["auto"] = Field(
         "auto", description="recompute the BatchNorm statistics from the training split after each epoch, before "
                             "validation (dlcli.precise_bn); auto: where they lag (a momentum below torch's 0.1, or "
-                            "too few steps to forget their initial values)")
+                            "too few steps to forget their initial values), and without a validation split only for "
+                            "the epochs a checkpoint keeps (best.pt, the last)")
     compile: bool = Field(False, description="torch.compile the model (slower start, faster steps on large models)")
     threads: PositiveInt | None = Field(None, description="torch's CPU threads; unset: one per idle core")
     on_nan: Literal["stop", "skip_batch"] = Field("stop", description="a non-finite loss: fail the run (stop) or "
