@@ -168,7 +168,7 @@ def test_a_refit_keeps_its_last_epoch_even_when_an_earlier_one_scored_better(tmp
     (tmp_path / "checkpoints").mkdir()
     recorder = RunRecorder(tmp_path, "train_loss", parse_task(None), keep_last=True)
     for epoch, loss in enumerate([0.5, 0.3, 0.4], start=1):  # epoch 2 has the lowest loss
-        trainer = SimpleNamespace(checkpoint_state=lambda epoch=epoch: {"epoch": epoch})
+        trainer = SimpleNamespace(checkpoint_state=lambda epoch=epoch: {"epoch": epoch}, callbacks=[])
         recorder.on_epoch_end(trainer, {"epoch": epoch, "train_loss": loss})
     assert recorder.best_epoch == 3
     assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["epoch"] == 3
