@@ -12,7 +12,10 @@ trains twice, interleaved, with one thread: precise_bn auto (the recipe) and pre
 metrics.jsonl:
   steps       the epochs' seconds with precise_bn false (forward, backward, optimizer, augmentation)
   precise_bn  the epochs' seconds with it, less those without (one forward pass over the split per epoch)
-  recorder    train_seconds less the epochs' seconds (metrics.jsonl, last.pt every epoch, best.pt when it improves)
+  recorder    train_seconds less the epochs' seconds (metrics.jsonl, last.pt every epoch, best.pt when it improves;
+              since precise_bn auto without a validation split recomputes only for the epochs a checkpoint keeps,
+              that recomputation is counted here and the precise_bn column is about 0: the table in
+              benchmarks/README.md was taken before; --candidate train.precise_bn=true times the two)
   outside     wall_seconds less train_seconds (start-up in-process, data, test scoring, curves.png)
   start-up    the whole `python -m dlcli train` less wall_seconds (the interpreter, imports, config)
   process     the whole `python -m dlcli train`
