@@ -242,7 +242,7 @@ def test_init_names_the_config_and_drops_id_columns(cli, tmp_path):
 
     result = cli("train", out, "--set", "train.epochs=1", "--runs-dir", tmp_path / "runs", "-q")
     assert result.exit_code == 0, result.output
-    state = json.loads((tmp_path / "runs" / result.stdout.strip() / "data.json").read_text())["preprocessing"]
+    state = json.loads((tmp_path / "runs" / result.stdout.strip().splitlines()[-1] / "data.json").read_text())["preprocessing"]
     assert sorted([*state["numeric"], *state["categories"]]) == ["colour", "x1", "x2"]
 
     result = cli("init", table, "--name", "two words", "-o", tmp_path / "other.yaml")
