@@ -12,6 +12,7 @@ import io
 import json
 import runpy
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -146,7 +147,9 @@ class Page:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 if args[0] == "-m":
                     sys.argv = [args[1], *args[2:]]
-                    runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+                    with warnings.catch_warnings():  # `python -m dlcli.x` after dlcli.x was imported: runpy's note
+                        warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
+                        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
                 else:
                     sys.argv = args
                     runpy.run_path(args[0], run_name="__main__")
