@@ -287,14 +287,15 @@ def main(argv=None) -> int:
     parser.add_argument("--bench-python", default="/work/bench-venv/bin/python")
     parser.add_argument("--work", default=None, help="where the series and runs go (default: a temporary folder)")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--example", action="store_true", help="write data/sales.csv, the example config's table")
+    parser.add_argument("--example", action="store_true",
+                        help="write data/sales.csv (under the current folder), the example config's table")
     parser.add_argument("--nf-python", default="/work/bench-nf/bin/python",
                         help="an environment with neuralforecast for NHITS (skipped where it does not exist)")
     parser.add_argument("--prepare", help=argparse.SUPPRESS)  # the benchmark-only side, in --bench-python
     parser.add_argument("--neural", help=argparse.SUPPRESS)  # NHITS, in --nf-python
     args = parser.parse_args(argv)
     if args.example:
-        print(write_example(ROOT / "data" / "sales.csv"))
+        print(write_example(Path("data") / "sales.csv"))  # data/ under the current folder, where the config looks
         return 0
     if args.prepare:
         prepare(Path(args.prepare), args.validation)
