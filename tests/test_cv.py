@@ -99,17 +99,22 @@ def test_train_cv_trains_folds_and_a_refit_with_the_chosen_epochs(cli, tmp_path)
     assert "cv fold 2/3" in listing.stdout and f"cv refit ({chosen} epochs, 3 folds)" in listing.stdout
 
 
-def test_a_regression_table_cross_validates_from_python(tmp_path):
-    import dlcli
-
+def write_houses(path, rows: int, base: float = 0.0):
+    """A seeded regression table: price = 50 rooms - age + noise (+ base)."""
     rng = random.Random(3)
-    path = tmp_path / "houses.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["rooms", "age", "price"])
-        for _ in range(60):
+        for _ in range(rows):
             rooms, age = rng.uniform(1, 6), rng.uniform(0, 50)
-            w.writerow([f"{rooms:.3f}", f"{age:.2f}", f"{50 * rooms - age + rng.gauss(0, 5):.2f}"])
+            w.writerow([f"{rooms:.3f}", f"{age:.2f}", f"{50 * rooms - age + rng.gauss(0, 5) + base:.2f}"])
+    return path
+
+
+def test_a_regression_table_cross_validates_from_python(tmp_path):
+    import dlcli
+
+    path = write_houses(tmp_path / "houses.csv", 60)
     cfg = {"name": "houses", "seed": 1, "task": "regression",
            # val_split 0 makes the monitors fall back to training figures; every fold still validates
            "data": {"dataset": "csv", "train_file": str(path), "label_column": "price", "val_split": 0},

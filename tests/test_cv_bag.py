@@ -2,9 +2,7 @@
 against the folds themselves, loaded and run one by one; predict, evaluate, serve and the ONNX export of a bag agree; what
 a bag cannot do (resume, no folds, a task without an averaging rule) is refused in one line."""
 
-import csv
 import json
-import random
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import yaml
 from dlcli.config import validate_config
 from dlcli.data import load_data
 from dlcli.loaded import load_run
+from tests.test_cv import write_houses
 from tests.test_tables import CONFIGS, write_table
 
 
@@ -26,14 +25,7 @@ def bagged_run(tmp_path, task="classification", folds=3):
         cfg["data"] |= {"train_file": str(table), "test_split": 0.2}
         cfg["optimizer"] = {"name": "adam", "lr": 0.03}  # members sure enough of themselves to disagree
     else:
-        rng = random.Random(3)
-        table = tmp_path / "houses.csv"
-        with open(table, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["rooms", "age", "price"])
-            for _ in range(50):
-                rooms, age = rng.uniform(1, 6), rng.uniform(0, 50)
-                w.writerow([f"{rooms:.3f}", f"{age:.2f}", f"{50 * rooms - age + rng.gauss(0, 5) + 900:.2f}"])
+        table = write_houses(tmp_path / "houses.csv", 50, base=900)
         cfg = {"name": "houses", "seed": 1, "task": "regression",
                "data": {"dataset": "csv", "train_file": str(table), "label_column": "price", "test_split": 0.2},
                "model": {"type": "mlp", "hidden": [8]}}
